@@ -60,9 +60,15 @@ def test_names_are_normalised():
     [
         (MAGPIE, 0),
         (Lineage("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Pica", "pica"), 1),
-        (Lineage("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Corvus", "corax"), 2),
+        (
+            Lineage("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Corvus", "corax"),
+            2,
+        ),
         (Lineage("Animalia", "Chordata", "Aves", "Strigiformes", "Strigidae", "Bubo", "bubo"), 4),
-        (Lineage("Plantae", "Tracheophyta", "Magnoliopsida", "Rosales", "Rosaceae", "Rosa", "x"), 7),
+        (
+            Lineage("Plantae", "Tracheophyta", "Magnoliopsida", "Rosales", "Rosaceae", "Rosa", "x"),
+            7,
+        ),
         (MAGPIE.truncate(Rank.GENUS), 1),  # a species beside its own genus
         (Lineage("Animalia", "Chordata", "", "Passeriformes", "Corvidae", "Pica", "hudsonia"), 0),
         (Lineage(), 7),

@@ -1,6 +1,5 @@
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 
 from taxoclip.taxonomy import (
     SHARD_TEXT_KEYS,
