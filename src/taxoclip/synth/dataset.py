@@ -1,0 +1,345 @@
+"""SynthToL on disk: images, ground-truth tables, train/test splits, optional shards.
+
+Output layout (all paths relative to OUT)::
+
+    synth.json                 parameters, counts, format version
+    species.csv                ground truth per species (lineage, traits, habitat, seen)
+    images.csv                 ground truth per image (species, split, sex, life stage, pose…)
+    train/metadata.csv         evaluation-folder format: filepath,class + lineage columns
+    train/images/s0000/….jpg
+    test/metadata.csv          held-out images of seen species AND all images of unseen ones
+    test/images/…
+    shards/shard-000000.tar …  the training split as WebDataset shards (with --shards N)
+    preview.png                contact sheet (with --preview)
+
+Everything is written to a temporary sibling folder and renamed into place at the end,
+so a failed run leaves nothing behind. Same parameters ⇒ byte-identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from taxoclip import __version__
+from taxoclip.errors import UsageError
+
+from .render import LIFE_STAGES, SEXES, render, sample_image_params
+from .tree import Species, build_tree
+
+FORMAT_VERSION = 1
+MAX_IMAGE_SIZE = 512
+MIN_IMAGE_SIZE = 16
+
+# Columns of the evaluation-folder metadata.csv. ``class`` is the label (DESIGN section 3);
+# the class *rank* is therefore written as ``class_`` so the two cannot collide.
+METADATA_COLUMNS = (
+    "filepath", "class", "kingdom", "phylum", "class_", "order", "family", "genus",
+    "species_epithet", "species", "common_name", "species_id", "sex", "life_stage", "seen",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Parameters of one SynthToL build (the CLI flags of ``taxoclip synth``)."""
+
+    species: int = 300
+    images_per_species: int = 40
+    image_size: int = 32
+    seed: int = 0
+    shards: int = 0
+    test_fraction: float = 0.2
+    unseen_fraction: float = 0.1
+    jpeg_quality: int = 92
+    preview: bool = False
+
+    def validate(self) -> None:
+        """Raise UsageError for parameters that cannot produce a dataset."""
+        problems = []
+        if self.species < 1:
+            problems.append(f"--species must be at least 1 (got {self.species})")
+        if self.images_per_species < 2:
+            problems.append(
+                "--images-per-species must be at least 2, one for training and one for "
+                f"testing (got {self.images_per_species})"
+            )
+        if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
+            problems.append(
+                f"--image-size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} "
+                f"(got {self.image_size})"
+            )
+        if self.seed < 0:
+            problems.append(f"--seed must be non-negative (got {self.seed})")
+        if self.shards < 0:
+            problems.append(f"--shards must be 0 (none) or more (got {self.shards})")
+        if not 0.0 < self.test_fraction < 1.0:
+            problems.append(f"test fraction must be in (0, 1) (got {self.test_fraction})")
+        if not 0.0 <= self.unseen_fraction < 1.0:
+            problems.append(f"unseen fraction must be in [0, 1) (got {self.unseen_fraction})")
+        if not 1 <= self.jpeg_quality <= 100:
+            problems.append(f"JPEG quality must be 1–100 (got {self.jpeg_quality})")
+        if problems:
+            raise UsageError("; ".join(problems))
+
+    def n_test(self) -> int:
+        """Held-out images per seen species (at least one, leaving at least one to train)."""
+        wanted = round(self.test_fraction * self.images_per_species)
+        return min(max(1, wanted), self.images_per_species - 1)
+
+
+@dataclass
+class SynthResult:
+    out: Path
+    n_species: int
+    n_unseen_species: int
+    n_train: int
+    n_test: int
+    shard_pattern: str | None = None
+    preview: Path | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _ImageRecord:
+    image_id: int
+    species_id: int
+    split: str
+    sex: str
+    life_stage: str
+    angle: float
+    flip: int
+    scale: float
+    brightness: float
+    noise_sigma: float
+    scene: int
+    clutter: int
+
+    @property
+    def relpath(self) -> str:
+        return f"{self.split}/images/s{self.species_id:04d}/{self.image_id:07d}.jpg"
+
+
+def species_rng(seed: int, stream: int, index: int = 0) -> np.random.Generator:
+    """Independent generator per (seed, purpose, species): results do not depend on order."""
+    return np.random.default_rng(np.random.SeedSequence([seed, stream, index]))
+
+
+def prepare_output(out: Path) -> Path:
+    """Check OUT can be created and make the temporary sibling we build into."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"output directory {out} is not empty; choose a new path")
+    parent = out.absolute().parent
+    tmp = parent / f".{out.name}.tmp-{os.getpid()}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise UsageError(f"cannot write output directory {out}: {exc.strerror or exc}") from exc
+    return tmp
+
+
+def finish_output(tmp: Path, out: Path) -> None:
+    if out.is_dir():
+        out.rmdir()  # empty, checked in prepare_output
+    os.rename(tmp, out)
+
+
+def generate(out: str | os.PathLike, config: SynthConfig, progress: bool = True) -> SynthResult:
+    """Build SynthToL into ``out`` (must not exist or be empty)."""
+    config.validate()
+    out = Path(out)
+    tmp = prepare_output(out)
+    try:
+        result = _generate_into(tmp, config, progress)
+        finish_output(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    result.out = out
+    if result.preview is not None:
+        result.preview = out / result.preview.name
+    if result.shard_pattern is not None:
+        result.shard_pattern = result.shard_pattern.replace(str(tmp), str(out.absolute()))
+    return result
+
+
+def _generate_into(root: Path, config: SynthConfig, progress: bool) -> SynthResult:
+    species = build_tree(config.species, species_rng(config.seed, 0), config.unseen_fraction)
+    n_train_total = sum(config.images_per_species - config.n_test() for s in species if s.seen)
+    if config.shards > n_train_total:
+        raise UsageError(
+            f"--shards {config.shards} is more than the {n_train_total} training images"
+        )
+
+    rows = [s.as_row() for s in species]
+    _write_csv(root / "species.csv", rows)
+
+    records: list[_ImageRecord] = []
+    total = config.species * config.images_per_species
+    with tqdm(total=total, unit="img", desc="render", disable=not progress) as bar:
+        for sp, row in zip(species, rows, strict=True):
+            records.extend(_render_species(root, sp, row, len(records), config))
+            bar.update(config.images_per_species)
+
+    _write_csv(root / "images.csv", [_image_row(r) for r in records])
+    by_id = {s.species_id: s for s in species}
+    for split in ("train", "test"):
+        split_rows = [_metadata_row(r, by_id[r.species_id]) for r in records if r.split == split]
+        _write_csv(root / split / "metadata.csv", split_rows, METADATA_COLUMNS)
+
+    n_train = sum(r.split == "train" for r in records)
+    result = SynthResult(
+        out=root,
+        n_species=len(species),
+        n_unseen_species=sum(not s.seen for s in species),
+        n_train=n_train,
+        n_test=len(records) - n_train,
+    )
+    if config.shards:
+        result.shard_pattern = _write_train_shards(root, records, by_id, config)
+    if config.preview:
+        from .preview import contact_sheet
+
+        result.preview = contact_sheet(species, config, root / "preview.png")
+    result.counts = {
+        "species": result.n_species,
+        "unseen_species": result.n_unseen_species,
+        "finch_species": sum(s.is_finch for s in species),
+        "train_images": result.n_train,
+        "test_images": result.n_test,
+        "shards": config.shards,
+    }
+    manifest = {
+        "generator": "taxoclip.synth",
+        "taxoclip_version": __version__,
+        "format_version": FORMAT_VERSION,
+        "config": asdict(config),
+        "counts": result.counts,
+    }
+    (root / "synth.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def _render_species(
+    root: Path, sp: Species, row: dict[str, object], first_id: int, config: SynthConfig
+) -> list[_ImageRecord]:
+    n = config.images_per_species
+    rng = species_rng(config.seed, 1, sp.species_id)
+    params = sample_image_params(row, n, rng)
+    pixels = render(params, config.image_size, rng)
+    if sp.seen:
+        test = set(rng.permutation(n)[: config.n_test()].tolist())
+    else:
+        test = set(range(n))
+    splits = {"test"} | ({"train"} if len(test) < n else set())
+    for split in splits:
+        (root / split / "images" / f"s{sp.species_id:04d}").mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n):
+        record = _ImageRecord(
+            image_id=first_id + i,
+            species_id=sp.species_id,
+            split="test" if i in test else "train",
+            sex=SEXES[int(params.male[i])],
+            life_stage=LIFE_STAGES[int(params.juvenile[i])],
+            angle=round(float(params.angle[i]), 4),
+            flip=int(params.flip[i]),
+            scale=round(float(params.scale[i]), 4),
+            brightness=round(float(params.brightness[i]), 4),
+            noise_sigma=round(float(params.noise_sigma[i]), 3),
+            scene=int(params.scene[i]),
+            clutter=int(params.clutter_on[i].sum()),
+        )
+        (root / record.relpath).write_bytes(encode_jpeg(pixels[i], config.jpeg_quality))
+        records.append(record)
+    return records
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _image_row(record: _ImageRecord) -> dict[str, object]:
+    row = dict(vars(record))  # flat fields: no need for asdict's deep copy
+    row["filepath"] = record.relpath
+    return row
+
+
+def _metadata_row(record: _ImageRecord, sp: Species) -> dict[str, object]:
+    lineage = sp.lineage
+    return {
+        "filepath": record.relpath.split("/", 1)[1],
+        "class": lineage.species_binomial,
+        **lineage.to_dict(class_key="class_"),
+        "species": lineage.species_binomial,
+        "common_name": sp.common_name,
+        "species_id": sp.species_id,
+        "sex": record.sex,
+        "life_stage": record.life_stage,
+        "seen": sp.seen,
+    }
+
+
+def _write_csv(
+    path: Path, rows: list[dict[str, object]], columns: tuple[str, ...] | None = None
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fieldnames = list(columns) if columns else list(rows[0].keys()) if rows else []
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _write_train_shards(
+    root: Path, records: list[_ImageRecord], by_id: dict[int, Species], config: SynthConfig
+) -> str:
+    from taxoclip.data.shards import write_shards
+
+    train = [r for r in records if r.split == "train"]
+    order = species_rng(config.seed, 2).permutation(len(train))
+    samples = _TrainSamples(root, [train[int(i)] for i in order], by_id)
+    return write_shards(samples, root / "shards", n_shards=config.shards).pattern
+
+
+class _TrainSamples(Sequence):
+    """Shuffled training samples, each read from disk only when the shard writer asks."""
+
+    def __init__(self, root: Path, records: list[_ImageRecord], by_id: dict[int, Species]):
+        self._root, self._records, self._by_id = root, records, by_id
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, index):
+        from taxoclip.data.shards import ShardSample
+
+        record = self._records[index]
+        sp = self._by_id[record.species_id]
+        return ShardSample(
+            key=f"{record.image_id:07d}",
+            jpg=(self._root / record.relpath).read_bytes(),
+            lineage=sp.lineage,
+            common_name=sp.common_name,
+            meta={
+                "image_id": record.image_id,
+                "species_id": record.species_id,
+                "sex": record.sex,
+                "life_stage": record.life_stage,
+            },
+        )
