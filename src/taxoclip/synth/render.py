@@ -150,7 +150,9 @@ def _blend(img: np.ndarray, alpha: np.ndarray, rgb: np.ndarray) -> None:
     """In place: img ← img + alpha·(rgb − img); rgb is (B,3) or (B,S,S,3)."""
     if rgb.ndim == 2:
         rgb = rgb[:, None, None, :]
-    img += alpha[..., None] * (rgb - img)
+    step = rgb - img
+    step *= alpha[..., None]
+    img += step
 
 
 def render(params: ImageParams, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -170,9 +172,10 @@ def render(params: ImageParams, size: int, rng: np.random.Generator) -> np.ndarr
         d = np.hypot(X[:, None] - cx[..., None, None], Y[:, None] - cy[..., None, None])
         d -= params.clutter_r[..., None, None]
         alphas = np.clip(0.5 - d * size, 0.0, 1.0) * (params.clutter_on * 0.8)[..., None, None]
-        top = alphas.argmax(axis=1)
-        colour = np.take_along_axis(params.clutter_rgb, top.reshape(n, -1, 1), axis=1)
-        _blend(img, alphas.max(axis=1), colour.reshape(n, size, size, 3))
+        colour = np.einsum("bkij,bkc->bijc", alphas, params.clutter_rgb, optimize=True)
+        total = alphas.sum(axis=1)
+        colour /= np.maximum(total, 1e-6)[..., None]
+        _blend(img, np.minimum(total, 1.0), colour)
 
     # Organism frame: u along the body (head at +u), v up; body length = 1.
     juvenile = params.juvenile.astype(np.float32)
@@ -267,10 +270,12 @@ def render(params: ImageParams, size: int, rng: np.random.Generator) -> np.ndarr
     if crest_alpha.any():
         crest = _capsule(u, v, hx, hy + 0.7 * head_r, hx - 0.09, hy + head_r + 0.15, 0.045)
         features.append((cover(crest) * _col(crest_alpha), CREST_RGB))
-    alpha = np.maximum.reduce([a for a, _ in features])
-    weight = sum(a for a, _ in features) + 1e-6
-    colour = sum(a[..., None] * np.asarray(rgb, np.float32) for a, rgb in features)
-    _blend(img, alpha, colour / weight[..., None])
+    alphas = np.stack([a for a, _ in features])
+    rgbs = np.asarray([rgb for _, rgb in features], dtype=np.float32)
+    total = alphas.sum(axis=0)
+    colour = np.tensordot(alphas, rgbs, axes=([0], [0]))  # (B, S, S, 3)
+    colour /= np.maximum(total, 1e-6)[..., None]
+    _blend(img, np.minimum(total, 1.0), colour)
 
     # Camera: exposure, colour cast, sensor noise.
     img *= _col(params.brightness)[..., None]
