@@ -40,6 +40,13 @@ def main() -> None:
     parser.add_argument("--images-per-species", type=int, default=40)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="best of N for each figure")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(__file__).parent / "out",
+        help="where the end-to-end run writes (default bench/out; file creation speed "
+        "differs a lot between file systems)",
+    )
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
@@ -63,7 +70,8 @@ def main() -> None:
         return time.perf_counter() - start
 
     def end_to_end() -> float:
-        tmp = Path(tempfile.mkdtemp(prefix="synth-bench-"))
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="synth-bench-", dir=args.workdir))
         try:
             start = time.perf_counter()
             generate(tmp / "out", config, progress=False)
@@ -85,6 +93,7 @@ def main() -> None:
         f"at {args.size} px, one core, best of {args.repeats}"
     )
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores; numpy {np.__version__}")
+    print(f"end-to-end output under {args.workdir.resolve()}")
     print()
     print("| stage | images/s | vs end to end |")
     print("|---|---:|---:|")
