@@ -24,7 +24,9 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# demo_out/ is the demo's own output: each `make demo` starts it afresh.
 demo: $(STAMP)
+	rm -rf demo_out
 	$(BIN)/taxoclip demo --out demo_out
 
 test: $(STAMP)
