@@ -49,6 +49,53 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from taxoclip.train import TrainConfig, train
+
+    config = TrainConfig(
+        data=args.data,
+        out=args.out,
+        model=args.model,
+        pretrained=args.pretrained,
+        replay=args.replay,
+        replay_ratio=args.replay_ratio,
+        replay_batch_size=args.replay_batch_size,
+        text_type=args.text_type,
+        epochs=args.epochs,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.wd,
+        warmup=args.warmup,
+        grad_clip=args.grad_clip or None,
+        precision=args.precision,
+        grad_checkpointing=args.grad_checkpointing,
+        compile=args.compile,
+        fsdp=args.fsdp,
+        workers=args.workers,
+        seed=args.seed,
+        caption_positives=args.caption_positives,
+        squash=args.squash,
+        checkpoint_every=args.checkpoint_every,
+        keep_checkpoints=args.keep_checkpoints,
+        log_every=args.log_every,
+        val=args.val,
+        resume=args.resume,
+        device=args.device,
+        recipe=args.recipe,
+    )
+    result = train(config)
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(f"trained {result.steps} steps; final loss {result.final_loss:.4f}")
+        if result.val_top1 is not None:
+            print(f"zero-shot top-1 on {config.val}: {result.val_top1:.3f}")
+        if result.n_substituted:
+            print(f"{result.n_substituted} corrupt samples were skipped (see the log)")
+        print(f"run: {result.run}  (metrics.jsonl, tensorboard/, checkpoints/)")
+        print(f"model: {result.model_dir}  (open_clip local-dir: layout)")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from taxoclip.demo import run_demo
 
@@ -105,6 +152,141 @@ def build_parser() -> argparse.ArgumentParser:
     )
     synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_cmd_synth)
+
+    train = commands.add_parser(
+        "train",
+        help="train or fine-tune a hierarchical contrastive model on shards",
+        description=(
+            "Train an open_clip model with BioCLIP 2's recipe: CLIP loss over tree-of-life "
+            "captions, one caption type per step drawn from sci/com/taxon/sci_com/taxon_com, "
+            "optional experience replay through a second visual projection. One process, "
+            "or `torchrun --nproc_per_node N -m taxoclip train ...` for DDP. Exact resume "
+            "from checkpoints with --resume latest."
+        ),
+    )
+    train.add_argument(
+        "--data",
+        required=True,
+        metavar="SHARDS",
+        help="training shards: 'DIR/shard-{000000..000009}.tar' (brace patterns, :: lists)",
+    )
+    train.add_argument(
+        "--out", required=True, metavar="RUN", help="run directory (checkpoints, metrics, model/)"
+    )
+    train.add_argument(
+        "--model",
+        default="taxoclip-vit-t32",
+        metavar="NAME|CONFIG.json|DIR|hf-hub:…",
+        help="architecture or model to start from (default taxoclip-vit-t32, the CPU preset)",
+    )
+    train.add_argument(
+        "--pretrained", metavar="TAG|PATH", help="open_clip pretrained tag or weights file"
+    )
+    train.add_argument(
+        "--recipe",
+        choices=["bioclip2"],
+        help="preset the paper's hyper-parameters (ViT-L/14, bf16, 30 epochs, …)",
+    )
+    train.add_argument(
+        "--replay", metavar="SHARDS", help="general image-caption shards for experience replay"
+    )
+    train.add_argument(
+        "--replay-ratio",
+        type=float,
+        default=0.1,
+        metavar="R",
+        help="fraction of images per step from replay (default 0.1)",
+    )
+    train.add_argument(
+        "--replay-batch-size",
+        type=int,
+        metavar="B",
+        help="replay images per process (overrides --replay-ratio)",
+    )
+    train.add_argument(
+        "--text-type",
+        default="random",
+        choices=["random", "sci", "com", "taxon", "sci_com", "taxon_com"],
+        help="caption type (default: drawn per step)",
+    )
+    train.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
+    train.add_argument("--steps", type=int, help="total steps (overrides --epochs)")
+    train.add_argument(
+        "--batch-size",
+        type=int,
+        default=128,
+        metavar="B",
+        help="images per process per step (default 128)",
+    )
+    train.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
+    train.add_argument(
+        "--wd",
+        type=float,
+        default=0.2,
+        help="weight decay (default 0.2; none on gains, biases, logit scale)",
+    )
+    train.add_argument(
+        "--warmup",
+        type=int,
+        default=100,
+        metavar="STEPS",
+        help="linear warm-up steps before the cosine decay (default 100)",
+    )
+    train.add_argument(
+        "--grad-clip",
+        type=float,
+        default=1.0,
+        metavar="NORM",
+        help="clip gradient norm (0 = off; default 1.0)",
+    )
+    train.add_argument(
+        "--precision", choices=["fp32", "bf16"], default="fp32", help="fp32 or bf16 autocast"
+    )
+    train.add_argument("--grad-checkpointing", action="store_true", help="trade compute for memory")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model")
+    train.add_argument(
+        "--fsdp", action="store_true", help="shard the model with FSDP (CUDA) instead of DDP"
+    )
+    train.add_argument(
+        "--workers", type=int, default=2, help="DataLoader workers per process (default 2)"
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--caption-positives",
+        action="store_true",
+        help="count identical captions in a batch as positives (not in the paper)",
+    )
+    train.add_argument(
+        "--squash", action="store_true", help="squash images to square before cropping"
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="also checkpoint every N steps (default: epoch ends only)",
+    )
+    train.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=3,
+        metavar="K",
+        help="step checkpoints kept (default 3; epoch ones all kept)",
+    )
+    train.add_argument("--log-every", type=int, default=10, metavar="STEPS")
+    train.add_argument(
+        "--val",
+        metavar="DIR",
+        help="evaluation folder (metadata.csv) for zero-shot top-1 at each epoch end",
+    )
+    train.add_argument(
+        "--resume",
+        metavar="latest|CKPT",
+        help="continue the run in --out from its latest (or this) checkpoint",
+    )
+    train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=_cmd_train)
 
     demo = commands.add_parser(
         "demo",

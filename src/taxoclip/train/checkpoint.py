@@ -1,0 +1,90 @@
+"""Checkpoints: open_clip's keys plus what exact resume needs, written atomically.
+
+``RUN/checkpoints/epoch_N.pt`` at epoch ends (all kept) and ``step_NNNNNNNN.pt`` every
+``--checkpoint-every`` steps (the last K kept). Each file holds ``epoch, name,
+state_dict, optimizer, scaler`` as open_clip writes them (``state_dict`` is the bare
+CLIP, so open_clip and ``load_model`` read it), and ``step``, ``replay_proj``,
+``torch_rng``, ``counters`` and the ``config`` for resuming. Only tensors and plain
+Python values go in, so ``torch.load(weights_only=True)`` reads them.
+``checkpoints/latest.json`` names the newest complete checkpoint; it is replaced only
+after that checkpoint is on disk, so a kill at any moment leaves a loadable pair.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from taxoclip.errors import InputError
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest.json"
+_STEP_FILE = re.compile(r"^step_(\d{8})\.pt$")
+
+
+def checkpoint_dir(run: Path) -> Path:
+    return run / "checkpoints"
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run: Path, state: dict[str, Any], name: str, keep: int) -> Path:
+    """Write ``state`` as ``checkpoints/<name>``, point ``latest.json`` at it, prune."""
+    folder = checkpoint_dir(run)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    _atomic_torch_save(state, path)
+    _atomic_write_text(folder / LATEST, json.dumps({"file": name, "step": state["step"]}) + "\n")
+    step_files = sorted(p for p in folder.iterdir() if _STEP_FILE.match(p.name))
+    for old in step_files[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def find_latest(run: Path) -> Path | None:
+    """The checkpoint ``latest.json`` names, or None when the run has none."""
+    pointer = checkpoint_dir(run) / LATEST
+    if not pointer.exists():
+        return None
+    try:
+        name = json.loads(pointer.read_text())["file"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"cannot read checkpoint pointer {pointer}: {exc}") from exc
+    path = checkpoint_dir(run) / name
+    if not path.is_file():
+        raise InputError(f"{pointer} names {name}, which is missing")
+    return path
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise InputError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    missing = {"step", "state_dict", "optimizer", "config"} - set(state)
+    if missing:
+        raise InputError(f"checkpoint {path} lacks {', '.join(sorted(missing))}")
+    return state
