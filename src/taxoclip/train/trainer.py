@@ -37,6 +37,7 @@ from .data import (
 from .loss import clip_loss
 from .model import ContrastiveModel
 from .optim import build_optimizer, cosine_lr
+from .transform import RandomResizedCropTransform
 
 log = logging.getLogger(__name__)
 
@@ -184,26 +185,17 @@ def _make_loader(
     )
 
 
-def _train_transform(loaded: LoadedModel, squash: bool):
+def _train_transform(loaded: LoadedModel, squash: bool) -> RandomResizedCropTransform:
     """RandomResizedCrop with scale (0.9, 1.0) as the recipe; squash first if asked."""
-    from open_clip import image_transform
-    from open_clip.transform import AugmentationCfg
-    from torchvision import transforms
-
     cfg = loaded.preprocess_cfg
-    size = loaded.image_size
-    transform = image_transform(
-        size,
-        is_train=True,
+    return RandomResizedCropTransform(
+        loaded.image_size,
+        scale=(0.9, 1.0),
         mean=cfg.get("mean"),
         std=cfg.get("std"),
         interpolation=cfg.get("interpolation"),
-        aug_cfg=AugmentationCfg(scale=(0.9, 1.0)),
+        squash=squash,
     )
-    if squash:
-        side = (size, size) if isinstance(size, int) else size
-        transform = transforms.Compose([transforms.Resize(side), transform])
-    return transform
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -351,7 +343,7 @@ def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
             if not torch.isfinite(loss):
                 latest = find_latest(run)
                 raise TrainingError(
-                    f"loss became {float(loss)} at step {step}; stopping. The last good "
+                    f"loss became {float(loss.detach())} at step {step}; stopping. The last good "
                     f"checkpoint is {latest or 'none (no checkpoint was written yet)'}; try a "
                     "lower --lr, a longer --warmup, or --precision fp32"
                 )
