@@ -15,16 +15,19 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     assert "demo finished" in printed and str(out) in printed
     synth = out / "synth"
     counts = json.loads((synth / "synth.json").read_text())["counts"]
-    assert counts["species"] == QUICK.species
+    assert counts["species"] == QUICK.synth.species
+    assert "zero-shot top-1" in printed
+    assert (out / "run" / "model" / "open_clip_model.safetensors").exists()
+    assert (out / "run" / "metrics.jsonl").read_text().count("\n") >= QUICK.epochs
 
     shards = ShardSet.load(synth / "shards")
-    assert shards.n_shards == QUICK.shards and shards.n_samples == counts["train_images"]
+    assert shards.n_shards == QUICK.synth.shards and shards.n_samples == counts["train_images"]
     samples = list(read_shards(shards))
     assert len(samples) == counts["train_images"]
     for sample in samples[:20]:
         lineage, common = sample_to_record(sample)
         assert sample["taxonTag_com.txt"] == render_all(lineage, common)["taxonTag_com"]
-        assert sample["jpg"].size == (QUICK.image_size, QUICK.image_size)
+        assert sample["jpg"].size == (QUICK.synth.image_size, QUICK.synth.image_size)
     # Shuffled for training: consecutive samples are not all one species.
     species = [s["json"]["species_id"] for s in samples[:20]]
     assert len(set(species)) > 5

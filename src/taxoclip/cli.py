@@ -83,6 +83,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         device=args.device,
         recipe=args.recipe,
+        progress=not args.quiet,
     )
     result = train(config)
     if int(__import__("os").environ.get("RANK", "0")) == 0:
@@ -305,10 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    # Our own messages at INFO; libraries (open_clip logs to the root logger) at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("taxoclip").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

@@ -207,3 +207,32 @@ def test_resume_with_other_settings_is_refused(tiny_shards, tmp_path):
     with pytest.raises(InputError):
         train(TrainConfig(data=tiny_shards, out=str(tmp_path / "x"), steps=1, batch_size=16,
                           model=str(tmp_path / "no-such.json")))  # fmt: skip
+
+
+def test_replay_run_keeps_the_second_projection_out_of_the_model(tiny_shards, tmp_path):
+    run = tmp_path / "replay"
+    train(TrainConfig(data=tiny_shards, out=str(run), steps=2, batch_size=16, warmup=1,
+                      replay=tiny_shards, replay_ratio=0.2, checkpoint_every=2, workers=0))  # fmt: skip
+    checkpoint = torch.load(run / "checkpoints" / "step_00000002.pt", weights_only=True)
+    visual_proj = checkpoint["state_dict"]["visual.proj"]
+    assert checkpoint["replay_proj"].shape == visual_proj.shape
+    assert not torch.equal(checkpoint["replay_proj"], visual_proj)  # trained apart
+    exported = load_file(run / "model" / "open_clip_model.safetensors")
+    assert torch.equal(exported["visual.proj"], visual_proj)
+    assert not any("replay" in name for name in exported)
+    assert json.loads((run / "params.json").read_text())["replay"] == tiny_shards
+
+
+def test_a_previous_run_is_a_starting_point(tiny_shards, tmp_path):
+    from taxoclip.train.trainer import _build_model
+
+    first = tmp_path / "first"
+    train(
+        TrainConfig(data=tiny_shards, out=str(first), steps=2, batch_size=16, warmup=1, workers=0)
+    )
+    start = _build_model(
+        TrainConfig(data=tiny_shards, out=str(tmp_path / "second"), model=str(first)), None
+    )
+    exported = load_file(first / "model" / "open_clip_model.safetensors")
+    for name, tensor in start.model.state_dict().items():
+        assert torch.equal(tensor, exported[name]), name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ class TrainConfig:
     resume: str | None = None
     device: str = "auto"
     recipe: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
 
     def resolved_replay_batch(self) -> int:
         """Replay images per process: ``ratio`` of all images seen in a step."""

@@ -305,7 +305,7 @@ def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
         initial=start_step,
         unit="step",
         desc="train",
-        disable=not env.is_main,
+        disable=not (env.is_main and config.progress),
         dynamic_ncols=True,
     )
     last_loss, throughput, window_start, window_samples = math.nan, 0.0, time.perf_counter(), 0

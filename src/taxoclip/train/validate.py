@@ -38,14 +38,19 @@ def zero_shot_top1(
     folder: Path,
     device: torch.device,
     batch_size: int = 256,
+    where: dict[str, str] | None = None,
 ) -> float:
+    """Top-1 over the folder's images (or the rows whose columns match ``where``), with
+    the classes those rows name as the candidates."""
     metadata = folder / "metadata.csv"
     if not metadata.is_file():
         raise InputError(f"validation folder {folder} has no metadata.csv")
     with metadata.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
+    if where:
+        rows = [r for r in rows if all(r.get(k) == v for k, v in where.items())]
     if not rows:
-        raise InputError(f"{metadata} lists no images")
+        raise InputError(f"{metadata} lists no images" + (f" with {where}" if where else ""))
     was_training = clip.training
     clip.eval()
     captions = class_captions(rows)
