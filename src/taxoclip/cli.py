@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from taxoclip import __version__
-from taxoclip.errors import EXIT_OK, EXIT_USAGE, TaxoclipError
+from taxoclip.errors import EXIT_OK, EXIT_USAGE, TaxoclipError, UsageError
 
 log = logging.getLogger("taxoclip")
 
@@ -95,6 +95,133 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"run: {result.run}  (metrics.jsonl, tensorboard/, checkpoints/)")
         print(f"model: {result.model_dir}  (open_clip local-dir: layout)")
     return EXIT_OK
+
+
+def _offline(args: argparse.Namespace) -> None:
+    import os
+
+    if getattr(args, "offline", False):
+        # Must precede the first import of huggingface_hub (it reads these at import).
+        os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    _offline(args)
+    from taxoclip.models import load_model
+    from taxoclip.predict import build_index, read_taxa
+
+    taxa = read_taxa(args.taxa)
+    loaded = load_model(args.model, pretrained=args.pretrained, device=args.device)
+    index = build_index(loaded.model, loaded.tokenizer, taxa, args.device, args.batch_size,
+                        progress=not args.quiet)  # fmt: skip
+    out = index.save(args.out, dtype=args.dtype)
+    print(f"indexed {len(index)} taxa with {args.model} (D={index.dim}, {args.dtype}) into {out}")
+    return EXIT_OK
+
+
+def _read_classes(value: str) -> list[str]:
+    from pathlib import Path
+
+    path = Path(value)
+    if path.is_file():
+        return [
+            line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _read_bins(path: str) -> dict[str, str]:
+    import pandas as pd
+
+    from taxoclip.errors import InputError
+
+    try:
+        frame = pd.read_csv(path, index_col=0)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read --bins {path}: {exc}") from exc
+    if len(frame.columns) == 0:
+        raise InputError(f"--bins {path}: needs two columns (class, bin)")
+    return frame[frame.columns[0]].to_dict()
+
+
+def _exit_for(n_inputs: int, n_failed: int) -> int:
+    from taxoclip.errors import EXIT_FAILED, EXIT_PARTIAL
+
+    if n_failed == 0:
+        return EXIT_OK
+    return EXIT_FAILED if n_failed == n_inputs else EXIT_PARTIAL
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    _offline(args)
+    from taxoclip.predict import (
+        CustomLabelsBinningClassifier,
+        CustomLabelsClassifier,
+        TreeOfLifeClassifier,
+        collect_images,
+    )
+    from taxoclip.predict.output import ProvenanceLog, emit_rows
+
+    images = collect_images(args.images)
+    common = dict(model_str=args.model, pretrained_str=args.pretrained, device=args.device,
+                  workers=args.workers)  # fmt: skip
+    log_record = ProvenanceLog(args.log, model=args.model, pretrained=args.pretrained,
+                               index=args.index, n_images=len(images))  # fmt: skip
+    if args.cls:
+        if args.subset or args.deepest_rank:
+            raise UsageError(
+                "--subset and --deepest-rank apply to tree-of-life predictions, not --cls"
+            )
+        classifier = CustomLabelsClassifier(_read_classes(args.cls), **common)
+        rows = classifier.predict(images, k=args.k, batch_size=args.batch_size)
+        log_record.record.update(mode="custom labels", classes=classifier.classes)
+    elif args.bins:
+        if args.subset or args.deepest_rank:
+            raise UsageError(
+                "--subset and --deepest-rank apply to tree-of-life predictions, not --bins"
+            )
+        classifier = CustomLabelsBinningClassifier(_read_bins(args.bins), **common)
+        rows = classifier.predict(images, k=args.k, batch_size=args.batch_size)
+        log_record.record.update(mode="bins", bins=args.bins)
+    else:
+        classifier = TreeOfLifeClassifier(index=args.index, **common)
+        if args.subset:
+            classifier.apply_filter(classifier.create_taxa_filter_from_csv(args.subset))
+        if args.deepest_rank is not None:
+            rows = classifier.predict_deepest(images, args.deepest_rank, args.batch_size,
+                                              args.min_prob, progress=not args.quiet)  # fmt: skip
+        else:
+            rows = classifier.predict(images, args.rank or "species", args.min_prob, args.k or 5,
+                                      args.batch_size, progress=not args.quiet)  # fmt: skip
+        log_record.record.update(mode="tree of life", rank=args.rank or "species", subset=args.subset,
+                                 n_taxa=len(classifier.index))  # fmt: skip
+    emit_rows(rows, args.format, args.output)
+    failed = classifier.last_errors  # each was logged as it happened
+    log_record.finish(n_failed=len(failed), failed=failed, output=args.output or "stdout")
+    if failed:
+        print(f"taxoclip predict: {len(failed)} of {len(images)} images failed (see the error column)",
+              file=sys.stderr)  # fmt: skip
+    return _exit_for(len(images), len(failed))
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    _offline(args)
+    from taxoclip.predict import collect_images, encode_images
+    from taxoclip.predict.classifiers import BaseClassifier
+    from taxoclip.predict.images import as_numpy
+    from taxoclip.predict.output import write_embeddings
+
+    images = collect_images(args.images)
+    classifier = BaseClassifier(model_str=args.model, pretrained_str=args.pretrained,
+                                device=args.device, workers=args.workers)  # fmt: skip
+    encoded = encode_images(classifier.model, classifier.preprocess, images, args.batch_size,
+                            args.workers, args.device, normalize=args.normalize,
+                            progress=not args.quiet)  # fmt: skip
+    keys = [encoded.keys[i] for i in encoded.ok_indices]
+    written = write_embeddings(args.output, args.model, keys, as_numpy(encoded.features))
+    print(f"embedded {len(keys)} of {len(images)} images (D={encoded.features.shape[-1] if keys else 0}) "
+          f"into {', '.join(map(str, written))}")  # fmt: skip
+    return _exit_for(len(images), encoded.n_failed)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -288,6 +415,128 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     train.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_cmd_train)
+
+    model_help = "run dir, model folder, open_clip name or hf-hub: string (default hf-hub:imageomics/bioclip-2)"
+
+    index = commands.add_parser(
+        "index",
+        help="build a tree-of-life text index (pybioclip's txt_emb_species files) for a model",
+        description=(
+            "Embed every taxon (7 ranks + common name through the 80 OpenAI templates, "
+            "normalised, averaged, renormalised) and write txt_emb_species.npy (D×N) and "
+            "txt_emb_species.json, the files pybioclip reads."
+        ),
+    )
+    index.add_argument("--model", default="hf-hub:imageomics/bioclip-2", help=model_help)
+    index.add_argument("--pretrained", metavar="TAG|PATH")
+    index.add_argument(
+        "--taxa",
+        required=True,
+        metavar="CSV|BACKBONE_DIR",
+        help="taxa CSV (rank columns + common_name; SynthToL species.csv works) or a GBIF backbone folder",
+    )
+    index.add_argument("--out", required=True, metavar="DIR")
+    index.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    index.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        metavar="TAXA",
+        help="taxa per forward pass (×80 templates)",
+    )
+    index.add_argument("--device", default="cpu")
+    index.add_argument(
+        "--offline", action="store_true", help="never touch the network (HF_HUB_OFFLINE=1)"
+    )
+    index.add_argument("-q", "--quiet", action="store_true")
+    index.set_defaults(func=_cmd_index)
+
+    predict = commands.add_parser(
+        "predict",
+        help="name organisms in images (pybioclip-compatible flags and output)",
+        description=(
+            "Predict taxa for images: tree-of-life mode (--rank, default species) against a "
+            "text index, or zero-shot among custom labels (--cls) or binned labels (--bins). "
+            "Inputs may be files, directories (recursive) or globs. Unreadable images get a "
+            "row with an error and exit status 3; the others are predicted."
+        ),
+    )
+    predict.add_argument("images", nargs="+", metavar="IMAGES_OR_DIRS")
+    mode = predict.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--rank",
+        choices=["kingdom", "phylum", "class", "order", "family", "genus", "species"],
+        help="rank of the tree-of-life prediction (default species)",
+    )
+    mode.add_argument(
+        "--cls",
+        metavar="LIST|FILE",
+        help="custom labels: comma-separated, or a file with one per line",
+    )
+    mode.add_argument(
+        "--bins", metavar="CSV", help="CSV of class,bin: probabilities summed per bin"
+    )
+    predict.add_argument(
+        "--subset",
+        metavar="CSV",
+        help="restrict the tree of life to taxa in this CSV (first column: a rank name)",
+    )
+    predict.add_argument(
+        "--deepest-rank",
+        type=float,
+        metavar="THRESHOLD",
+        help="per image, the deepest rank whose summed probability reaches THRESHOLD",
+    )
+    predict.add_argument(
+        "--k", type=int, help="top-k predictions (default 5; all labels with --cls)"
+    )
+    predict.add_argument(
+        "--min-prob",
+        type=float,
+        default=1e-9,
+        help="species below this are left out of higher-rank sums (default 1e-9)",
+    )
+    predict.add_argument("--format", choices=["csv", "table", "json"], default="csv")
+    predict.add_argument("--output", metavar="FILE", help="write here instead of stdout")
+    predict.add_argument("--model", default="hf-hub:imageomics/bioclip-2", help=model_help)
+    predict.add_argument("--pretrained", metavar="TAG|PATH")
+    predict.add_argument(
+        "--index",
+        metavar="DIR",
+        help="tree-of-life text index (default: the model's published one)",
+    )
+    predict.add_argument("--batch-size", type=int, default=10)
+    predict.add_argument(
+        "--workers", type=int, default=2, help="image-decoding processes (default 2)"
+    )
+    predict.add_argument("--device", default="cpu")
+    predict.add_argument(
+        "--log", metavar="FILE", help="provenance record (.json) or appended text log"
+    )
+    predict.add_argument(
+        "--offline", action="store_true", help="never touch the network (HF_HUB_OFFLINE=1)"
+    )
+    predict.add_argument("-q", "--quiet", action="store_true")
+    predict.set_defaults(func=_cmd_predict)
+
+    embed = commands.add_parser(
+        "embed",
+        help="image embeddings to .npy, .parquet or pybioclip's JSON",
+        description="Encode images with a model. Unreadable images are reported (exit status 3).",
+    )
+    embed.add_argument("images", nargs="+", metavar="IMAGES_OR_DIRS")
+    embed.add_argument("--output", required=True, metavar="F.npy|F.parquet|F.json")
+    embed.add_argument(
+        "--normalize", action="store_true", help="L2-normalise (pybioclip writes raw features)"
+    )
+    embed.add_argument("--model", default="hf-hub:imageomics/bioclip-2", help=model_help)
+    embed.add_argument("--pretrained", metavar="TAG|PATH")
+    embed.add_argument("--batch-size", type=int, default=32)
+    embed.add_argument("--workers", type=int, default=2)
+    embed.add_argument("--device", default="cpu")
+    embed.add_argument("--offline", action="store_true")
+    embed.add_argument("-q", "--quiet", action="store_true")
+    embed.set_defaults(func=_cmd_embed)
 
     demo = commands.add_parser(
         "demo",

@@ -1,0 +1,212 @@
+"""The tree-of-life text index in pybioclip's format, and the rank roll-up maps.
+
+``txt_emb_species.npy``: float32 (or float16), shape (D, N), one L2-normalised column per
+taxon. ``txt_emb_species.json``: N entries ``[[kingdom, …, species_epithet], common]``
+with ``""`` for missing ranks. Each taxon's text is the 7 ranks joined by spaces plus the
+common name, through the 80 OpenAI templates: normalise, average, renormalise.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from taxoclip.errors import InputError, UsageError
+from taxoclip.taxonomy import RANK_NAMES, Lineage, Rank, clean_name
+
+from .templates import OPENAI_IMAGENET_TEMPLATES
+
+log = logging.getLogger(__name__)
+
+NPY_FILE = "txt_emb_species.npy"
+JSON_FILE = "txt_emb_species.json"
+
+
+def taxon_text(ranks: Sequence[str], common: str) -> str:
+    """pybioclip's text for a taxon: the 7 names (holes as "") and the common name."""
+    return " ".join([*ranks, common])
+
+
+@dataclass
+class TextIndex:
+    """Class text embeddings (D, N) and their names, with per-rank roll-up maps."""
+
+    embeddings: torch.Tensor  # (D, N)
+    names: list[list]  # [[7 ranks], common_name]
+    _rollups: dict[int, tuple[torch.Tensor, list[tuple[str, ...]]]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> TextIndex:
+        folder = Path(folder)
+        npy, names_file = folder / NPY_FILE, folder / JSON_FILE
+        for path in (npy, names_file):
+            if not path.is_file():
+                raise InputError(f"text index {folder}: missing {path.name}")
+        try:
+            array = np.load(npy)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"text index {npy}: cannot read ({exc})") from exc
+        try:
+            names = json.loads(names_file.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:
+            raise InputError(f"text index {names_file}: cannot read ({exc})") from exc
+        if array.ndim != 2:
+            raise InputError(f"text index {npy}: expected a (D, N) matrix, got shape {array.shape}")
+        if array.shape[1] != len(names):
+            raise InputError(
+                f"text index {folder}: {NPY_FILE} has N={array.shape[1]} columns but "
+                f"{JSON_FILE} lists {len(names)} taxa"
+            )
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if dtype is not None:
+            tensor = tensor.to(dtype)
+        return cls(tensor, names)
+
+    def save(self, folder: str | os.PathLike, dtype: str = "float32") -> Path:
+        if dtype not in ("float32", "float16"):
+            raise UsageError(f"--dtype must be float32 or float16 (got {dtype})")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        array = self.embeddings.cpu().numpy().astype(dtype)
+        tmp_npy, tmp_json = folder / f".{NPY_FILE}.tmp", folder / f".{JSON_FILE}.tmp"
+        with tmp_npy.open("wb") as handle:
+            np.save(handle, array)
+        tmp_json.write_text(json.dumps(self.names, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp_npy, folder / NPY_FILE)
+        os.replace(tmp_json, folder / JSON_FILE)
+        return folder
+
+    def check_dim(self, model_dim: int, model_spec: str) -> None:
+        if self.dim != model_dim:
+            raise InputError(
+                f"text index has embedding dimension D={self.dim} but model {model_spec} "
+                f"produces D={model_dim}; build an index for this model with `taxoclip index`"
+            )
+
+    def subset(self, keep: Sequence[bool] | torch.Tensor) -> TextIndex:
+        mask = torch.as_tensor(
+            list(keep) if not isinstance(keep, torch.Tensor) else keep, dtype=torch.bool
+        )
+        if mask.numel() != len(self):
+            raise UsageError(
+                f"filter has {mask.numel()} entries but the index has {len(self)} taxa"
+            )
+        positions = torch.nonzero(mask).squeeze(-1)
+        if positions.numel() == 0:
+            raise UsageError("the filter keeps no taxa")
+        return TextIndex(self.embeddings[:, positions], [self.names[i] for i in positions.tolist()])
+
+    def rollup(self, rank: Rank) -> tuple[torch.Tensor, list[tuple[str, ...]]]:
+        """``(group, labels)``: species column → taxon at ``rank`` (names down to it).
+
+        Computed once per rank with ``np.unique`` over the joined rank prefixes, so the
+        roll-up of probabilities is one ``index_add`` — never a Python loop over taxa.
+        """
+        rank = Rank.parse(rank)
+        if rank not in self._rollups:
+            depth = int(rank) + 1
+            prefixes = np.array(
+                ["\x1f".join(entry[0][:depth]) for entry in self.names], dtype=object
+            )
+            labels, inverse = np.unique(prefixes, return_inverse=True)
+            self._rollups[rank] = (
+                torch.from_numpy(inverse.astype(np.int64)),
+                [tuple(label.split("\x1f")) for label in labels],
+            )
+        return self._rollups[rank]
+
+
+# --------------------------------------------------------------------------- building
+
+
+@torch.inference_mode()
+def encode_class_texts(
+    model: torch.nn.Module,
+    tokenizer,
+    labels: Sequence[str],
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    progress: bool = False,
+) -> torch.Tensor:
+    """(D, N) zero-shot classifier: each label through the 80 templates, normalised,
+    averaged, renormalised (CLIP's and pybioclip's recipe)."""
+    n_templates = len(OPENAI_IMAGENET_TEMPLATES)
+    columns = []
+    with tqdm(total=len(labels), unit="taxa", desc="index", disable=not progress) as bar:
+        for start in range(0, len(labels), batch_size):
+            chunk = labels[start : start + batch_size]
+            texts = [t.format(label) for label in chunk for t in OPENAI_IMAGENET_TEMPLATES]
+            features = F.normalize(model.encode_text(tokenizer(texts).to(device)).float(), dim=-1)
+            mean = features.view(len(chunk), n_templates, -1).mean(dim=1)
+            columns.append(F.normalize(mean, dim=-1).cpu())
+            bar.update(len(chunk))
+    return torch.cat(columns).T.contiguous()
+
+
+def build_index(
+    model: torch.nn.Module,
+    tokenizer,
+    taxa: Sequence[tuple[Lineage, str]],
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    progress: bool = False,
+) -> TextIndex:
+    if not taxa:
+        raise UsageError("no taxa to index")
+    names = [[lineage.to_list(), clean_name(common)] for lineage, common in taxa]
+    labels = [taxon_text(ranks, common) for ranks, common in names]
+    embeddings = encode_class_texts(model, tokenizer, labels, device, batch_size, progress)
+    return TextIndex(embeddings, names)
+
+
+def read_taxa(source: str | os.PathLike) -> list[tuple[Lineage, str]]:
+    """Taxa from a CSV (rank columns + optional ``common_name``; SynthToL's species.csv
+    and pybioclip's ``list-tol-taxa`` output both qualify) or a GBIF backbone folder."""
+    path = Path(source)
+    if path.is_dir():
+        from .backbone import read_backbone_species
+
+        return read_backbone_species(path)
+    if not path.is_file():
+        raise InputError(f"taxa source {path}: no such file or folder")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = set(reader.fieldnames or [])
+        rank_columns = (set(RANK_NAMES) | {"class_", "species_epithet"}) & columns
+        if not rank_columns:
+            raise InputError(
+                f"taxa CSV {path}: no rank columns; expected some of {', '.join(RANK_NAMES)} "
+                "(and optionally species_epithet, common_name)"
+            )
+        taxa, seen = [], set()
+        for row in reader:
+            lineage = Lineage.from_mapping(row)
+            if lineage.is_empty:
+                continue
+            common = clean_name(row.get("common_name", ""))
+            key = (lineage.ranks, common)
+            if key not in seen:
+                seen.add(key)
+                taxa.append((lineage, common))
+    if not taxa:
+        raise InputError(f"taxa CSV {path} lists no taxa")
+    return taxa

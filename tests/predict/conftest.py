@@ -1,0 +1,32 @@
+import pytest
+
+from taxoclip.models import create_model, save_model
+from taxoclip.synth import SynthConfig, generate
+
+
+@pytest.fixture(scope="session")
+def synth_small(tmp_path_factory):
+    out = tmp_path_factory.mktemp("predict-data") / "synth"
+    generate(
+        out, SynthConfig(species=20, images_per_species=4, image_size=48, seed=2), progress=False
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_224(tmp_path_factory):
+    """A tiny 224-px model folder (pybioclip's tree-of-life preprocessing is fixed at 224)."""
+    loaded = create_model("taxoclip-vit-t224", seed=0)
+    folder = tmp_path_factory.mktemp("models") / "t224"
+    save_model(loaded.model, folder, loaded.model_cfg, loaded.preprocess_cfg)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def index_224(model_224, synth_small, tmp_path_factory):
+    from taxoclip.models import load_model
+    from taxoclip.predict import build_index, read_taxa
+
+    loaded = load_model(model_224)
+    index = build_index(loaded.model, loaded.tokenizer, read_taxa(synth_small / "species.csv"))
+    return index.save(tmp_path_factory.mktemp("index") / "t224")
