@@ -144,6 +144,19 @@ def _read_bins(path: str) -> dict[str, str]:
     return frame[frame.columns[0]].to_dict()
 
 
+def _auto_workers(value: int | None) -> int:
+    """Decoding processes: none on ≤ 2 cores (measured: they only compete with the model
+    for the CPU there), else up to 4."""
+    import os
+
+    if value is not None:
+        return value
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    return 0 if cores <= 2 else min(4, cores // 2)
+
+
 def _exit_for(n_inputs: int, n_failed: int) -> int:
     from taxoclip.errors import EXIT_FAILED, EXIT_PARTIAL
 
@@ -164,7 +177,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     images = collect_images(args.images)
     common = dict(model_str=args.model, pretrained_str=args.pretrained, device=args.device,
-                  workers=args.workers)  # fmt: skip
+                  workers=_auto_workers(args.workers))  # fmt: skip
     log_record = ProvenanceLog(args.log, model=args.model, pretrained=args.pretrained,
                                index=args.index, n_images=len(images))  # fmt: skip
     if args.cls:
@@ -212,10 +225,11 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from taxoclip.predict.output import write_embeddings
 
     images = collect_images(args.images)
+    workers = _auto_workers(args.workers)
     classifier = BaseClassifier(model_str=args.model, pretrained_str=args.pretrained,
-                                device=args.device, workers=args.workers)  # fmt: skip
+                                device=args.device, workers=workers)  # fmt: skip
     encoded = encode_images(classifier.model, classifier.preprocess, images, args.batch_size,
-                            args.workers, args.device, normalize=args.normalize,
+                            workers, args.device, normalize=args.normalize,
                             progress=not args.quiet)  # fmt: skip
     keys = [encoded.keys[i] for i in encoded.ok_indices]
     written = write_embeddings(args.output, args.model, keys, as_numpy(encoded.features))
@@ -505,9 +519,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="tree-of-life text index (default: the model's published one)",
     )
-    predict.add_argument("--batch-size", type=int, default=10)
     predict.add_argument(
-        "--workers", type=int, default=2, help="image-decoding processes (default 2)"
+        "--batch-size", type=int, default=32, help="images per forward pass (default 32)"
+    )
+    predict.add_argument(
+        "--workers",
+        type=int,
+        help="image-decoding processes (default: 0 on ≤ 2 cores, else up to 4)",
     )
     predict.add_argument("--device", default="cpu")
     predict.add_argument(
@@ -532,7 +550,11 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--model", default="hf-hub:imageomics/bioclip-2", help=model_help)
     embed.add_argument("--pretrained", metavar="TAG|PATH")
     embed.add_argument("--batch-size", type=int, default=32)
-    embed.add_argument("--workers", type=int, default=2)
+    embed.add_argument(
+        "--workers",
+        type=int,
+        help="image-decoding processes (default: 0 on ≤ 2 cores, else up to 4)",
+    )
     embed.add_argument("--device", default="cpu")
     embed.add_argument("--offline", action="store_true")
     embed.add_argument("-q", "--quiet", action="store_true")

@@ -15,14 +15,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 from PIL import Image
-from torchvision import transforms
 
 from taxoclip.errors import InputError, UsageError
 from taxoclip.models import load_model
 from taxoclip.taxonomy import RANK_NAMES, Rank
 
-from .images import ImageInput, image_key, iter_encoded
-from .index import TextIndex, encode_class_texts
+from .images import ImageInput, SquashPreprocess, image_key, iter_encoded
+from .index import TextIndex, encode_class_texts, rollup_topk
 
 BIOCLIP_MODEL_STR = "hf-hub:imageomics/bioclip-2"
 #: Models with a published tree-of-life index: their Hugging Face dataset repos.
@@ -40,17 +39,6 @@ ERROR_KEY = "error"
 SPECIES_COLUMNS = (*RANK_NAMES[:-1], "species_epithet", "species", "common_name")
 
 ImagesArg = Sequence[ImageInput] | ImageInput
-
-
-def squash_preprocess(size: int, mean=OPENAI_MEAN, std=OPENAI_STD) -> Callable:
-    """pybioclip's tree-of-life preprocessing: tensor, squash to size×size, normalise."""
-    return transforms.Compose(
-        [
-            transforms.ToTensor(),
-            transforms.Resize((size, size), antialias=True),
-            transforms.Normalize(mean=mean, std=std),
-        ]
-    )
 
 
 def _as_list(images: ImagesArg) -> list[ImageInput]:
@@ -83,7 +71,7 @@ class BaseClassifier(torch.nn.Module):
             size = self.loaded.image_size
             size = size if isinstance(size, int) else size[0]
             cfg = self.loaded.preprocess_cfg
-            self.preprocess = squash_preprocess(
+            self.preprocess = SquashPreprocess(
                 size, cfg.get("mean") or OPENAI_MEAN, cfg.get("std") or OPENAI_STD
             )
         else:
@@ -106,21 +94,21 @@ class BaseClassifier(torch.nn.Module):
         features = self.model.encode_image(batch).float()
         return torch.nn.functional.normalize(features, dim=-1) if normalize else features
 
-    def _scored_batches(self, images: list[ImageInput], txt: torch.Tensor, batch_size: int,
-                        progress: bool = False):  # fmt: skip
+    def _scored_batches(self, images: list[ImageInput], txt: torch.Tensor | TextIndex,
+                        batch_size: int, progress: bool = False):  # fmt: skip
         """Per batch: positions and softmax probabilities over ``txt``'s columns."""
         scale = self.model.logit_scale.exp().float()
-        txt = txt.to(self.device, torch.float32)
+        text_index = txt if isinstance(txt, TextIndex) else TextIndex(txt, [])
         self.last_errors = {}
         keys = [image_key(image, i) for i, image in enumerate(images)]
         for indices, features, errors in iter_encoded(
             self.model, self.preprocess, images, batch_size, self.workers, self.device,
             normalize=True, progress=progress,
         ):  # fmt: skip
-            for index, reason in errors.items():
-                self.last_errors[keys[index]] = reason
+            for position, reason in errors.items():
+                self.last_errors[keys[position]] = reason
             if features is not None:
-                yield indices, torch.softmax(scale * features @ txt, dim=1), errors
+                yield indices, torch.softmax(text_index.logits(features, scale), dim=1), errors
             else:
                 yield [], None, errors
 
@@ -293,16 +281,14 @@ class TreeOfLifeClassifier(BaseClassifier):
 
     def _top_at_rank(self, probs: torch.Tensor, rank: Rank, k: int, min_prob: float):
         """(values, labels) per image: top-k species, or top-k taxa at ``rank`` by summed
-        probability (species under ``min_prob`` left out, as pybioclip does)."""
+        probability (species under ``min_prob`` left out, as pybioclip does; they are
+        zeroed in ``probs``, which only lowers what was already below ``min_prob``)."""
         if rank is Rank.SPECIES:
             values, positions = probs.topk(min(k, probs.shape[1]), dim=1)
             names = self.index.names
             return values, [[(names[p][0], names[p][1]) for p in row] for row in positions.tolist()]
         group, labels = self.index.rollup(rank)
-        kept = torch.where(probs > min_prob, probs, torch.zeros((), dtype=probs.dtype))
-        summed = torch.zeros(probs.shape[0], len(labels), dtype=probs.dtype, device=probs.device)
-        summed.index_add_(1, group.to(probs.device), kept)
-        values, positions = summed.topk(min(k, len(labels)), dim=1)
+        values, positions = rollup_topk(probs, group, len(labels), k, min_prob)
         out = []
         for row_values, row in zip(values.tolist(), positions.tolist(), strict=True):
             out.append([(labels[p], "") for v, p in zip(row_values, row, strict=True) if v > 0])
@@ -318,7 +304,7 @@ class TreeOfLifeClassifier(BaseClassifier):
         rows: dict[int, list[dict]] = {}
         done = 0
         for indices, probs, errors in self._scored_batches(
-            images, self.index.embeddings, batch_size, progress
+            images, self.index, batch_size, progress
         ):
             for index, reason in errors.items():
                 rows[index] = [self._error_row(image_key(images[index], index), reason)]
@@ -344,7 +330,7 @@ class TreeOfLifeClassifier(BaseClassifier):
         images = _as_list(images)
         rows: dict[int, dict] = {}
         for indices, probs, errors in self._scored_batches(
-            images, self.index.embeddings, batch_size, progress
+            images, self.index, batch_size, progress
         ):
             for index, reason in errors.items():
                 rows[index] = self._error_row(image_key(images[index], index), reason)
