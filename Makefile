@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	# torch first, pinned to the pair on this machine's disk, so nothing pulls another build
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/pip install -q --no-deps --target $(COMPAT_WDS) webdataset==0.2.86
+	$(BIN)/pip install -q --no-deps --upgrade --target $(COMPAT_WDS) webdataset==0.2.86
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -32,9 +32,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
+# Results go to docs/benchmarks.md by hand, with the machine; about 15 minutes on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python bench/synth_throughput.py
 	$(BIN)/python bench/model_throughput.py
+	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/predict_vs_pybioclip.py
+	$(BIN)/python bench/rollup.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -29,6 +29,7 @@ import open_clip
 import torch
 from open_clip.loss import ClipLoss
 
+from machine import cpu_name  # bench/ is on sys.path when a script here runs
 from taxoclip.models import create_model, list_models
 
 # Longest caption type (taxonTag_com) and the shortest (sci): the text tower runs all
@@ -160,17 +161,6 @@ def measure(name: str, args: argparse.Namespace) -> Row:
     )
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=None, help="default: all taxoclip-*")
@@ -202,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
     print(f"command: `{command}`")
     print(
-        f"machine: {cpu_model()}, {os.cpu_count()} cores ({affinity} usable); "
+        f"machine: {cpu_name()}, {os.cpu_count()} cores ({affinity} usable); "
         f"torch {torch.__version__} (threads {torch.get_num_threads()}), "
         f"open_clip {open_clip.__version__}, Python {platform.python_version()}"
     )

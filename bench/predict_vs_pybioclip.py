@@ -29,11 +29,14 @@ import sys
 import time
 from pathlib import Path
 
+from machine import cpu_name  # bench/ is on sys.path when a script here runs
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out" / "predict"
 
 API = r"""
 import json, sys, time
+
 images, mode, index = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 if mode == "pybioclip":
     from bioclip import Rank, TreeOfLifeClassifier
@@ -147,15 +150,9 @@ def main() -> None:
         for k in theirs
         for a, b in zip(ours[k], theirs[k], strict=True)
     )
-    import platform
-
     import torch
 
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor(),
-    )  # fmt: skip
+    cpu = cpu_name()
     best_cli = {tool: min(times) for tool, times in cli.items()}
     best_api = {tool: max(rates) for tool, rates in api.items()}
     print(

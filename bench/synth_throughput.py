@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -19,19 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from machine import cpu_name  # bench/ is on sys.path when a script here runs
 from taxoclip.synth import SynthConfig, build_tree, generate
 from taxoclip.synth.dataset import encode_jpeg, species_rng
 from taxoclip.synth.render import render, sample_image_params
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import cpu_name  # bench/ is on sys.path when a script here runs
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out" / "train"
 COMPAT = Path(sys.prefix) / "compat" / "webdataset-0.2.86"
@@ -104,15 +106,9 @@ def main() -> None:
         theirs += run_open_clip(shards, model, args, str(round_))
     ours_rate, theirs_rate = statistics.median(ours), statistics.median(theirs)
 
-    import platform
-
     import torch
 
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor(),
-    )  # fmt: skip
+    cpu = cpu_name()
     print(f"command: python bench/train_throughput.py --steps {args.steps} --batch-size "
           f"{args.batch_size} --workers {args.workers} --rounds {args.rounds}")  # fmt: skip
     print(f"machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}, one process, "
