@@ -238,6 +238,24 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return _exit_for(len(images), encoded.n_failed)
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    _offline(args)
+    from taxoclip.evaluate.runner import format_table, run_eval
+
+    rows, notes = run_eval(
+        args.model, data=args.data, suite=args.suite, root=args.root, out=args.out,
+        pretrained=args.pretrained, baseline=not args.no_baseline, label_text=args.label_text,
+        batch_size=args.batch_size, cache_dir=args.cache_dir, device=args.device,
+        progress=not args.quiet,
+    )  # fmt: skip
+    for note in notes:
+        print(note)
+    print(format_table(rows), end="")
+    if args.out:
+        print(f"results: {args.out}/results.json, {args.out}/results.csv")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from taxoclip.demo import run_demo
 
@@ -559,6 +577,42 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--offline", action="store_true")
     embed.add_argument("-q", "--quiet", action="store_true")
     embed.set_defaults(func=_cmd_embed)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="evaluate a model: zero-/few-shot, probes, hierarchical metrics, beside an untrained baseline",
+        description=(
+            "Evaluate with BioCLIP 2's protocols: an evaluation folder (metadata.csv with "
+            "filepath,class and optional rank columns), the SynthToL suite (--suite synth), or "
+            "the published benchmarks found under --root (--suite bioclip2). Every number is "
+            "printed beside the same model architecture untrained."
+        ),
+    )
+    evaluate.add_argument("--model", required=True, help=model_help)
+    evaluate.add_argument("--pretrained", metavar="TAG|PATH")
+    evaluate.add_argument(
+        "--data", metavar="DIR", help="evaluation folder, or a SynthToL folder with --suite synth"
+    )
+    evaluate.add_argument("--suite", choices=["synth", "bioclip2"])
+    evaluate.add_argument(
+        "--root", metavar="DIR", help="folder holding the published benchmarks (--suite bioclip2)"
+    )
+    evaluate.add_argument("--out", metavar="DIR", help="write results.json and results.csv here")
+    evaluate.add_argument(
+        "--label-text",
+        default="index",
+        choices=["index", "as-given", "sci", "com", "taxon", "sci_com", "taxon_com"],
+        help="how classes are described to the text tower (default: pybioclip's index text)",
+    )
+    evaluate.add_argument("--no-baseline", action="store_true", help="skip the untrained baseline")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument(
+        "--cache-dir", metavar="DIR", help="feature cache (default ~/.cache/taxoclip/features)"
+    )
+    evaluate.add_argument("--device", default="cpu")
+    evaluate.add_argument("--offline", action="store_true")
+    evaluate.add_argument("-q", "--quiet", action="store_true")
+    evaluate.set_defaults(func=_cmd_eval)
 
     demo = commands.add_parser(
         "demo",
