@@ -11,8 +11,8 @@ import pytest
 from taxoclip.evaluate.dataset import read_metadata_folder
 from taxoclip.evaluate.features import image_features
 from taxoclip.evaluate.runner import run_eval
-from taxoclip.models import create_model, save_model
 from taxoclip.synth import SynthConfig, generate
+from tests.helpers import saved_model
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +28,7 @@ def synth(tmp_path_factory):
 def trained(synth, tmp_path_factory):
     """A model briefly trained on the synth shards is not needed for the plumbing: a saved
     random model stands in; the trained-vs-untrained gap is measured in the closing notes."""
-    loaded = create_model("taxoclip-vit-t32", seed=1)
-    folder = tmp_path_factory.mktemp("model") / "m"
-    save_model(loaded.model, folder, loaded.model_cfg, loaded.preprocess_cfg)
-    return folder
+    return saved_model(tmp_path_factory.mktemp("model") / "m", seed=1)
 
 
 def test_synth_suite_reports_every_task_beside_the_baseline(synth, trained, tmp_path):

@@ -3,17 +3,14 @@
 import pytest
 
 from taxoclip.evaluate.runner import run_eval
-from taxoclip.models import create_model, save_model
+from tests.helpers import saved_model
 
 from .test_benchmarks import make_awa2, make_fishnet, make_herbarium19, make_newt, make_rare_species
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    loaded = create_model("taxoclip-vit-t32", seed=3)
-    folder = tmp_path_factory.mktemp("m") / "t32"
-    save_model(loaded.model, folder, loaded.model_cfg, loaded.preprocess_cfg)
-    return folder
+    return saved_model(tmp_path_factory.mktemp("m") / "t32", seed=3)
 
 
 def test_runs_what_exists_and_says_what_it_skipped(model_dir, tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 
-from taxoclip.models import create_model, save_model
 from taxoclip.synth import SynthConfig, generate
+from tests.helpers import saved_model
 
 
 @pytest.fixture(scope="session")
@@ -16,10 +16,7 @@ def synth_small(tmp_path_factory):
 @pytest.fixture(scope="session")
 def model_224(tmp_path_factory):
     """A tiny 224-px model folder (pybioclip's tree-of-life preprocessing is fixed at 224)."""
-    loaded = create_model("taxoclip-vit-t224", seed=0)
-    folder = tmp_path_factory.mktemp("models") / "t224"
-    save_model(loaded.model, folder, loaded.model_cfg, loaded.preprocess_cfg)
-    return folder
+    return saved_model(tmp_path_factory.mktemp("models") / "t224", "taxoclip-vit-t224")
 
 
 @pytest.fixture(scope="session")
