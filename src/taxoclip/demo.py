@@ -3,8 +3,8 @@
 Today: SynthToL (images, ground truth, splits, contact sheet, shards), then a tiny CLIP
 trained on its shards with BioCLIP 2's recipe, checked by zero-shot top-1 on held-out
 images of seen species and on species never seen in training, then a tree-of-life index
-built with the trained model and a few test images named with it. Eval, analyze and the
-report join as they land.
+built with the trained model and a few test images named with it; it points to
+``taxoclip eval`` for the full evaluation. Analyze and the report join as they land.
 """
 
 from __future__ import annotations
@@ -134,5 +134,8 @@ def run_demo(out: str | os.PathLike, quick: bool = False, progress: bool = True)
         )
     print(f"  try               taxoclip predict {synth.out}/test/images --model {result.model_dir} "
           f"--index {index_dir} --rank genus --format table")  # fmt: skip
-    print("  next stages (eval, analyze, report) are planned; see README")
+    print(
+        f"  evaluate          taxoclip eval --model {result.model_dir} --suite synth --data {synth.out}"
+    )
+    print("  next stages (analyze, report) are planned; see README")
     return EXIT_OK
