@@ -7,6 +7,7 @@ from taxoclip.taxonomy import (
     UNKNOWN_TAXONOMY,
     Lineage,
     TextType,
+    clean_name,
     render_all,
     render_text,
 )
@@ -76,4 +77,5 @@ def test_captions_are_well_formed_for_any_lineage(lineage, common):
     if lineage.taxonomic_name:
         assert lineage.taxonomic_name in texts["taxon_com"]
     if common and lineage.scientific_name:
-        assert texts["sci_com"].endswith(f" with common name {common}.")
+        # Names are NFC-normalised (some characters, e.g. Bengali RRA, change under NFC).
+        assert texts["sci_com"].endswith(f" with common name {clean_name(common)}.")
