@@ -189,7 +189,7 @@ def load_model(
         folder = _config_folder(path)
         if folder is not None:
             return _load_folder(folder, spec_str, weights_arg, device)
-        if explicit_dir or not _is_model_name(spec_str):
+        if explicit_dir or not is_model_name(spec_str):
             raise InputError(
                 f"model {spec_str!r}: folder has no {CONFIG_FILE} (nor model/{CONFIG_FILE}); "
                 "expected a model folder or a run dir"
@@ -200,7 +200,7 @@ def load_model(
         if weights_arg is not None:
             raise UsageError(f"model {spec_str!r} is a weights file; do not also pass pretrained")
         return _load_weights_file(path, spec_str, device)
-    elif explicit_dir or (_looks_like_path(spec_str) and not _is_model_name(spec_str)):
+    elif explicit_dir or (_looks_like_path(spec_str) and not is_model_name(spec_str)):
         raise InputError(f"model {spec_str!r}: no such file or folder")
 
     return _load_named(spec_str, weights_arg, device)
@@ -219,7 +219,7 @@ def create_model(
     path = Path(spec).expanduser()
     if path.suffix == ".json" and path.is_file():
         spec = _register_json(path, spec)
-    elif _looks_like_path(spec) and not _is_model_name(spec):
+    elif _looks_like_path(spec) and not is_model_name(spec):
         raise InputError(f"model {spec!r}: no such config file")
     canonical = _canonical_name(spec)
     rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
@@ -407,7 +407,8 @@ def _load_hf_hub(spec: str, pretrained: str | None, device: str) -> LoadedModel:
 # --------------------------------------------------------------------------- helpers: specs
 
 
-def _is_model_name(spec: str) -> bool:
+def is_model_name(spec: str) -> bool:
+    """Whether ``spec`` names an architecture open_clip knows (ours are registered)."""
     return _canonical(spec) in set(open_clip.list_models())
 
 

@@ -169,9 +169,6 @@ class EncodedImages:
     def n_failed(self) -> int:
         return len(self.errors)
 
-    def error_rows(self) -> list[tuple[str, str]]:
-        return [(self.keys[i], reason) for i, reason in sorted(self.errors.items())]
-
 
 @torch.inference_mode()
 def iter_encoded(

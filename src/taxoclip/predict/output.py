@@ -16,6 +16,7 @@ import numpy as np
 
 from taxoclip import __version__
 from taxoclip.errors import UsageError
+from taxoclip.files import write_text_atomic
 
 from .classifiers import ERROR_KEY
 
@@ -72,14 +73,7 @@ def emit_rows(rows: Sequence[dict], fmt: str, output: str | None) -> None:
         return
     buffer = io.StringIO()
     write_rows(rows, fmt, buffer)
-    _atomic_text(Path(output), buffer.getvalue())
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(Path(output), buffer.getvalue())
 
 
 def write_embeddings(output: str, model: str, keys: list[str], features: np.ndarray) -> list[Path]:
@@ -93,7 +87,7 @@ def write_embeddings(output: str, model: str, keys: list[str], features: np.ndar
             np.save(handle, features.astype(np.float32))
         os.replace(tmp, path)
         listing = path.with_suffix(".files.txt")
-        _atomic_text(listing, "".join(k + "\n" for k in keys))
+        write_text_atomic(listing, "".join(k + "\n" for k in keys))
         return [path, listing]
     if suffix == ".parquet":
         import pyarrow as pa
@@ -118,7 +112,7 @@ def write_embeddings(output: str, model: str, keys: list[str], features: np.ndar
             "model": model,
             "embeddings": {k: v.tolist() for k, v in zip(keys, features, strict=True)},
         }
-        _atomic_text(path, json.dumps(data, indent=4))
+        write_text_atomic(path, json.dumps(data, indent=4))
         return [path]
     raise UsageError(f"--output must end in .npy, .parquet or .json (got {output})")
 
@@ -143,7 +137,9 @@ class ProvenanceLog:
             return
         self.record.update(results, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         if self.path.suffix == ".json":
-            _atomic_text(self.path, json.dumps(self.record, indent=2, ensure_ascii=False) + "\n")
+            write_text_atomic(
+                self.path, json.dumps(self.record, indent=2, ensure_ascii=False) + "\n"
+            )
         else:
             with self.path.open("a", encoding="utf-8") as handle:
                 for key, value in self.record.items():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -191,7 +191,3 @@ def taxonomic_distance(a: Lineage, b: Lineage) -> int:
             common = index
             break
     return max(depth_a, depth_b) - common
-
-
-def lineages_from_rows(rows: Iterable[dict[str, object]]) -> list[Lineage]:
-    return [Lineage.from_mapping(row) for row in rows]

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from taxoclip.errors import InputError
+from taxoclip.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +46,13 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(run: Path, state: dict[str, Any], name: str, keep: int) -> Path:
     """Write ``state`` as ``checkpoints/<name>``, point ``latest.json`` at it, prune."""
     folder = checkpoint_dir(run)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     _atomic_torch_save(state, path)
-    _atomic_write_text(folder / LATEST, json.dumps({"file": name, "step": state["step"]}) + "\n")
+    write_text_atomic(folder / LATEST, json.dumps({"file": name, "step": state["step"]}) + "\n")
     step_files = sorted(p for p in folder.iterdir() if _STEP_FILE.match(p.name))
     for old in step_files[:-keep]:
         old.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from taxoclip.errors import UsageError
+from taxoclip.files import write_text_atomic
 
 from .data import TEXT_TYPE_CHOICES
 
@@ -148,6 +149,6 @@ def bioclip2_recipe(config: TrainConfig, world_size_hint: int = 32) -> TrainConf
 
 
 def write_params(path: Path, config: TrainConfig, extra: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**config.to_json(), **extra}, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_text_atomic(
+        path, json.dumps({**config.to_json(), **extra}, indent=2, sort_keys=True) + "\n"
+    )

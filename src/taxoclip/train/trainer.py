@@ -6,6 +6,7 @@ data), resume if asked, loop over steps, log, checkpoint, export ``RUN/model/``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from tqdm import tqdm
 
 from taxoclip.errors import InputError, TaxoclipError, UsageError
 from taxoclip.models import LoadedModel, create_model, load_model, save_model
+from taxoclip.models.io import is_model_name
 
 from .checkpoint import checkpoint_dir, find_latest, load_checkpoint, save_checkpoint
 from .config import LOGIT_SCALE_MAX, TrainConfig, bioclip2_recipe, write_params
@@ -136,11 +138,9 @@ def _prepare_run(config: TrainConfig, env: DistEnv) -> tuple[Path, dict[str, Any
 
 def _build_model(config: TrainConfig, checkpoint: dict[str, Any] | None) -> LoadedModel:
     """Model from scratch (seeded), a pretrained tag/file, hf-hub:, a model folder or run."""
-    from taxoclip.models.io import _is_model_name
-
     if (
         config.pretrained is None
-        and _is_model_name(config.model)
+        and is_model_name(config.model)
         and not Path(config.model).exists()
     ):
         return create_model(config.model, seed=config.seed)
@@ -298,7 +298,7 @@ def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
     autocast = (
         torch.autocast(env.device.type, dtype=torch.bfloat16)
         if config.precision == "bf16"
-        else _nullcontext()
+        else contextlib.nullcontext()
     )
     bar = tqdm(
         total=total_steps,
@@ -426,14 +426,6 @@ def _train(config: TrainConfig, env: DistEnv) -> TrainResult:
         n_substituted=counters["n_substituted"],
         val_top1=val_top1,
     )
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _tensorboard(run: Path):
