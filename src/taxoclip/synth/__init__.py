@@ -11,4 +11,14 @@ __all__ = [
     "SynthResult",
     "build_tree",
     "generate",
+    "write_raw_source",
 ]
+
+
+def __getattr__(name: str):
+    # Raw-source mode needs pyarrow and rapidfuzz; plain SynthToL should not pay for them.
+    if name == "write_raw_source":
+        from .raw_source import write_raw_source
+
+        return write_raw_source
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

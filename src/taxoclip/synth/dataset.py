@@ -11,6 +11,8 @@ Output layout (all paths relative to OUT)::
     test/images/…
     shards/shard-000000.tar …  the training split as WebDataset shards (with --shards N)
     preview.png                contact sheet (with --preview)
+    raw/                       GBIF-like DwC-A + backbone seeded with faults, and their
+                               ground truth (with --raw-source; see raw_source.py)
 
 Everything is written to a temporary sibling folder and renamed into place at the end,
 so a failed run leaves nothing behind. Same parameters ⇒ byte-identical files.
@@ -62,6 +64,7 @@ class SynthConfig:
     unseen_fraction: float = 0.1
     jpeg_quality: int = 92
     preview: bool = False
+    raw_source: bool = False
 
     def validate(self) -> None:
         """Raise UsageError for parameters that cannot produce a dataset."""
@@ -106,7 +109,8 @@ class SynthResult:
     n_test: int
     shard_pattern: str | None = None
     preview: Path | None = None
-    counts: dict[str, int] = field(default_factory=dict)
+    raw_source: Path | None = None
+    counts: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -171,6 +175,8 @@ def generate(out: str | os.PathLike, config: SynthConfig, progress: bool = True)
     result.out = out
     if result.preview is not None:
         result.preview = out / result.preview.name
+    if result.raw_source is not None:
+        result.raw_source = out / result.raw_source.name
     if result.shard_pattern is not None:
         result.shard_pattern = result.shard_pattern.replace(str(tmp), str(out.absolute()))
     return result
@@ -222,6 +228,11 @@ def _generate_into(root: Path, config: SynthConfig, progress: bool) -> SynthResu
         "test_images": result.n_test,
         "shards": config.shards,
     }
+    if config.raw_source:
+        from .raw_source import write_raw_source
+
+        result.raw_source = root / "raw"
+        result.counts["raw_source"] = write_raw_source(root, species, config, progress)
     manifest = {
         "generator": "taxoclip.synth",
         "taxoclip_version": __version__,
