@@ -35,6 +35,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         shards=args.shards,
         preview=args.preview,
+        raw_source=args.raw_source,
     )
     result = generate(args.out, config, progress=not args.quiet)
     print(
@@ -46,6 +47,52 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         print(f"training shards: {result.shard_pattern}")
     if result.preview:
         print(f"preview: {result.preview}")
+    if result.raw_source:
+        raw = result.counts["raw_source"]
+        print(
+            f"raw source: {result.raw_source} (Darwin Core Archive in dwca/, backbone in "
+            f"backbone/, ground truth in truth.csv): {raw['media']} media records, "
+            f"{raw['expected_reject']} of them faulty enough to reject"
+        )
+    return EXIT_OK
+
+
+def _cmd_curate(args: argparse.Namespace) -> int:
+    from taxoclip.curate import CurateConfig, curate
+
+    config = CurateConfig(
+        sources=args.sources,
+        backbone=args.backbone,
+        out=args.out,
+        exclude_eval=args.exclude_eval or [],
+        columns=args.columns,
+        ray_address=args.ray_address,
+        workers=args.workers or _cores(),
+        batch_size=args.batch_size,
+        min_size=args.min_size,
+        image_size=args.image_size,
+        radius=args.radius,
+        samples_per_shard=args.samples_per_shard,
+        seed=args.seed,
+        keep_higher_rank=not args.species_only,
+        categories=args.categories.split(",") if args.categories else None,
+        model_filter=args.model_filter,
+        filter_threshold=args.filter_threshold,
+        per_host=args.per_host,
+        retries=args.retries,
+        timeout=args.timeout,
+        keep_work=args.keep_work,
+    )
+    result = curate(config, progress=not args.quiet)
+    stats = result.stats
+    print(f"curated {stats['records_in']} records: {stats['kept']} kept, "
+          f"{stats['rejected']} rejected ({stats['invariant']})")  # fmt: skip
+    stages = ", ".join(f"{k} {v}" for k, v in stats["rejected_by_stage"].items() if v)
+    if stages:
+        print(f"rejected by stage: {stages}")
+    print(f"shards: {result.shard_pattern}")
+    print(f"ledgers: {result.out / 'manifest.parquet'}, {result.out / 'rejected.parquet'}, "
+          f"{result.out / 'stats.json'}")  # fmt: skip
     return EXIT_OK
 
 
@@ -144,16 +191,20 @@ def _read_bins(path: str) -> dict[str, str]:
     return frame[frame.columns[0]].to_dict()
 
 
+def _cores() -> int:
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _auto_workers(value: int | None) -> int:
     """Decoding processes: none on ≤ 2 cores (measured: they only compete with the model
     for the CPU there), else up to 4."""
-    import os
-
     if value is not None:
         return value
-    cores = (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    )
+    cores = _cores()
     return 0 if cores <= 2 else min(4, cores // 2)
 
 
@@ -310,8 +361,76 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument(
         "--preview", action="store_true", help="write preview.png, a contact sheet to look at"
     )
+    synth.add_argument(
+        "--raw-source",
+        action="store_true",
+        help=(
+            "also write OUT/raw/: the training images as a GBIF-like Darwin Core Archive plus "
+            "a GBIF-format backbone, seeded with real data's faults (synonyms, misspellings, "
+            "homonyms, duplicates, corrupt files, labels, test-split leaks …) and a "
+            "truth.csv of each fault, to test curation against"
+        ),
+    )
     synth.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(func=_cmd_synth)
+
+    curate = commands.add_parser(
+        "curate",
+        help="raw biodiversity records -> resolved, filtered, deduplicated shards (Ray Data)",
+        description=(
+            "Curate raw records into a TreeOfLife-style dataset: ingest (Darwin Core "
+            "Archive, CSV/Parquet manifest, image folder with taxa.csv, SynthToL raw "
+            "source), resolve names offline against a GBIF-format backbone, fetch, check "
+            "and convert images, drop exact/near duplicates and evaluation leaks, and write "
+            "WebDataset shards with manifest.parquet, rejected.parquet and stats.json. "
+            "Every record leaves as kept or rejected with a reason. A run cut short resumes "
+            "from OUT/.work. Runs on a local Ray by default, on a cluster with --ray-address."
+        ),
+    )
+    curate.add_argument("sources", nargs="+", metavar="SOURCE",
+                        help="DwC-A folder or .zip, manifest .csv/.tsv/.parquet, image folder "
+                             "with taxa.csv, or a SynthToL folder made with --raw-source")  # fmt: skip
+    curate.add_argument("--backbone", required=True, metavar="DIR",
+                        help="GBIF-format backbone folder (Taxon.tsv, VernacularName.tsv)")  # fmt: skip
+    curate.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    curate.add_argument("--exclude-eval", action="append", metavar="DIR",
+                        help="drop near-duplicates of every image under DIR (repeatable)")  # fmt: skip
+    curate.add_argument("--columns", metavar="MAP",
+                        help="manifest column map: a preset (eol, bioscan, fathomnet, taxoclip) "
+                             "and/or field=column pairs, comma-separated")  # fmt: skip
+    curate.add_argument("--ray-address", metavar="ADDR",
+                        help="Ray cluster to run on (e.g. ray://head:10001 or auto)")  # fmt: skip
+    curate.add_argument("--workers", type=int, metavar="N",
+                        help="local Ray CPUs (default: all cores)")  # fmt: skip
+    curate.add_argument("--batch-size", type=int, default=64, metavar="B",
+                        help="records per Ray Data batch (default 64)")  # fmt: skip
+    curate.add_argument("--min-size", type=int, default=224, metavar="PX",
+                        help="reject images whose shorter side is below PX (default 224)")  # fmt: skip
+    curate.add_argument("--image-size", type=int, default=224, metavar="PX",
+                        help="side of the squash-resized shard images (default 224)")  # fmt: skip
+    curate.add_argument("--radius", type=int, default=10, metavar="BITS",
+                        help="PDQ Hamming radius for near-duplicates and leaks (default 10)")  # fmt: skip
+    curate.add_argument("--samples-per-shard", type=int, default=1000, metavar="N")
+    curate.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    curate.add_argument("--species-only", action="store_true",
+                        help="reject records resolved only above species (kept by default)")  # fmt: skip
+    curate.add_argument("--categories", metavar="LIST",
+                        help="keep only these categories: museum_specimen, camera_trap, "
+                             "citizen_science, other (comma-separated)")  # fmt: skip
+    curate.add_argument("--model-filter", metavar="MODEL",
+                        help="drop non-organism images (labels, documents, slides) by zero-shot "
+                             "CLIP with this model (run dir, model folder, hf-hub: string)")  # fmt: skip
+    curate.add_argument("--filter-threshold", type=float, default=0.5, metavar="P",
+                        help="drop when p(non-organism) > P (default 0.5)")  # fmt: skip
+    curate.add_argument("--per-host", type=int, default=8, metavar="N",
+                        help="concurrent downloads per host (default 8)")  # fmt: skip
+    curate.add_argument("--retries", type=int, default=3, metavar="N")
+    curate.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                        help="seconds per HTTP request (default 30)")  # fmt: skip
+    curate.add_argument("--keep-work", action="store_true",
+                        help="keep OUT/.work (fetch cache, per-batch results) after success")  # fmt: skip
+    curate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    curate.set_defaults(func=_cmd_curate)
 
     train = commands.add_parser(
         "train",
