@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/predict_vs_pybioclip.py
 	$(BIN)/python bench/rollup.py
+	$(BIN)/python bench/curate_throughput.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
