@@ -37,7 +37,7 @@ def test_help_does_not_import_heavy_libraries():
 def test_help_lists_commands_and_exit_statuses():
     result = run_cli("--help")
     assert result.returncode == 0
-    for word in ("synth", "demo", "Exit status"):
+    for word in ("synth", "curate", "demo", "Exit status"):
         assert word in result.stdout
     synth_help = run_cli("synth", "--help").stdout
     for flag in (
@@ -100,3 +100,27 @@ def test_synth_refuses_non_empty_and_unwritable_outputs(tmp_path, capsys):
 def test_no_command_is_a_usage_error():
     result = run_cli()
     assert result.returncode == 2 and "usage: taxoclip" in result.stdout
+
+
+def test_curate_input_errors_exit_1_naming_the_input(tmp_path, capsys):
+    backbone = tmp_path / "backbone"
+    backbone.mkdir()
+    assert (
+        main(["curate", str(tmp_path), "--backbone", str(backbone), "--out", str(tmp_path / "o")])
+        == 1
+    )
+    assert f"--backbone {backbone}: no Taxon.tsv" in capsys.readouterr().err
+    (backbone / "Taxon.tsv").write_text(
+        "taxonID\tcanonicalName\ttaxonRank\ttaxonomicStatus\tgenus\n"
+    )
+    missing = tmp_path / "nope"
+    assert (
+        main(["curate", str(missing), "--backbone", str(backbone), "--out", str(tmp_path / "o")])
+        == 1
+    )
+    assert f"source {missing}: no such file or folder" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing written for a run that could not start
+    assert (
+        main(["curate", str(tmp_path), "--backbone", str(backbone), "--out", "o", "--radius", "99"])
+        == 2
+    )

@@ -280,7 +280,6 @@ def curate(config: CurateConfig, progress: bool = True) -> CurateResult:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
     work = out / WORK_DIR
-    work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -294,6 +293,7 @@ def curate(config: CurateConfig, progress: bool = True) -> CurateResult:
     records = ingested.records
     rejected: list[dict] = list(ingested.rejected)
     n_in = records.num_rows + len(rejected)
+    work.mkdir(parents=True, exist_ok=True)
     log.info("ingest: %d records from %d source(s), %d rejected", records.num_rows,
              len(ingested.sources), len(rejected))  # fmt: skip
     t = lap("ingest", t)
