@@ -307,6 +307,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    _offline(args)
+    from taxoclip.analyze.run import format_summary, run_analysis
+
+    result = run_analysis(
+        args.model, args.data, args.out, split=args.split, baseline=args.baseline,
+        pretrained=args.pretrained, seed=args.seed, device=args.device,
+        batch_size=args.batch_size, progress=not args.quiet,
+    )  # fmt: skip
+    print(format_summary(result), end="")
+    summary = result.summary
+    print(f"analysed {summary['n_images']} images of {summary['n_species']} species in "
+          f"{summary['seconds']['total']:.1f} s")  # fmt: skip
+    print(f"results: {result.out}/metrics.json, {result.out}/embeddings.npz, "
+          f"{result.out}/analysis.json")  # fmt: skip
+    if result.plots:
+        print(f"plots: {', '.join(str(p) for p in result.plots)}")
+    for name, reason in summary["plots_skipped"].items():
+        print(f"plot {name} skipped: {reason}")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from taxoclip.demo import run_demo
 
@@ -732,6 +754,51 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--offline", action="store_true")
     evaluate.add_argument("-q", "--quiet", action="store_true")
     evaluate.set_defaults(func=_cmd_eval)
+
+    analyze = commands.add_parser(
+        "analyze",
+        help="emergent properties (traits, habitat, taxonomy, variants) beside a baseline",
+        description=(
+            "Measure the emergent properties of a model's image embeddings (BioCLIP 2's "
+            "analyses): "
+            "trait alignment (finch beak length, hue, elongation), ecological alignment "
+            "(habitat, split by order), taxonomic alignment, within-species separation of "
+            "sex and life stage, their orthogonality to species differences and the "
+            "effective dimension, each beside its null and the untrained twin of the model. "
+            "--data is a SynthToL root (every metric) or an evaluation folder (whatever its "
+            "columns allow; the rest is listed as skipped). Writes metrics.json, "
+            "embeddings.npz, analysis.json and plots/*.png into --out."
+        ),
+    )
+    analyze.add_argument(
+        "--model", required=True, help="run dir, model folder, open_clip name or hf-hub: string"
+    )
+    analyze.add_argument("--pretrained", metavar="TAG|PATH")
+    analyze.add_argument(
+        "--data", required=True, metavar="DIR", help="SynthToL root or evaluation folder"
+    )
+    analyze.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    analyze.add_argument(
+        "--split",
+        choices=["all", "train", "test"],
+        default="all",
+        help="SynthToL split(s) to analyse (default all: the within-species metrics want "
+        "many images per species and variant)",
+    )
+    analyze.add_argument(
+        "--baseline",
+        choices=["untrained", "none"],
+        default="untrained",
+        help="measure the same architecture with random weights beside it (default untrained)",
+    )
+    analyze.add_argument(
+        "--seed", type=int, default=0, help="seed of nulls, folds, t-SNE and the baseline weights"
+    )
+    analyze.add_argument("--batch-size", type=int, default=64, metavar="B")
+    analyze.add_argument("--device", default="cpu")
+    analyze.add_argument("--offline", action="store_true")
+    analyze.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    analyze.set_defaults(func=_cmd_analyze)
 
     demo = commands.add_parser(
         "demo",

@@ -1,0 +1,855 @@
+"""The emergent-property metrics of DESIGN section 6, as pure functions over arrays.
+
+Each function takes species centroids, or per-image embeddings with their labels, and
+returns a small frozen dataclass that holds every value *beside* its reference: a null
+made from the same data with the labels broken (permuted trait or habitat, shuffled
+species, variant labels shuffled within each species) and, where DESIGN names one, a
+baseline under the same split (the majority class). The other baseline of DESIGN (an
+untrained or flat-label model) is the same function run on that model's embeddings;
+:func:`claim_holds` turns values, baselines and their spread into a verdict.
+
+Conventions: rows of ``z`` are L2-normalised image embeddings (nothing here rescales
+rows; :func:`l2_normalize` is there for callers); a species centroid is the mean of its
+rows (:func:`group_means`). Everything random is drawn from ``seed``, so the same seed
+gives the same numbers. No file I/O and no models here; ``taxoclip analyze`` feeds it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import TypeVar
+
+import numpy as np
+from scipy.spatial.distance import pdist, squareform
+from scipy.stats import spearmanr
+from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
+from threadpoolctl import threadpool_limits
+
+from taxoclip.taxonomy import Lineage, taxonomic_distance
+
+HOLDS = "holds"
+DOES_NOT_HOLD = "does not hold"
+INCONCLUSIVE = "inconclusive"
+
+_MAX_FOLDS = 5
+
+_F = TypeVar("_F", bound=Callable)
+
+
+def _single_threaded(function: _F) -> _F:
+    """Run with BLAS/OpenMP pools at one thread (restored after).
+
+    The metrics are many tiny fits (a few hundred rows); pool threads only spin. Measured
+    here on a loaded 2-core machine: one 60 × 32 logistic fit took 0.4–0.6 s with 2
+    threads and 7 ms with 1.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with threadpool_limits(limits=1):
+            return function(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class _Result:
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain ``{field: number}``, ready for JSON or a table row."""
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def l2_normalize(z: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    z = np.asarray(z, dtype=np.float64)
+    norms = np.linalg.norm(z, axis=-1, keepdims=True)
+    return np.divide(z, norms, out=np.zeros_like(z), where=norms > 0)
+
+
+def group_means(z: np.ndarray, labels: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
+    """``(unique labels, sorted; their mean rows)``: species centroids from image rows."""
+    z = _matrix(z, "z")
+    labels = _vector(labels, len(z), "labels")
+    unique, inverse = np.unique(labels, return_inverse=True)
+    sums = np.zeros((len(unique), z.shape[1]))
+    np.add.at(sums, inverse, z)
+    return unique, sums / np.bincount(inverse)[:, None]
+
+
+def effective_dimension(z: np.ndarray) -> float:
+    """Participation ratio (Σλ)²/Σλ² of the covariance eigenvalues of the rows of ``z``.
+
+    k orthogonal axes of equal variance give k; one dominant axis gives ≈ 1. Zero when
+    the rows do not vary at all.
+    """
+    z = _matrix(z, "z")
+    centred = z - z.mean(axis=0)
+    # The nonzero eigenvalues of XᵀX and XXᵀ are the same; take the smaller matrix.
+    gram = centred.T @ centred if len(z) > z.shape[1] else centred @ centred.T
+    eigenvalues = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
+    total = eigenvalues.sum()
+    if total <= 0:
+        return 0.0
+    return float(total**2 / np.sum(eigenvalues**2))
+
+
+def _matrix(x: object, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (rows × dimensions), got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} holds non-finite values")
+    return x
+
+
+def _vector(x: object, n: int, name: str) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 1 or len(x) != n:
+        raise ValueError(f"{name} must be 1-D with one entry per row ({n}), got shape {x.shape}")
+    return x
+
+
+def _codes(labels: np.ndarray) -> np.ndarray:
+    """Integer codes 0..k-1 for any labels (strings, ints)."""
+    return np.unique(labels, return_inverse=True)[1].reshape(-1)
+
+
+def _abs_spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(abs(spearmanr(a, b).statistic))
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return float(np.mean(values)), sd
+
+
+def _isotropic_fit(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centre and ONE scale making the mean per-dimension variance 1.
+
+    A single scalar (not per-dimension standardisation) keeps the geometry of the
+    embedding: dimensions the model barely uses are not blown up to unit variance. It
+    only sets the units so that a probe's default regularisation means the same thing
+    for any model.
+    """
+    mean = x.mean(axis=0)
+    scale = float(np.sqrt(np.mean((x - mean) ** 2)))
+    return mean, scale if scale > 0 else 1.0
+
+
+def _probe_accuracy(
+    x: np.ndarray,
+    y: np.ndarray,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    *,
+    balanced: bool = False,
+    c: float = 1.0,
+) -> tuple[float, float]:
+    """(logistic-probe accuracy, majority-class accuracy), out of fold, pooled over folds.
+
+    ``balanced``: balanced accuracy (mean recall over classes, chance 1/k whatever the
+    class sizes) with class-weighted fitting; else plain accuracy.
+    """
+    predicted = np.empty_like(y)
+    majority = np.empty_like(y)
+    for train, test in splits:
+        classes, counts = np.unique(y[train], return_counts=True)
+        majority[test] = classes[np.argmax(counts)]
+        if len(classes) == 1:
+            predicted[test] = classes[0]
+            continue
+        mean, scale = _isotropic_fit(x[train])
+        probe = LogisticRegression(
+            C=c, max_iter=5000, class_weight="balanced" if balanced else None
+        )
+        probe.fit((x[train] - mean) / scale, y[train])
+        predicted[test] = probe.predict((x[test] - mean) / scale)
+    if balanced:
+        return _balanced_accuracy(y, predicted), _balanced_accuracy(y, majority)
+    return float(np.mean(predicted == y)), float(np.mean(majority == y))
+
+
+def _balanced_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
+    return float(np.mean([np.mean(predicted[y == k] == k) for k in np.unique(y)]))
+
+
+# --------------------------------------------------------------------------- trait
+
+
+@dataclass(frozen=True)
+class TraitAlignment(_Result):
+    """A continuous trait read from a clade's species centroids.
+
+    ``pc1_spearman`` is |Spearman ρ| between the trait and the centroids' first principal
+    component; ``ridge_r2`` the cross-validated R² of ridge regression centroid → trait
+    (pooled out-of-fold predictions; can be negative). ``null_*`` are the same on
+    permuted traits: mean and standard deviation over ``n_permutations``.
+    """
+
+    n_species: int
+    pc1_spearman: float
+    ridge_r2: float
+    null_pc1_spearman: float
+    null_pc1_spearman_sd: float
+    null_ridge_r2: float
+    null_ridge_r2_sd: float
+    n_permutations: int
+
+
+@_single_threaded
+def trait_alignment(
+    centroids: np.ndarray,
+    trait: Sequence[float],
+    *,
+    seed: int = 0,
+    n_permutations: int = 5,
+) -> TraitAlignment:
+    """How well a clade's species centroids (S, D) encode a continuous trait (S,).
+
+    K-fold with K = min(5, S), shuffled by ``seed``; inside each training fold RidgeCV
+    picks the penalty (efficient leave-one-out) from a grid scaled to the centroids'
+    total variance, so the grid fits any embedding's units. The null uses the same folds.
+    """
+    x = _matrix(centroids, "centroids")
+    y = _vector(trait, len(x), "trait").astype(np.float64)
+    if len(x) < 3:
+        raise ValueError(f"trait alignment needs at least 3 species, got {len(x)}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("trait holds non-finite values; drop those species first")
+    centred = x - x.mean(axis=0)
+    total = float(np.sum(centred**2))
+    rng = np.random.default_rng(seed)
+    folds = list(KFold(min(_MAX_FOLDS, len(x)), shuffle=True, random_state=seed).split(x))
+
+    if total > 0:
+        pc1 = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
+        alphas = total * np.logspace(-6, 1, 15)
+    else:  # all centroids identical: nothing to read
+        pc1, alphas = None, None
+
+    def measure(target: np.ndarray) -> tuple[float, float]:
+        if pc1 is None:
+            return float("nan"), float("nan")
+        return _abs_spearman(pc1, target), _ridge_cv_r2(x, target, folds, alphas)
+
+    rho, r2 = measure(y)
+    null = [measure(rng.permutation(y)) for _ in range(n_permutations)]
+    null_rho, null_rho_sd = _mean_sd([n[0] for n in null])
+    null_r2, null_r2_sd = _mean_sd([n[1] for n in null])
+    return TraitAlignment(
+        n_species=len(x),
+        pc1_spearman=rho,
+        ridge_r2=r2,
+        null_pc1_spearman=null_rho,
+        null_pc1_spearman_sd=null_rho_sd,
+        null_ridge_r2=null_r2,
+        null_ridge_r2_sd=null_r2_sd,
+        n_permutations=n_permutations,
+    )
+
+
+def _ridge_cv_r2(
+    x: np.ndarray, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas
+) -> float:
+    if np.ptp(y) == 0:
+        return float("nan")
+    predicted = np.empty_like(y)
+    for train, test in folds:
+        if np.ptp(y[train]) == 0:
+            predicted[test] = y[train][0]
+            continue
+        predicted[test] = RidgeCV(alphas=alphas).fit(x[train], y[train]).predict(x[test])
+    return float(1.0 - np.sum((y - predicted) ** 2) / np.sum((y - y.mean()) ** 2))
+
+
+# --------------------------------------------------------------------------- ecology
+
+
+@dataclass(frozen=True)
+class EcologicalAlignment(_Result):
+    """A categorical ecology (habitat) read across clades.
+
+    ``probe_accuracy``: logistic probe on species centroids, out of fold with a GROUP
+    split (no group, e.g. order, in both training and test), beside
+    ``majority_accuracy`` under the same split and ``null_probe_accuracy``, the same
+    probe and split on habitats permuted over species (mean, sd over
+    ``n_probe_permutations``). The majority baseline alone is a weak bar: with balanced
+    habitats, holding a group out leaves its habitat under-represented in training, so
+    the training majority is biased against it and can score below chance.
+    ``random_split_*``: the probe with a plain shuffled K-fold, for contrast only: there
+    a probe can score by memorising taxonomy.
+    ``cosine_gap``: mean cosine of same-habitat minus different-habitat species pairs,
+    pairs taken only across different groups; ``null_cosine_gap``: the same with
+    habitats permuted over species (mean, sd over ``n_permutations``).
+    """
+
+    n_species: int
+    n_groups: int
+    n_habitats: int
+    probe_accuracy: float
+    majority_accuracy: float
+    null_probe_accuracy: float
+    null_probe_accuracy_sd: float
+    random_split_probe_accuracy: float
+    random_split_majority_accuracy: float
+    cosine_gap: float
+    null_cosine_gap: float
+    null_cosine_gap_sd: float
+    n_pairs_same: int
+    n_pairs_different: int
+    n_permutations: int
+    n_probe_permutations: int
+
+
+@_single_threaded
+def ecological_alignment(
+    centroids: np.ndarray,
+    habitat: Sequence[object],
+    groups: Sequence[object],
+    *,
+    seed: int = 0,
+    n_permutations: int = 20,
+    n_probe_permutations: int = 5,
+) -> EcologicalAlignment:
+    """Habitat (S,) from species centroids (S, D), generalising across ``groups`` (S,).
+
+    The group split is GroupKFold with min(5, number of groups) folds (one group per
+    fold when there are ≤ 5: leave-one-group-out). It needs ≥ 2 groups.
+    """
+    x = _matrix(centroids, "centroids")
+    y = _codes(_vector(habitat, len(x), "habitat"))
+    g = _codes(_vector(groups, len(x), "groups"))
+    n_groups = int(g.max()) + 1 if len(g) else 0
+    if n_groups < 2:
+        raise ValueError("ecological alignment needs species from at least 2 groups")
+    if len(x) < 2:
+        raise ValueError("ecological alignment needs at least 2 species")
+
+    group_splits = list(GroupKFold(min(_MAX_FOLDS, n_groups)).split(x, y, g))
+    random_splits = list(KFold(min(_MAX_FOLDS, len(x)), shuffle=True, random_state=seed).split(x))
+    probe, majority = _probe_accuracy(x, y, group_splits)
+    random_probe, random_majority = _probe_accuracy(x, y, random_splits)
+
+    unit = l2_normalize(x)
+    cosine = unit @ unit.T
+    upper = np.triu(np.ones_like(cosine, dtype=bool), k=1)
+    across = upper & (g[:, None] != g[None, :])
+    pair_cos = cosine[across]
+    rows, cols = np.nonzero(across)
+
+    def gap(labels: np.ndarray) -> tuple[float, int, int]:
+        same = labels[rows] == labels[cols]
+        n_same, n_different = int(same.sum()), int((~same).sum())
+        if n_same == 0 or n_different == 0:
+            return float("nan"), n_same, n_different
+        return float(pair_cos[same].mean() - pair_cos[~same].mean()), n_same, n_different
+
+    rng = np.random.default_rng(seed)
+    null_probe, null_probe_sd = _mean_sd(
+        [
+            _probe_accuracy(x, rng.permutation(y), group_splits)[0]
+            for _ in range(n_probe_permutations)
+        ]
+    )
+    cosine_gap, n_same, n_different = gap(y)
+    null_gap, null_gap_sd = _mean_sd([gap(rng.permutation(y))[0] for _ in range(n_permutations)])
+    return EcologicalAlignment(
+        n_species=len(x),
+        n_groups=n_groups,
+        n_habitats=int(y.max()) + 1,
+        probe_accuracy=probe,
+        majority_accuracy=majority,
+        null_probe_accuracy=null_probe,
+        null_probe_accuracy_sd=null_probe_sd,
+        random_split_probe_accuracy=random_probe,
+        random_split_majority_accuracy=random_majority,
+        cosine_gap=cosine_gap,
+        null_cosine_gap=null_gap,
+        null_cosine_gap_sd=null_gap_sd,
+        n_pairs_same=n_same,
+        n_pairs_different=n_different,
+        n_permutations=n_permutations,
+        n_probe_permutations=n_probe_permutations,
+    )
+
+
+# --------------------------------------------------------------------------- taxonomy
+
+
+@dataclass(frozen=True)
+class TaxonomicAlignment(_Result):
+    """Spearman between centroid cosine distance and taxonomic distance over all species
+    pairs; ``null_*``: the same with species shuffled over the lineages (mean, sd)."""
+
+    n_species: int
+    n_pairs: int
+    spearman: float
+    null_spearman: float
+    null_spearman_sd: float
+    n_permutations: int
+
+
+@_single_threaded
+def taxonomic_alignment(
+    centroids: np.ndarray,
+    lineages: Sequence[Lineage | Sequence[str]],
+    *,
+    seed: int = 0,
+    n_permutations: int = 20,
+) -> TaxonomicAlignment:
+    """Do species far apart in the tree lie far apart in the embedding?
+
+    ``lineages``: one per centroid row, a :class:`Lineage` or its 7 rank names, root
+    first. Taxonomic distance is :func:`taxoclip.taxonomy.taxonomic_distance` (rank
+    levels up to the common ancestor, holes compatible); centroid distance is
+    1 − cosine. Positive means the embedding follows the tree.
+    """
+    x = _matrix(centroids, "centroids")
+    if len(lineages) != len(x):
+        raise ValueError(f"need one lineage per centroid ({len(x)}), got {len(lineages)}")
+    if len(x) < 3:
+        raise ValueError(f"taxonomic alignment needs at least 3 species, got {len(x)}")
+    tree = [item if isinstance(item, Lineage) else Lineage.from_ranks(item) for item in lineages]
+    n = len(tree)
+    taxonomic = np.array(
+        [taxonomic_distance(tree[i], tree[j]) for i in range(n) for j in range(i + 1, n)],
+        dtype=np.float64,
+    )  # the order of scipy's condensed distance vectors
+    condensed = pdist(l2_normalize(x), "sqeuclidean") / 2.0  # unit rows: ‖a−b‖²/2 = 1 − cos
+    distance = squareform(condensed, checks=False)  # square, to shuffle species in the null
+    rng = np.random.default_rng(seed)
+    null = []
+    for _ in range(n_permutations):
+        order = rng.permutation(n)
+        null.append(_spearman(squareform(distance[np.ix_(order, order)], checks=False), taxonomic))
+    null_mean, null_sd = _mean_sd(null)
+    return TaxonomicAlignment(
+        n_species=n,
+        n_pairs=len(taxonomic),
+        spearman=_spearman(condensed, taxonomic),
+        null_spearman=null_mean,
+        null_spearman_sd=null_sd,
+        n_permutations=n_permutations,
+    )
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def _variant_codes(
+    variant: Sequence[object], n: int, values: tuple[object, object] | None
+) -> tuple[np.ndarray, tuple[object, object]]:
+    """Per row: 0 for variant a, 1 for b, -1 for rows of any other value (ignored)."""
+    variant = _vector(variant, n, "variant")
+    if values is None:
+        present = np.unique(variant)
+        if len(present) != 2:
+            raise ValueError(
+                f"variant must take exactly two values (or pass values=(a, b)), got {list(present)}"
+            )
+        values = (present[0], present[1])
+    codes = np.full(n, -1, dtype=np.int64)
+    codes[variant == values[0]] = 0
+    codes[variant == values[1]] = 1
+    return codes, values
+
+
+def _check_min_per_variant(min_per_variant: int) -> None:
+    if min_per_variant < 4:
+        raise ValueError(
+            "min_per_variant must be ≥ 4: each variant is split in halves, and a half needs "
+            "≥ 2 images to have a covariance"
+        )
+
+
+def fisher_direction(fit_a: np.ndarray, fit_b: np.ndarray, *, ridge: float = 1e-3) -> np.ndarray:
+    """w = (Σ_a + Σ_b + λI)⁻¹ (μ_a − μ_b), with λ = ridge · tr(Σ_a + Σ_b) / D.
+
+    Why this λ: with a few images per variant and D in the hundreds, Σ_a + Σ_b has rank
+    ≤ n − 2 and cannot be inverted; a ridge proportional to its mean eigenvalue
+    (tr/D) regularises it in the units of the embedding, so w does not depend on the
+    embedding's overall scale (scaling z by c scales Σ and λ by c²). A small ``ridge``
+    leaves w ≈ the mean difference restricted to the directions in which the fitting
+    images show no spread, plus the within-range Fisher solution. When the images show
+    no spread at all any λ gives w ∝ μ_a − μ_b, and λ = ridge is used. Σ uses ddof = 1.
+    No absolute floor such as + 1e-6: for L2-normalised embeddings in hundreds of
+    dimensions the within-species tr(Σ)/D is about 1e-4 to 1e-3, so 1e-3 · tr/D is
+    1e-7 to 1e-6 and such a floor would set the ridge instead of the data.
+
+    Solved through the thin SVD of the stacked centred rows R (Σ_a + Σ_b = RᵀR), in
+    O(n²D) rather than O(D³): w = V diag(1/(s² + λ)) Vᵀd + (d − VVᵀd)/λ.
+    """
+    fit_a, fit_b = np.asarray(fit_a, np.float64), np.asarray(fit_b, np.float64)
+    difference = fit_a.mean(axis=0) - fit_b.mean(axis=0)
+    rows = np.vstack([_scaled_residuals(fit_a), _scaled_residuals(fit_b)])
+    _, singular, vt = np.linalg.svd(rows, full_matrices=False)
+    trace = float(np.sum(singular**2))
+    lam = ridge * trace / difference.size if trace > 0 else ridge
+    keep = singular > singular.max(initial=0.0) * max(rows.shape) * np.finfo(float).eps
+    singular, vt = singular[keep], vt[keep]
+    along = vt @ difference
+    return vt.T @ (along / (singular**2 + lam)) + (difference - vt.T @ along) / lam
+
+
+def _scaled_residuals(x: np.ndarray) -> np.ndarray:
+    """Rows R with RᵀR = the ddof=1 covariance (zero rows for a single image)."""
+    if len(x) < 2:
+        return np.zeros((0, x.shape[1]))
+    return (x - x.mean(axis=0)) / np.sqrt(len(x) - 1)
+
+
+def fisher_discriminant_ratio(
+    fit_a: np.ndarray,
+    fit_b: np.ndarray,
+    measure_a: np.ndarray | None = None,
+    measure_b: np.ndarray | None = None,
+    *,
+    ridge: float = 1e-3,
+) -> float:
+    """FDR = (wᵀ(μ_a−μ_b))² / (wᵀ(Σ_a+Σ_b)w), w fitted on ``fit_*``, measured on ``measure_*``.
+
+    Without ``measure_*`` it is measured in sample, on the images it was fitted on: with
+    few images in many dimensions that number explodes even for shuffled labels (DESIGN
+    section 6). It is here to show that; the metrics measure out of sample.
+    """
+    w = fisher_direction(fit_a, fit_b, ridge=ridge)
+    if measure_a is None or measure_b is None:
+        measure_a, measure_b = fit_a, fit_b
+    measure_a, measure_b = np.asarray(measure_a, np.float64), np.asarray(measure_b, np.float64)
+    numerator = float(w @ (measure_a.mean(axis=0) - measure_b.mean(axis=0))) ** 2
+    rows = np.vstack([_scaled_residuals(measure_a), _scaled_residuals(measure_b)])
+    denominator = float(np.sum((rows @ w) ** 2))
+    if denominator <= 0:
+        return float("nan")
+    return numerator / denominator
+
+
+def _split_half_fdr(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, ridge: float) -> float:
+    """Halve each variant at random; fit on one half, measure on the other, swap, average."""
+    pa, pb = rng.permutation(len(a)), rng.permutation(len(b))
+    a1, a2 = a[pa[: len(a) // 2]], a[pa[len(a) // 2 :]]
+    b1, b2 = b[pb[: len(b) // 2]], b[pb[len(b) // 2 :]]
+    both = np.array(
+        [
+            fisher_discriminant_ratio(a1, b1, a2, b2, ridge=ridge),
+            fisher_discriminant_ratio(a2, b2, a1, b1, ridge=ridge),
+        ]
+    )
+    return float(np.mean(both[np.isfinite(both)])) if np.isfinite(both).any() else float("nan")
+
+
+@dataclass(frozen=True)
+class IntraSpeciesSeparation(_Result):
+    """Two variants (sex, life stage) of one species, told apart within the species.
+
+    ``fdr``: out-of-sample Fisher discriminant ratio (split halves, both ways), mean over
+    the species used. ``fdr_median`` too: with halves of 2 images per variant the
+    measured spread wᵀ(Σ_a+Σ_b)w has 2 degrees of freedom, so a null ratio has no finite
+    mean (E[1/χ²₂] = ∞) and one species can dominate the average; from halves of 3 on
+    the mean is finite. ``probe_accuracy``: within-species logistic probe, stratified K-fold
+    (K = min(5, images of the rarer variant)), BALANCED accuracy (chance 0.5 whatever the
+    counts), mean over species. ``null_*``: the same with the variant labels shuffled
+    within each species (same counts), mean and sd over ``n_null`` repeats.
+    """
+
+    n_species_used: int
+    n_skipped: int
+    fdr: float
+    fdr_median: float
+    probe_accuracy: float
+    null_fdr: float
+    null_fdr_sd: float
+    null_fdr_median: float
+    null_probe_accuracy: float
+    null_probe_accuracy_sd: float
+    n_null: int
+
+
+@_single_threaded
+def intra_species_separation(
+    z: np.ndarray,
+    species: Sequence[object],
+    variant: Sequence[object],
+    *,
+    values: tuple[object, object] | None = None,
+    min_per_variant: int = 4,
+    ridge: float = 1e-3,
+    seed: int = 0,
+    n_null: int = 3,
+) -> IntraSpeciesSeparation:
+    """Separation of variants a/b within each species, out of sample, beside its null.
+
+    ``variant`` (N,) takes two values (or pass ``values=(a, b)`` and rows with any other
+    value are ignored). Species with fewer than ``min_per_variant`` (≥ 4) images of
+    either variant are skipped and counted in ``n_skipped``.
+    """
+    _check_min_per_variant(min_per_variant)
+    z = _matrix(z, "z")
+    species = _vector(species, len(z), "species")
+    codes, _ = _variant_codes(variant, len(z), values)
+    blocks, n_skipped = _species_blocks(z, species, codes, min_per_variant)
+    rng = np.random.default_rng(seed)
+
+    def measure(labelled: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, float]:
+        fdrs, accuracies = [], []
+        for x, y in labelled:
+            fdrs.append(_split_half_fdr(x[y == 0], x[y == 1], rng, ridge))
+            n_folds = min(_MAX_FOLDS, int(np.bincount(y).min()))
+            folds = StratifiedKFold(n_folds, shuffle=True, random_state=int(rng.integers(2**31)))
+            accuracies.append(_probe_accuracy(x, y, list(folds.split(x, y)), balanced=True)[0])
+        if not fdrs:
+            return float("nan"), float("nan"), float("nan")
+        fdrs = np.asarray(fdrs)
+        return float(np.nanmean(fdrs)), float(np.nanmedian(fdrs)), float(np.mean(accuracies))
+
+    fdr, fdr_median, accuracy = measure(blocks)
+    null = [measure([(x, rng.permutation(y)) for x, y in blocks]) for _ in range(n_null)]
+    null_fdr, null_fdr_sd = _mean_sd([n[0] for n in null])
+    null_median = _mean_sd([n[1] for n in null])[0]
+    null_accuracy, null_accuracy_sd = _mean_sd([n[2] for n in null])
+    return IntraSpeciesSeparation(
+        n_species_used=len(blocks),
+        n_skipped=n_skipped,
+        fdr=fdr,
+        fdr_median=fdr_median,
+        probe_accuracy=accuracy,
+        null_fdr=null_fdr,
+        null_fdr_sd=null_fdr_sd,
+        null_fdr_median=null_median,
+        null_probe_accuracy=null_accuracy,
+        null_probe_accuracy_sd=null_accuracy_sd,
+        n_null=n_null,
+    )
+
+
+def _species_blocks(
+    z: np.ndarray, species: np.ndarray, codes: np.ndarray, min_per_variant: int
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
+    """[(images of a and b, their 0/1 labels)] per usable species (sorted), and the
+    number skipped for too few images of a variant."""
+    blocks, skipped = [], 0
+    for name in np.unique(species):
+        rows = (species == name) & (codes >= 0)
+        counts = np.bincount(codes[rows], minlength=2)
+        if counts.min() < min_per_variant:
+            skipped += 1
+            continue
+        blocks.append((z[rows], codes[rows]))
+    return blocks, skipped
+
+
+# --------------------------------------------------------------------------- orthogonality
+
+
+@dataclass(frozen=True)
+class Orthogonality(_Result):
+    """Are variant directions orthogonal to the differences between related species?
+
+    Per species s of a group G (≥ 2 species): δ_s = μ_{s,a} − μ_{s,b};
+    ``fraction_outside`` = ‖P⊥δ_s‖/‖δ_s‖ outside span{μ_t − μ̄_G : t ∈ G} (1: fully
+    orthogonal, 0: inside); ``mean_abs_cos`` = mean over t ≠ s of |cos(δ_s, μ_s − μ_t)|;
+    both averaged over every species used. ``null_*``: the same with each species' images
+    split at random (labels shuffled within the species, same sizes), mean and sd over
+    ``n_null`` repeats. ``effective_dimension``: participation ratio of the rows of z —
+    how many dimensions a random split's δ can roam in.
+    """
+
+    n_groups_used: int
+    n_species_used: int
+    fraction_outside: float
+    mean_abs_cos: float
+    null_fraction_outside: float
+    null_fraction_outside_sd: float
+    null_mean_abs_cos: float
+    null_mean_abs_cos_sd: float
+    effective_dimension: float
+    n_null: int
+
+
+@_single_threaded
+def orthogonality(
+    z: np.ndarray,
+    species: Sequence[object],
+    variant: Sequence[object],
+    groups: Sequence[object],
+    *,
+    values: tuple[object, object] | None = None,
+    min_per_variant: int = 4,
+    balanced_means: bool = True,
+    seed: int = 0,
+    n_null: int = 5,
+) -> Orthogonality:
+    """Variant directions against species differences within groups (genus, family).
+
+    ``groups`` (N,) gives each image's group; a species must lie in one group. The span
+    of a group uses every species of it with images of the kept variants; δ is taken
+    for species with ≥ ``min_per_variant`` images of both. ``balanced_means``: a
+    species' μ_s is the midpoint (μ_{s,a} + μ_{s,b})/2 when it has both variants, so that
+    species sampled with different variant proportions do not carry the variant
+    direction into the species span (the plain mean μ_s of DESIGN moves by
+    (p_s − p̄)·δ with the share p_s of variant a); ``False`` uses the plain mean.
+    """
+    _check_min_per_variant(min_per_variant)
+    z = _matrix(z, "z")
+    species = _vector(species, len(z), "species")
+    groups = _vector(groups, len(z), "groups")
+    codes, _ = _variant_codes(variant, len(z), values)
+    kept = codes >= 0
+    layout = []  # per group: [(images, labels, usable)] for its species
+    for group in np.unique(groups[kept]):
+        members = []
+        for name in np.unique(species[kept & (groups == group)]):
+            rows = kept & (species == name)
+            if np.any(groups[rows] != group):
+                raise ValueError(f"species {name!r} lies in more than one group")
+            counts = np.bincount(codes[rows], minlength=2)
+            members.append((z[rows], codes[rows], bool(counts.min() >= min_per_variant)))
+        if len(members) >= 2 and any(usable for _, _, usable in members):
+            layout.append(members)
+    rng = np.random.default_rng(seed)
+
+    def measure(shuffle: bool) -> tuple[float, float, int]:
+        fractions, cosines = [], []
+        for members in layout:
+            labels = [rng.permutation(y) if shuffle else y for _, y, _ in members]
+            centres = np.array(
+                [
+                    _species_centre(x, y, balanced_means)
+                    for (x, _, _), y in zip(members, labels, strict=True)
+                ]
+            )
+            basis = _span_basis(centres - centres.mean(axis=0))
+            for index, ((x, _, usable), y) in enumerate(zip(members, labels, strict=True)):
+                if not usable:
+                    continue
+                delta = x[y == 0].mean(axis=0) - x[y == 1].mean(axis=0)
+                norm = float(np.linalg.norm(delta))
+                if norm == 0:
+                    continue
+                outside = delta - basis.T @ (basis @ delta)
+                fractions.append(float(np.linalg.norm(outside)) / norm)
+                others = centres[index] - np.delete(centres, index, axis=0)
+                lengths = np.linalg.norm(others, axis=1)
+                others, lengths = others[lengths > 0], lengths[lengths > 0]
+                if len(others):
+                    cosines.append(float(np.mean(np.abs(others @ delta) / (lengths * norm))))
+        if not fractions:
+            return float("nan"), float("nan"), 0
+        mean_cos = float(np.mean(cosines)) if cosines else float("nan")
+        return float(np.mean(fractions)), mean_cos, len(fractions)
+
+    fraction, mean_cos, n_used = measure(shuffle=False)
+    null = [measure(shuffle=True) for _ in range(n_null)]
+    null_fraction, null_fraction_sd = _mean_sd([n[0] for n in null])
+    null_cos, null_cos_sd = _mean_sd([n[1] for n in null])
+    return Orthogonality(
+        n_groups_used=len(layout),
+        n_species_used=n_used,
+        fraction_outside=fraction,
+        mean_abs_cos=mean_cos,
+        null_fraction_outside=null_fraction,
+        null_fraction_outside_sd=null_fraction_sd,
+        null_mean_abs_cos=null_cos,
+        null_mean_abs_cos_sd=null_cos_sd,
+        effective_dimension=effective_dimension(z[kept]),
+        n_null=n_null,
+    )
+
+
+def _species_centre(x: np.ndarray, labels: np.ndarray, balanced: bool) -> np.ndarray:
+    if balanced and (labels == 0).any() and (labels == 1).any():
+        return (x[labels == 0].mean(axis=0) + x[labels == 1].mean(axis=0)) / 2
+    return x.mean(axis=0)
+
+
+def _span_basis(centred: np.ndarray) -> np.ndarray:
+    """Orthonormal rows spanning the rows of ``centred``, rank-tolerant (numpy's
+    ``matrix_rank`` tolerance: singular values below s_max · max(shape) · eps dropped)."""
+    if centred.size == 0:
+        return np.zeros((0, centred.shape[-1]))
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    tolerance = singular.max(initial=0.0) * max(centred.shape) * np.finfo(float).eps
+    return vt[singular > tolerance] if singular.max(initial=0.0) > 0 else vt[:0]
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+@dataclass(frozen=True)
+class Verdict(_Result):
+    """``verdict`` is ``"holds"``, ``"does not hold"`` or ``"inconclusive"``; ``margin``
+    and ``spread`` are those of the reference that decided it (the worst one)."""
+
+    verdict: str
+    margin: float
+    spread: float
+    n_values: int
+
+
+def claim_holds(
+    values: float | Sequence[float],
+    *references: float | Sequence[float],
+    spread: float | None = None,
+    higher_is_better: bool = True,
+    min_values: int = 3,
+) -> Verdict:
+    """DESIGN's rule: a claim holds only when it beats every reference by more than the
+    spread.
+
+    ``values``: the metric over seeds. Each of ``references``: a baseline over seeds
+    (untrained or flat-label model) or a null over its repeats, or one number. For each
+    reference, margin = mean(values) − mean(reference) (negated when lower is better)
+    and spread = ``spread`` if given, else the larger of the two sample standard
+    deviations (ddof=1; a single number has none). Then:
+
+    - fewer than ``min_values`` values (DESIGN: ≥ 3 seeds), or no spread to compare
+      with, or a non-finite number → ``"inconclusive"``;
+    - margin > spread → ``"holds"``; margin ≤ 0 → ``"does not hold"``; a margin within
+      the spread → ``"inconclusive"``.
+
+    The verdict is the worst over the references (does not hold < inconclusive < holds).
+    """
+    if not references:
+        raise ValueError("claim_holds needs at least one baseline or null to beat")
+    values = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    sign = 1.0 if higher_is_better else -1.0
+    rank = {DOES_NOT_HOLD: 0, INCONCLUSIVE: 1, HOLDS: 2}
+    worst: Verdict | None = None
+    for reference in references:
+        reference = np.atleast_1d(np.asarray(reference, dtype=np.float64))
+        margin = sign * float(np.mean(values) - np.mean(reference))
+        if spread is not None:
+            width = float(spread)
+        else:
+            sds = [float(np.std(v, ddof=1)) for v in (values, reference) if len(v) > 1]
+            width = max(sds) if sds else float("nan")
+        if not (np.isfinite(margin) and np.isfinite(width)) or len(values) < min_values:
+            verdict = INCONCLUSIVE
+        elif margin > width:
+            verdict = HOLDS
+        elif margin <= 0:
+            verdict = DOES_NOT_HOLD
+        else:
+            verdict = INCONCLUSIVE
+        current = Verdict(verdict, margin, width, len(values))
+        if worst is None or rank[verdict] < rank[worst.verdict]:
+            worst = current
+    assert worst is not None
+    return worst
