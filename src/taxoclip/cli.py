@@ -329,6 +329,14 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from taxoclip.report import write_report
+
+    out = write_report(args.dirs, args.out)
+    print(f"report: {out}")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from taxoclip.demo import run_demo
 
@@ -799,6 +807,24 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--offline", action="store_true")
     analyze.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     analyze.set_defaults(func=_cmd_analyze)
+
+    report = commands.add_parser(
+        "report",
+        help="one self-contained HTML report from run, eval, curation and analysis dirs",
+        description=(
+            "Write one HTML file (inline CSS, images as data URIs, no scripts or links) from "
+            "any of: a training run (params.json, metrics.jsonl), eval results (results.json), "
+            "curation stats (stats.json) and an analysis dir (metrics.json, plots/). Each DIR "
+            "is recognised by the files it holds; missing parts are listed as not available."
+        ),
+    )
+    report.add_argument(
+        "dirs", nargs="+", metavar="DIR", help="run, eval, curation or analysis dir"
+    )
+    report.add_argument(
+        "--out", default="report.html", metavar="FILE", help="output file (default report.html)"
+    )
+    report.set_defaults(func=_cmd_report)
 
     demo = commands.add_parser(
         "demo",
