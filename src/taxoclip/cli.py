@@ -329,6 +329,27 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_study_scaling(args: argparse.Namespace) -> int:
+    from taxoclip.study.scaling import ScalingConfig, parse_sizes, run_scaling
+
+    config = ScalingConfig(
+        out=args.out, data=args.data, species=args.species,
+        images_per_species=args.images_per_species, image_size=args.image_size,
+        sizes=parse_sizes(args.sizes), epochs=args.epochs, batch_size=args.batch_size,
+        budget=args.budget, warmup=args.warmup, ablation=args.ablation, seed=args.seed,
+        model=args.model, device=args.device, progress=not args.quiet,
+    )  # fmt: skip
+    result = run_scaling(config)
+    print(result.table, end="")
+    study = result.study
+    print(f"study of {len(study['runs'])} runs ({', '.join(study['runs'])}) in "
+          f"{study['seconds']['total']:.1f} s; same {study['budget']} per run")  # fmt: skip
+    print(f"results: {result.out}/study.json, runs/, analysis/")
+    if result.plot:
+        print(f"plot: {result.plot}")
+    return EXIT_OK
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from taxoclip.report import write_report
 
@@ -807,6 +828,57 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--offline", action="store_true")
     analyze.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     analyze.set_defaults(func=_cmd_analyze)
+
+    study = commands.add_parser(
+        "study",
+        help="studies across runs: scaling (metrics against training data size)",
+        description="Studies that train and analyse several models: scaling.",
+    )
+    studies = study.add_subparsers(dest="study", metavar="STUDY", parser_class=_Parser)
+    study.set_defaults(func=lambda _args: study.print_help() or EXIT_USAGE)
+    scaling = studies.add_parser(
+        "scaling",
+        help="train on >= 3 data sizes of SynthToL; every metric and zero-shot against size",
+        description=(
+            "Train the same model on at least three data sizes of one SynthToL (nested "
+            "subsets of its training images, same species and test split), measure "
+            "zero-shot top-1 and every analysis metric for each beside the untrained "
+            "baseline (analysed once) and the nulls, and plot them against size. "
+            "--ablation adds a flat-label run (scientific name only) on the largest size. "
+            "Writes study.json, scaling.png, runs/ and analysis/ into --out."
+        ),
+    )
+    scaling.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    scaling.add_argument(
+        "--data", metavar="SYNTH_ROOT", help="an existing SynthToL root (default: generate one)"
+    )
+    scaling.add_argument("--species", type=int, default=300, metavar="N",
+                         help="species of the generated SynthToL (default 300)")  # fmt: skip
+    scaling.add_argument("--images-per-species", type=int, default=40, metavar="M",
+                         help="images per species of the generated SynthToL (default 40)")  # fmt: skip
+    scaling.add_argument("--image-size", type=int, default=32, metavar="S",
+                         help="image side of the generated SynthToL (default 32)")  # fmt: skip
+    scaling.add_argument(
+        "--sizes", default="0.25,0.5,1", metavar="F,F,F",
+        help="fractions of the training images per species, at least 3 (default 0.25,0.5,1)",
+    )  # fmt: skip
+    scaling.add_argument("--epochs", type=int, default=15, metavar="E",
+                         help="epochs over the largest size (default 15)")  # fmt: skip
+    scaling.add_argument("--batch-size", type=int, default=128, metavar="B")
+    scaling.add_argument(
+        "--budget", choices=["steps", "epochs"], default="steps",
+        help="steps: every run takes the steps of --epochs over the largest size (default; "
+        "data at fixed compute); epochs: --epochs over each run's own data",
+    )  # fmt: skip
+    scaling.add_argument("--warmup", type=int, metavar="STEPS",
+                         help="warm-up steps (default a tenth of the steps, at most 100)")  # fmt: skip
+    scaling.add_argument("--ablation", action="store_true",
+                         help="add a flat-label run (scientific name only) on the largest size")  # fmt: skip
+    scaling.add_argument("--model", default="taxoclip-vit-t32", help="architecture to train")
+    scaling.add_argument("--seed", type=int, default=0, help="seed of data, subsets, runs, nulls")
+    scaling.add_argument("--device", default="auto")
+    scaling.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    scaling.set_defaults(func=_cmd_study_scaling)
 
     report = commands.add_parser(
         "report",

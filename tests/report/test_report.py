@@ -212,3 +212,49 @@ def test_renders_in_headless_chromium(all_inputs: list[Path], tmp_path: Path) ->
         if "CONSOLE" in line or "Uncaught" in line or "report.html" in line and "ERROR" in line
     ]
     assert not console, "\n".join(console)
+
+
+def _study(folder: Path, flat: bool = True) -> Path:
+    folder.mkdir(parents=True)
+    runs = {
+        f"size-{n}": {"kind": "hierarchical", "n_train": n, "zero_shot": {}, "stats": {}}
+        for n in (30, 60, 120)
+    }
+    if flat:
+        runs["flat-120"] = {"kind": "flat", "n_train": 120, "zero_shot": {}, "stats": {}}
+    rows = []
+    for name, run in runs.items():
+        rows.append({"data_size": run["n_train"], "metric": "taxonomic.spearman", "run": name,
+                     "value": run["n_train"] / 1000 + (0.5 if run["kind"] == "flat" else 0),
+                     "baseline_value": 0.0123, "null_mean": 0.001, "null_sd": 0.002,
+                     "ablation": run["kind"] == "flat"})  # fmt: skip
+    study = {"kind": "scaling", "budget": "steps", "budget_why": "fixed <compute>",
+             "runs": runs, "rows": rows}  # fmt: skip
+    (folder / "study.json").write_text(json.dumps(study))
+    Image.new("RGB", (50, 30), (30, 30, 200)).save(folder / "scaling.png")
+    return folder
+
+
+def test_study_dir_is_a_section_with_plot_and_table(tmp_path: Path) -> None:
+    folder = _study(tmp_path / "study")
+    found = detect_inputs([folder])
+    assert found.study == folder and found.analysis is None
+    html = write_report([folder], tmp_path / "s.html").read_text(encoding="utf-8")
+    section = html.split('id="study"', 1)[1]
+    assert len(_images(section)) == 1 and _images(section)[0].startswith("data:image/png;base64,")
+    for header in ("n = 30", "n = 60", "n = 120", "flat labels, n = 120", "untrained baseline"):
+        assert header in section
+    assert "taxonomic.spearman" in section
+    assert "0.030" in section and "0.120" in section and "0.620" in section  # values per run
+    assert "0.0123" in section or "0.012" in section
+    assert "fixed &lt;compute&gt;" in section
+    plain = write_report([_study(tmp_path / "noflat", flat=False)], tmp_path / "n.html")
+    assert "flat labels" not in plain.read_text(encoding="utf-8")
+
+
+def test_study_beside_the_other_inputs(all_inputs: list[Path], tmp_path: Path) -> None:
+    folder = _study(tmp_path / "study")
+    html = write_report([*all_inputs, folder], tmp_path / "all.html").read_text(encoding="utf-8")
+    for section in (*SECTIONS, "study"):
+        assert f'id="{section}"' in html
+    assert len(_images(html)) == 3

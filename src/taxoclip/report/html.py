@@ -6,7 +6,9 @@ Each input folder is recognised by the files it holds:
   optional ``analysis.json`` and ``plots/*.png``;
 - training run: ``params.json`` and/or ``metrics.jsonl`` (loss, lr, ... per logged step);
 - eval results (``taxoclip eval --out``): ``results.json`` (a list of result rows);
-- curation: ``stats.json`` with ``records_in``/``kept``/``rejected``.
+- curation: ``stats.json`` with ``records_in``/``kept``/``rejected``;
+- study (``taxoclip study scaling``): ``study.json`` with ``runs`` and ``rows``, and its
+  ``scaling.png``.
 
 Parts that are missing are listed on a "not available" line rather than raising.
 """
@@ -62,6 +64,7 @@ class ReportInputs:
     run: Path | None = None
     eval: Path | None = None
     curation: Path | None = None
+    study: Path | None = None
     unknown: list[Path] = field(default_factory=list)
 
 
@@ -98,13 +101,18 @@ def detect_inputs(dirs: list[str | Path]) -> ReportInputs:
         if isinstance(stats, dict) and "records_in" in stats:
             found.curation = found.curation or folder
             matched = True
+        study = _read_json(folder / "study.json") if (folder / "study.json").is_file() else None
+        if isinstance(study, dict) and isinstance(study.get("runs"), dict):
+            found.study = found.study or folder
+            matched = True
         if not matched:
             found.unknown.append(folder)
-    if not (found.analysis or found.run or found.eval or found.curation):
+    if not (found.analysis or found.run or found.eval or found.curation or found.study):
         names = ", ".join(str(d) for d in dirs)
         raise InputError(
             f"{names}: no analysis (metrics.json), training run (params.json/metrics.jsonl), "
-            "eval results (results.json) or curation stats (stats.json) found"
+            "eval results (results.json), curation stats (stats.json) or study (study.json) "
+            "found"
         )
     return found
 
@@ -351,6 +359,8 @@ def _section_summary(found: ReportInputs, ctx: dict) -> str:
         what.append(f"evaluation {found.eval}")
     if found.curation:
         what.append(f"curation {found.curation}")
+    if found.study:
+        what.append(f"scaling study {found.study}")
     lines = f'<p class="muted">{_e("; ".join(what))}</p>'
     missing = [
         name
@@ -496,6 +506,48 @@ def _section_analysis(ctx: dict) -> str:
     return f'<section id="analysis"><h2>Analysis metrics</h2>{body}</section>{findings}'
 
 
+def _section_study(ctx: dict) -> str:
+    """The scaling study: its plot and a table of each statistic against data size, the
+    flat-label ablation beside the sizes when it was run."""
+    study = ctx.get("study")
+    if not study:
+        return ""
+    runs = study.get("runs") or {}
+    sized = [n for n, r in runs.items() if r.get("kind") != "flat"]
+    flat = [n for n, r in runs.items() if r.get("kind") == "flat"]
+    header = ["statistic"] + [f"n = {_num(runs[n].get('n_train'))}" for n in sized]
+    header += [f"flat labels, n = {_num(runs[n].get('n_train'))}" for n in flat]
+    header += ["untrained baseline", "null mean ± sd (largest)"]
+    cells: dict[str, dict[str, dict]] = {}
+    for row in study.get("rows") or []:
+        if isinstance(row, dict) and "metric" in row:
+            cells.setdefault(str(row["metric"]), {})[str(row.get("run"))] = row
+    rows = []
+    for metric, by_run in cells.items():
+        last = by_run.get(sized[-1], {}) if sized else {}
+        null = (
+            f"{_num(last.get('null_mean'))} ± {_num(last.get('null_sd'))}"
+            if last.get("null_mean") is not None
+            else "–"
+        )
+        rows.append(
+            [_e(metric)]
+            + [_numcell((by_run.get(n) or {}).get("value")) for n in sized + flat]
+            + [_numcell(last.get("baseline_value")), f'<td class="num">{_e(null)}</td>']
+        )
+    meta = [f"budget: same {study.get('budget', '?')} per run"]
+    if study.get("budget_why"):
+        meta.append(str(study["budget_why"]))
+    body = f'<p class="muted">{_e("; ".join(meta))}</p>'
+    if ctx.get("study_plot"):
+        body += _figure(ctx["study_plot"], "scaling.png: every statistic against training images")
+    body += _table(header, rows)
+    for key in ("subset_rule", "zero_shot_captions"):
+        if study.get(key):
+            body += f'<p class="muted">{_e(study[key])}</p>'
+    return f'<section id="study"><h2>Scaling study</h2>{body}</section>'
+
+
 def _section_plots(ctx: dict) -> str:
     plots = ctx.get("plots") or []
     if not plots:
@@ -526,6 +578,10 @@ def _gather(found: ReportInputs) -> dict:
         ctx["eval"] = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
     if found.curation:
         ctx["curation"] = _read_json(found.curation / "stats.json")
+    if found.study:
+        ctx["study"] = _read_json(found.study / "study.json")
+        plot = found.study / "scaling.png"
+        ctx["study_plot"] = plot.read_bytes() if plot.is_file() else None
     return ctx
 
 
@@ -540,6 +596,7 @@ def build_report(found: ReportInputs, title: str = "taxoclip report") -> str:
         _section_eval(ctx),
         _section_analysis(ctx),
         _section_plots(ctx),
+        _section_study(ctx),
     ]
     unknown = ""
     if found.unknown:

@@ -1,0 +1,604 @@
+"""``taxoclip study scaling``: the same model trained on growing subsets of one SynthToL.
+
+DESIGN section 6, "Scaling": every analysis metric and the zero-shot numbers against the
+number of training images, beside the untrained baseline and each statistic's null, and
+(``ablation``) beside a flat-label run trained on scientific names only.
+
+Data sizes. ONE SynthToL is generated (or given with ``data``) and every size is a
+subset of its training split: the same species, the same test split, and per seen
+species the first ``floor(fraction × n_s)`` (at least one) of its training images in a
+fixed, seeded order, so a smaller set is contained in every larger one. Each size is
+written as its own shards (``OUT/data/size-<n>/``).
+
+Budget. ``budget="steps"`` (the default) gives every run the same number of
+optimisation steps, those of ``epochs`` epochs over the largest size, so a smaller set
+is seen for more epochs: the curve then measures data (how many distinct images) at a
+fixed compute, not how long a model was trained (the pilot in DESIGN section 5 found
+short training the main confound). ``budget="epochs"`` trains every size for
+``epochs`` epochs instead (the compute grows with the data). study.json says which.
+
+Baseline. The untrained twin (the trained architecture with random weights from
+``seed``, as ``taxoclip analyze`` draws it) does not depend on the data size: it is
+saved once (``OUT/analysis/untrained/model``), analysed once and measured once for
+zero-shot, and every run's statistics are put beside it. Each run is analysed with
+``baseline="none"``; its ``analysis/<run>/metrics.json`` then holds the model's values
+and nulls, and study.json the merged entries (value, baseline, null, verdict) built by
+the analysis module's own rules.
+
+Outputs in ``OUT``: ``synth/`` (unless ``data`` was given), ``data/<run>/`` shards,
+``runs/size-<n>/`` and ``runs/flat-<n>/`` (training runs, model in ``model/``),
+``analysis/<run>/`` and ``analysis/untrained/``, ``study.json``, ``scaling.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taxoclip import __version__
+from taxoclip.errors import InputError, UsageError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+BUDGETS = ("steps", "epochs")
+DEFAULT_SIZES = (0.25, 0.5, 1.0)
+MIN_SIZES = 3
+HIERARCHICAL_TEXT = "random"  # BioCLIP 2's recipe: a text type drawn per sample
+FLAT_TEXT = "sci"  # scientific name only
+ZERO_SHOT = ("zero_shot.seen_top1", "zero_shot.unseen_top1")
+BUDGET_WHY = {
+    "steps": (
+        "every run takes the optimisation steps of `epochs` epochs over the largest size, "
+        "so the curve measures the number of distinct training images at a fixed compute "
+        "rather than how long each model trained"
+    ),
+    "epochs": (
+        "every run trains `epochs` epochs over its own data, so compute grows with the data "
+        "(smaller sizes also get fewer steps)"
+    ),
+}
+
+
+@dataclass
+class ScalingConfig:
+    """Parameters of one scaling study (the CLI flags of ``taxoclip study scaling``)."""
+
+    out: str | Path
+    data: str | Path | None = None  # an existing SynthToL root; else one is generated
+    species: int = 300
+    images_per_species: int = 40
+    image_size: int = 32
+    sizes: Sequence[float] = DEFAULT_SIZES
+    epochs: int = 15
+    batch_size: int = 128
+    budget: str = "steps"
+    warmup: int | None = None  # default: a tenth of the steps, at most 100
+    ablation: bool = False
+    seed: int = 0
+    model: str = "taxoclip-vit-t32"
+    device: str = "auto"
+    progress: bool = True
+
+    def validate(self) -> None:
+        problems = []
+        sizes = list(self.sizes)
+        if len(sizes) < MIN_SIZES:
+            problems.append(f"--sizes needs at least {MIN_SIZES} data sizes (got {len(sizes)})")
+        if any(not (0.0 < f <= 1.0) for f in sizes):
+            problems.append(f"--sizes are fractions in (0, 1] of the training images (got {sizes})")
+        if len(set(sizes)) != len(sizes):
+            problems.append(f"--sizes must be distinct (got {sizes})")
+        if self.epochs < 1:
+            problems.append(f"--epochs must be at least 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if self.budget not in BUDGETS:
+            problems.append(f"--budget must be one of {', '.join(BUDGETS)} (got {self.budget!r})")
+        if self.warmup is not None and self.warmup < 0:
+            problems.append(f"--warmup must be 0 or more (got {self.warmup})")
+        if self.seed < 0:
+            problems.append(f"--seed must be non-negative (got {self.seed})")
+        if problems:
+            raise UsageError("; ".join(problems))
+
+
+@dataclass
+class RunSpec:
+    name: str  # size-<n> or flat-<n>
+    fraction: float
+    n_train: int
+    text_type: str
+    shards: str = ""
+
+
+@dataclass
+class ScalingResult:
+    out: Path
+    study: dict[str, Any]
+    plot: Path | None
+    table: str
+    runs: dict[str, Path] = field(default_factory=dict)  # run name -> model dir
+
+
+# --------------------------------------------------------------------------- data sizes
+
+
+def parse_sizes(text: str) -> list[float]:
+    """``"0.25,0.5,1"`` → ``[0.25, 0.5, 1.0]`` (UsageError on anything else)."""
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--sizes must be comma-separated fractions (got {text!r})") from None
+
+
+def subset_count(n_images: int, fraction: float) -> int:
+    """Training images a species keeps at ``fraction``: floor(fraction × n), at least 1."""
+    return max(1, min(n_images, math.floor(fraction * n_images + 1e-9)))
+
+
+def read_train_rows(synth_root: Path) -> list[dict[str, str]]:
+    path = synth_root / "train" / "metadata.csv"
+    if not (synth_root / "species.csv").is_file() or not path.is_file():
+        raise InputError(
+            f"--data {synth_root}: not a SynthToL root (needs species.csv and train/metadata.csv)"
+        )
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "species_id" not in rows[0]:
+        raise InputError(f"{path}: no training images with a species_id column")
+    return rows
+
+
+def select_subsets(
+    rows: Sequence[Mapping[str, str]], fractions: Sequence[float], seed: int
+) -> dict[float, list[int]]:
+    """Per fraction, the indices into ``rows`` it keeps (nested: smaller ⊂ larger).
+
+    Each species' images are put in a seeded random order once (rows sorted by file path
+    first, so the order does not depend on the CSV's), and each fraction keeps a prefix.
+    """
+    by_species: dict[str, list[int]] = {}
+    for index, row in enumerate(rows):
+        by_species.setdefault(str(row["species_id"]), []).append(index)
+    rng = np.random.default_rng([seed, 7])
+    order: dict[str, list[int]] = {}
+    for sid in sorted(by_species, key=lambda s: (len(s), s)):
+        members = sorted(by_species[sid], key=lambda i: rows[i]["filepath"])
+        order[sid] = [members[int(i)] for i in rng.permutation(len(members))]
+    return {
+        f: sorted(i for ids in order.values() for i in ids[: subset_count(len(ids), f)])
+        for f in fractions
+    }
+
+
+class _Samples(Sequence):
+    """Shard samples for some training rows, read from disk when the writer asks."""
+
+    def __init__(self, root: Path, rows: Sequence[Mapping[str, str]], indices: Sequence[int]):
+        self._root, self._rows, self._indices = root, rows, list(indices)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, index: int):
+        from taxoclip.data import ShardSample
+        from taxoclip.taxonomy import Lineage
+
+        row = self._rows[self._indices[index]]
+        path = self._root / "train" / row["filepath"]
+        return ShardSample(
+            key=Path(row["filepath"]).stem,
+            jpg=path.read_bytes(),
+            lineage=Lineage.from_mapping(row),
+            common_name=row.get("common_name", ""),
+            meta={
+                "species_id": int(row["species_id"]),
+                "sex": row.get("sex", ""),
+                "life_stage": row.get("life_stage", ""),
+            },
+        )
+
+
+def write_subset_shards(
+    root: Path, rows: Sequence[Mapping[str, str]], indices: Sequence[int], out: Path, seed: int
+) -> str:
+    """The chosen training images as shards in ``out`` (sample order shuffled, seeded)."""
+    from taxoclip.data import write_shards
+
+    order = np.random.default_rng([seed, 11]).permutation(len(indices))
+    chosen = [indices[int(i)] for i in order]
+    n_shards = max(1, min(8, len(chosen) // 256))
+    return write_shards(_Samples(root, rows, chosen), out, n_shards=n_shards).pattern
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def merged_stats(run_metrics: dict, baseline_metrics: dict | None) -> dict[str, dict]:
+    """``{"<metric>.<statistic>": entry}``: the run's value and null beside the baseline's
+    value, with the verdict ``taxoclip analyze`` would give (its own rules)."""
+    from taxoclip.analyze.run import _STATS, _stat_entry
+
+    merged: dict[str, dict] = {}
+    base_all = (baseline_metrics or {}).get("metrics") or {}
+    for name, entry in (run_metrics.get("metrics") or {}).items():
+        specs = _STATS.get(entry.get("kind", ""), [])
+        base = (base_all.get(name) or {}).get("model")
+        for spec in specs:
+            merged[f"{name}.{spec[0]}"] = _stat_entry(entry["model"], base, spec)
+    return merged
+
+
+def _zero_shot(model_dir: str | Path, synth_root: Path) -> dict[str, float | None]:
+    from taxoclip.models import load_model
+
+    loaded = load_model(str(model_dir))
+    return zero_shot_loaded(loaded, synth_root)
+
+
+def zero_shot_loaded(loaded, synth_root: Path) -> dict[str, float | None]:
+    """Zero-shot species top-1 on the test split: held-out images of seen species, and
+    species never seen in training (None when SynthToL has none)."""
+    from taxoclip.train.validate import zero_shot_top1
+
+    with (synth_root / "test" / "metadata.csv").open(newline="", encoding="utf-8") as handle:
+        flags = {row.get("seen") for row in csv.DictReader(handle)}
+    scores: dict[str, float | None] = {}
+    for key, flag in zip(ZERO_SHOT, ("True", "False"), strict=True):
+        scores[key] = (
+            zero_shot_top1(
+                loaded.model,
+                loaded.preprocess_val,
+                loaded.tokenizer,
+                synth_root / "test",
+                next(loaded.model.parameters()).device,
+                where={"seen": flag},
+            )
+            if flag in flags
+            else None
+        )
+    return scores
+
+
+# --------------------------------------------------------------------------- the study
+
+
+def run_scaling(config: ScalingConfig) -> ScalingResult:
+    """Run the study of ``config``; write OUT (see the module docstring) and return it."""
+    config.validate()
+    fractions = sorted(float(f) for f in config.sizes)
+    out = Path(config.out)
+    if (out / "study.json").exists() or (out / "runs").exists():
+        raise UsageError(f"--out {out} already holds a study; remove it or pass a new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    tick = time.perf_counter()
+    if config.data is None:
+        from taxoclip.synth import SynthConfig, generate
+
+        synth_config = SynthConfig(
+            species=config.species,
+            images_per_species=config.images_per_species,
+            image_size=config.image_size,
+            seed=config.seed,
+        )
+        synth_root = generate(out / "synth", synth_config, progress=config.progress).out
+    else:
+        synth_root = Path(config.data)
+    synth_root = synth_root.resolve()
+    rows = read_train_rows(synth_root)
+    timings["synth"] = time.perf_counter() - tick
+
+    subsets = select_subsets(rows, fractions, config.seed)
+    counts = [len(subsets[f]) for f in fractions]
+    if any(b <= a for a, b in zip(counts, counts[1:], strict=False)):
+        raise UsageError(
+            f"--sizes {fractions} give {counts} training images: not strictly growing "
+            "(too few images per species for these fractions)"
+        )
+    if counts[0] < config.batch_size:
+        raise UsageError(
+            f"the smallest size has {counts[0]} training images, fewer than one batch of "
+            f"{config.batch_size}; lower --batch-size or raise the smallest of --sizes"
+        )
+    n_max = counts[-1]
+    steps = config.epochs * (n_max // config.batch_size) if config.budget == "steps" else None
+    ref_steps = config.epochs * (n_max // config.batch_size)
+    warmup = config.warmup if config.warmup is not None else min(100, ref_steps // 10)
+
+    specs = [
+        RunSpec(f"size-{n}", f, n, HIERARCHICAL_TEXT)
+        for f, n in zip(fractions, counts, strict=True)
+    ]
+    if config.ablation:
+        specs.append(RunSpec(f"flat-{n_max}", fractions[-1], n_max, FLAT_TEXT))
+
+    tick = time.perf_counter()
+    shards_for: dict[float, str] = {}
+    for spec in specs:
+        if spec.fraction not in shards_for:
+            shards_for[spec.fraction] = write_subset_shards(
+                synth_root, rows, subsets[spec.fraction], out / "data" / f"size-{spec.n_train}",
+                config.seed,
+            )  # fmt: skip
+        spec.shards = shards_for[spec.fraction]
+    timings["shards"] = time.perf_counter() - tick
+
+    from taxoclip.analyze.run import run_analysis
+    from taxoclip.train import TrainConfig, train
+
+    runs: dict[str, dict[str, Any]] = {}
+    models: dict[str, Path] = {}
+    for spec in specs:
+        if config.progress:
+            print(f"[study] {spec.name}: {spec.n_train} training images, text {spec.text_type}")
+        seconds: dict[str, float] = {}
+        tick = time.perf_counter()
+        result = train(
+            TrainConfig(
+                data=spec.shards,
+                out=str(out / "runs" / spec.name),
+                model=config.model,
+                text_type=spec.text_type,
+                epochs=config.epochs,
+                steps=steps,
+                batch_size=config.batch_size,
+                warmup=warmup,
+                workers=1,
+                seed=config.seed,
+                device=config.device,
+                progress=config.progress,
+            )
+        )
+        seconds["train"] = time.perf_counter() - tick
+        models[spec.name] = result.model_dir
+        tick = time.perf_counter()
+        zero_shot = _zero_shot(result.model_dir, synth_root)
+        seconds["zero_shot"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        analysis = run_analysis(
+            str(result.model_dir), synth_root, out / "analysis" / spec.name, baseline="none",
+            seed=config.seed, device=_analysis_device(config.device), plots=False,
+            progress=config.progress,
+        )  # fmt: skip
+        seconds["analysis"] = time.perf_counter() - tick
+        params = json.loads((result.run / "params.json").read_text())
+        runs[spec.name] = {
+            "kind": "flat" if spec.text_type == FLAT_TEXT else "hierarchical",
+            "fraction": spec.fraction,
+            "n_train": spec.n_train,
+            "text_type": spec.text_type,
+            "shards": spec.shards,
+            "run": str(result.run),
+            "model": str(result.model_dir),
+            "analysis": str(analysis.out),
+            "steps": result.steps,
+            "epochs": round(result.steps / max(1, params.get("steps_per_epoch", 1)), 3),
+            "final_loss": result.final_loss,
+            "zero_shot": zero_shot,
+            "skipped": analysis.skipped,
+            "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        }
+
+    # The untrained baseline: once, it does not depend on the data size.
+    tick = time.perf_counter()
+    baseline_dir, baseline_zero_shot = _save_untrained(
+        models[specs[0].name], out, synth_root, config.seed
+    )
+    baseline = run_analysis(
+        str(baseline_dir), synth_root, out / "analysis" / "untrained", baseline="none",
+        seed=config.seed, device=_analysis_device(config.device), plots=False,
+        progress=config.progress,
+    )  # fmt: skip
+    timings["baseline"] = time.perf_counter() - tick
+    baseline_metrics = json.loads((baseline.out / "metrics.json").read_text())
+    for run in runs.values():
+        run_metrics = json.loads((Path(run["analysis"]) / "metrics.json").read_text())
+        run["stats"] = merged_stats(run_metrics, baseline_metrics)
+
+    timings["total"] = time.perf_counter() - started
+    study = {
+        "format_version": FORMAT_VERSION,
+        "kind": "scaling",
+        "taxoclip_version": __version__,
+        "config": _config_json(config, fractions),
+        "synth": str(synth_root),
+        "sizes": counts,
+        "n_seen_species": len({r["species_id"] for r in rows}),
+        "subset_rule": (
+            "per seen species, floor(fraction x its training images), at least 1, taken as a "
+            "prefix of one seeded random order: the same species and test split at every "
+            "size, and each smaller set inside every larger one"
+        ),
+        "budget": config.budget,
+        "budget_why": BUDGET_WHY[config.budget],
+        "steps_per_run": steps,
+        "warmup": warmup,
+        "text": {
+            "hierarchical": f"text_type={HIERARCHICAL_TEXT!r} (BioCLIP 2: a text type per sample)",
+            "flat": f"text_type={FLAT_TEXT!r} (scientific name only), on the largest size",
+        },
+        "zero_shot_captions": (
+            "one 'taxon' caption (the full 7-rank name) per class for every run, as "
+            "taxoclip.train.validate does; the flat model never saw the higher ranks in "
+            "training, so its zero-shot numbers include that shift"
+        ),
+        "baseline": {
+            "what": f"untrained twin of {config.model} (random weights, seed {config.seed}), "
+            "analysed once",
+            "model": str(baseline_dir),
+            "analysis": str(baseline.out),
+            "zero_shot": baseline_zero_shot,
+        },
+        "verdict_basis": baseline_metrics.get("verdict_basis"),
+        "runs": runs,
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+    }
+    rows_out = scaling_rows(study)
+    study["rows"] = rows_out
+    from taxoclip.analyze.run import _write_json
+
+    _write_json(out / "study.json", study)
+    plot = None
+    try:
+        plot = plot_study(study, out / "scaling.png")
+    except ImportError as exc:  # matplotlib missing
+        log.warning("scaling.png skipped: %s", exc)
+    return ScalingResult(out, study, plot, format_table(study), runs=models)
+
+
+def _analysis_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _save_untrained(model_dir: Path, out: Path, synth_root: Path, seed: int) -> tuple[Path, dict]:
+    from taxoclip.evaluate.suites import untrained_twin
+    from taxoclip.models import load_model, save_model
+
+    twin = untrained_twin(load_model(str(model_dir)), seed=seed)
+    path = save_model(twin.model, out / "analysis" / "untrained" / "model", twin.model_cfg,
+                      twin.preprocess_cfg)  # fmt: skip
+    return path, zero_shot_loaded(load_model(str(path)), synth_root)
+
+
+def _config_json(config: ScalingConfig, fractions: list[float]) -> dict:
+    data = asdict(config)
+    data["sizes"] = fractions
+    data["out"] = str(config.out)
+    data["data"] = str(config.data) if config.data is not None else None
+    return data
+
+
+# --------------------------------------------------------------------------- rows, table, plot
+
+
+def scaling_rows(study: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rows in :func:`taxoclip.analyze.plots.plot_scaling`'s format, one per run and
+    statistic (zero-shot too), with ``"ablation": True`` on the flat-label run."""
+    rows = []
+    base_zero = study["baseline"]["zero_shot"]
+    for name, run in study["runs"].items():
+        flat = run["kind"] == "flat"
+        for key in ZERO_SHOT:
+            if run["zero_shot"].get(key) is not None:
+                rows.append({"data_size": run["n_train"], "metric": key, "run": name,
+                             "value": run["zero_shot"][key], "baseline_value": base_zero.get(key),
+                             "ablation": flat})  # fmt: skip
+        for key, entry in run["stats"].items():
+            null = entry.get("null") or {}
+            rows.append({"data_size": run["n_train"], "metric": key, "run": name,
+                         "value": entry.get("value"), "baseline_value": entry.get("baseline_value"),
+                         "null_mean": null.get("mean"), "null_sd": null.get("sd"),
+                         "verdict": entry.get("verdict"), "ablation": flat})  # fmt: skip
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.3f}" if abs(value) < 1000 else f"{value:.3g}"
+
+
+def format_table(study: Mapping[str, Any]) -> str:
+    """Statistic per line; a column per size, the flat run, the untrained baseline and the
+    null (of the largest hierarchical run)."""
+    runs = study["runs"]
+    sized = [n for n, r in runs.items() if r["kind"] == "hierarchical"]
+    flat = [n for n, r in runs.items() if r["kind"] == "flat"]
+    headers = [f"n={runs[n]['n_train']}" for n in sized] + [
+        f"flat n={runs[n]['n_train']}" for n in flat
+    ]
+    lines = [f"{'statistic':42} " + " ".join(f"{h:>11}" for h in headers)
+             + f" {'untrained':>10} {'null (largest)':>16}"]  # fmt: skip
+    by_metric: dict[str, dict[str, dict]] = {}
+    for row in study["rows"]:
+        by_metric.setdefault(row["metric"], {})[row["run"]] = row
+    for metric, cells in by_metric.items():
+        values = [_fmt((cells.get(n) or {}).get("value")) for n in sized + flat]
+        last = cells.get(sized[-1]) or {}
+        null = (
+            f"{_fmt(last.get('null_mean'))}±{_fmt(last.get('null_sd'))}"
+            if last.get("null_mean") is not None
+            else ""
+        )
+        lines.append(f"{metric:42} " + " ".join(f"{v:>11}" for v in values)
+                     + f" {_fmt(last.get('baseline_value')):>10} {null:>16}")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot_study(study: Mapping[str, Any], path: str | Path) -> Path:
+    """Small multiples, one panel per statistic: value against training images (log x),
+    the untrained baseline dashed, the null mean dotted, the flat-label run as a red ✕.
+
+    The statistics live on different scales (FDR, effective dimension, accuracies), so
+    one panel each rather than :func:`~taxoclip.analyze.plots.plot_scaling`'s single axis;
+    the rows are in its format (``study["rows"]``) and it can draw them as they are.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from taxoclip.analyze.plots import _save
+
+    table: dict[str, list[dict]] = {}
+    for row in study["rows"]:
+        table.setdefault(row["metric"], []).append(row)
+    metrics = list(table)
+    cols = min(4, len(metrics))
+    nrows = math.ceil(len(metrics) / cols)
+    fig = Figure(figsize=(3.6 * cols, 2.7 * nrows + 0.9), layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False).ravel()
+    for ax, metric in zip(axes, metrics, strict=False):
+        rows = sorted(table[metric], key=lambda r: r["data_size"])
+        main = [r for r in rows if not r["ablation"] and r["value"] is not None]
+        xs = [r["data_size"] for r in main]
+        ax.plot(xs, [r["value"] for r in main], marker="o", color="tab:blue", linewidth=1.8)
+        base = [r for r in main if r.get("baseline_value") is not None]
+        if base:
+            ax.plot([r["data_size"] for r in base], [r["baseline_value"] for r in base],
+                    linestyle="--", color="0.35", linewidth=1.2)  # fmt: skip
+        null = [r for r in main if r.get("null_mean") is not None]
+        if null:
+            ax.plot([r["data_size"] for r in null], [r["null_mean"] for r in null],
+                    linestyle=":", color="tab:green", linewidth=1.2)  # fmt: skip
+        for r in rows:
+            if r["ablation"] and r["value"] is not None:
+                ax.scatter([r["data_size"]], [r["value"]], marker="X", s=70, color="tab:red",
+                           zorder=3)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_title(metric, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3, which="both")
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
+    handles = [
+        Line2D([], [], color="tab:blue", marker="o", label="hierarchical text (trained)"),
+        Line2D([], [], color="0.35", linestyle="--", label="untrained baseline"),
+        Line2D([], [], color="tab:green", linestyle=":", label="null mean (shuffled labels)"),
+    ]
+    if any(r["ablation"] for r in study["rows"]):
+        handles.append(Line2D([], [], color="tab:red", marker="X", linestyle="",
+                              label="flat labels (scientific name only)"))  # fmt: skip
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8,
+               frameon=False)  # fmt: skip
+    fig.suptitle(
+        f"Scaling on SynthToL: every statistic against training images (log scale), "
+        f"budget: same {study['budget']}",
+        fontsize=11,
+    )
+    return _save(fig, path)
