@@ -20,16 +20,30 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     assert (out / "run" / "model" / "open_clip_model.safetensors").exists()
     assert (out / "run" / "metrics.jsonl").read_text().count("\n") >= QUICK.epochs
 
-    shards = ShardSet.load(synth / "shards")
-    assert shards.n_shards == QUICK.synth.shards and shards.n_samples == counts["train_images"]
+    # trained on the curated shards: every clean training image, and the ledger balances
+    stats = json.loads((out / "curated" / "stats.json").read_text())
+    assert stats["records_in"] == stats["kept"] + stats["rejected"]
+    assert stats["kept"] >= counts["train_images"]
+    shards = ShardSet.load(out / "curated")
     samples = list(read_shards(shards))
-    assert len(samples) == counts["train_images"]
+    assert len(samples) == shards.n_samples == stats["kept"]
+
+    results = json.loads((out / "eval" / "results.json").read_text())
+    assert {row["model"] for row in results} == {"trained", "untrained"}
+    metrics = json.loads((out / "analysis" / "metrics.json").read_text())
+    assert "taxonomic" in metrics["metrics"]
+    report = out / "report.html"
+    assert printed.rstrip().endswith(f"report: {report}")
+    html = report.read_text()
+    assert "data:image/png;base64," in html and "http://" not in html
     for sample in samples[:20]:
         lineage, common = sample_to_record(sample)
+        if not lineage.species:
+            continue  # a genus-only record (kept at genus)
         assert sample["taxonTag_com.txt"] == render_all(lineage, common)["taxonTag_com"]
         assert sample["jpg"].size == (QUICK.synth.image_size, QUICK.synth.image_size)
     # Shuffled for training: consecutive samples are not all one species.
-    species = [s["json"]["species_id"] for s in samples[:20]]
+    species = [sample_to_record(s)[0].genus + sample_to_record(s)[0].species for s in samples[:20]]
     assert len(set(species)) > 5
 
 
