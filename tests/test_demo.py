@@ -36,6 +36,7 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     assert printed.rstrip().endswith(f"report: {report}")
     html = report.read_text()
     assert "data:image/png;base64," in html and "http://" not in html
+    assert "What the embedding space shows" in html
     for sample in samples[:20]:
         lineage, common = sample_to_record(sample)
         if not lineage.species:

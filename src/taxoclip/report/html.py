@@ -52,6 +52,9 @@ figure{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:10px;
 figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:.85em;color:#5c6670;margin-top:4px}
 ul.sentences li{margin:4px 0}
+ul.glance{margin:4px 0;padding-left:20px;font-size:.92em}ul.glance li{margin:1px 0}
+.v-hold{color:#1b5e20;font-weight:600}.v-not{color:#8e1c14;font-weight:600}
+.v-inc{color:#7a5a00;font-weight:600}
 .notavail{background:#fff;border-left:4px solid #c3c9d0;padding:6px 10px;margin:10px 0}
 """
 
@@ -298,6 +301,26 @@ def metric_sentence(name: str, metric: dict) -> str:
 # ---------------------------------------------------------------- sections
 
 
+def _glance_line(name: str, metric: dict) -> str:
+    """One short line per judged metric for the first screen: value, references, verdict."""
+    stats = metric.get("stats") or {}
+    judged = [(k, v) for k, v in stats.items() if isinstance(v, dict) and v.get("verdict")]
+    if not judged:
+        return ""
+    stat_name, stat = judged[0]
+    null = stat.get("null") or {}
+    refs = [f"untrained {_short(stat.get('baseline_value'))}"]
+    if null.get("mean") is not None:
+        refs.append(f"null {_short(null['mean'])} ± {_short(null.get('sd'))}")
+    verdict = stat["verdict"]
+    css = {"holds": "v-hold", "does not hold": "v-not"}.get(verdict, "v-inc")
+    return (
+        f"<li><b>{_e(_pretty_metric(name))}</b> ({_e(stat_name.replace('_', ' '))}): "
+        f"{_e(_short(stat.get('value')))} vs {_e(', '.join(refs))} — "
+        f'<span class="{css}">{_e(verdict)}</span></li>'
+    )
+
+
 def _section_summary(found: ReportInputs, ctx: dict) -> str:
     cards = []
     params = ctx.get("params") or {}
@@ -341,9 +364,12 @@ def _section_summary(found: ReportInputs, ctx: dict) -> str:
         top1 = [r for r in eval_rows if r.get("model", "trained") == "trained"]
         if top1:
             first = top1[0]
-            cards.append(
-                _card(f"{first.get('task')} {first.get('metric')}", _num(first.get("value")))
-            )
+            twin = [r for r in eval_rows if r.get("model") == "untrained"
+                    and (r.get("task"), r.get("metric")) == (first.get("task"), first.get("metric"))]  # fmt: skip
+            value = _num(first.get("value"))
+            if twin:
+                value += f" (untrained {_num(twin[0].get('value'))})"
+            cards.append(_card(f"{first.get('task')} {first.get('metric')}", value))
     what = []
     if found.run:
         what.append(f"training run {found.run}")
@@ -375,9 +401,15 @@ def _section_summary(found: ReportInputs, ctx: dict) -> str:
     notavail = (
         f'<p class="notavail">Not available: {_e(", ".join(missing))}.</p>' if missing else ""
     )
+    glance = "".join(_glance_line(name, metric) for name, metric in metrics.items())
+    if glance:
+        basis = (ctx.get("metrics") or {}).get("verdict_basis", "")
+        glance = f'<h3>What the embedding space shows</h3><ul class="glance">{glance}</ul>' + (
+            f'<p class="muted">How to read the verdicts: {_e(basis)}</p>' if basis else ""
+        )
     return (
         '<section id="summary"><h2>Summary</h2>'
-        f'{lines}<div class="cards">{"".join(cards)}</div>{notavail}</section>'
+        f'{lines}<div class="cards">{"".join(cards)}</div>{glance}{notavail}</section>'
     )
 
 
