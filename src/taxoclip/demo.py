@@ -163,7 +163,8 @@ def run_demo(out: str | os.PathLike, quick: bool = False, progress: bool = True)
     if "unseen" in scores:
         print(
             f"                    species never seen in training:  {scores['unseen']:.3f} "
-            f"(chance {1 / synth.n_unseen_species:.3f})"
+            f"(among those {synth.n_unseen_species} only; chance {1 / synth.n_unseen_species:.3f}; "
+            "the eval table ranks them against all species)"
         )
     print(f"  evaluation        {out / 'eval'}/results.json")
     print(f"  analysis          {out / 'analysis'}/metrics.json and plots/")
