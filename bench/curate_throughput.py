@@ -63,7 +63,6 @@ def curate_run(root: Path, out: Path, workers: int) -> dict:
 
 def names_rate(root: Path, repeats: int) -> tuple[float, int]:
     backbone = Backbone.load(root / "raw" / "backbone")
-    resolver = NameResolver(backbone)
     names = []
     with (root / "raw" / "backbone" / "Taxon.tsv").open(encoding="utf-8") as handle:
         header = handle.readline().rstrip("\n").split("\t")
@@ -85,7 +84,6 @@ def names_rate(root: Path, repeats: int) -> tuple[float, int]:
     resolutions = NameResolver(backbone).resolve_many(queries)
     seconds = time.perf_counter() - started
     assert len(resolutions) == len(queries)
-    del resolver
     return len(queries) / seconds, len(queries)
 
 

@@ -14,9 +14,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taxoclip.errors import EXIT_OK, UsageError
-from taxoclip.synth import SynthConfig, generate
+from taxoclip.synth import SynthConfig, SynthResult, generate
+
+if TYPE_CHECKING:
+    from taxoclip.models import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,9 @@ def run_demo(out: str | os.PathLike, quick: bool = False, progress: bool = True)
     return EXIT_OK
 
 
-def _index_and_predict(trained, model_dir: Path, synth, out: Path) -> Path:
+def _index_and_predict(
+    trained: LoadedModel, model_dir: Path, synth: SynthResult, out: Path
+) -> Path:
     from taxoclip.predict import TreeOfLifeClassifier, build_index, read_taxa
     from taxoclip.predict.output import write_rows
 

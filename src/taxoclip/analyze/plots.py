@@ -27,7 +27,8 @@ _MARKERS = ("o", "^")
 # --------------------------------------------------------------------------- helpers
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as PNG at the plots' resolution, making the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
@@ -142,7 +143,7 @@ def plot_tsne(
         f"{min(30.0, max(2.0, (n - 1) / 3)) if perplexity is None else perplexity:.0f})",
         fontsize=12,
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- 3-D variants
@@ -264,7 +265,7 @@ def plot_variants_3d(
     handles.append(Line2D([], [], color="0.3", linewidth=2.2, label="joins variant means"))
     fig.legend(handles=handles, loc="outside right center", fontsize=9, frameon=False)
     fig.suptitle(title or f"{values[0]} vs {values[1]} within related species", fontsize=12)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- finch
@@ -309,7 +310,7 @@ def plot_finch_beak(
         ax.set_ylabel("beak length (ground truth)")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{title}: beak length vs PC 1 ({len(beak)} species)", fontsize=12)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- scaling
@@ -381,4 +382,4 @@ def plot_scaling(
         handles.append(Line2D([], [], color="0.3", linestyle="--", label="untrained baseline"))
     fig.legend(handles=handles, fontsize=9, loc="outside right upper", frameon=False)
     ax.set_title(title, fontsize=12)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -52,6 +52,7 @@ import numpy as np
 from taxoclip import __version__
 from taxoclip.errors import InputError, UsageError
 from taxoclip.evaluate.dataset import read_metadata_folder
+from taxoclip.files import write_text_atomic
 from taxoclip.taxonomy import RANK_NAMES, Lineage
 
 from . import metrics as m
@@ -481,7 +482,7 @@ def choose_group_rank(
 
 # kind -> [(statistic, null mean key, null sd key, higher is better, extra reference keys)]
 # (higher is better is None for a descriptive number without a null)
-_STATS: dict[str, list[tuple[str, str | None, str | None, bool | None, tuple[str, ...]]]] = {
+STATS: dict[str, list[tuple[str, str | None, str | None, bool | None, tuple[str, ...]]]] = {
     "trait_alignment": [
         ("pc1_spearman", "null_pc1_spearman", "null_pc1_spearman_sd", True, ()),
         ("ridge_r2", "null_ridge_r2", "null_ridge_r2_sd", True, ()),
@@ -516,7 +517,7 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def _stat_entry(model: dict, baseline: dict | None, spec) -> dict:
+def stat_entry(model: dict, baseline: dict | None, spec) -> dict:
     key, null_key, sd_key, higher, extras = spec
     value = _number(model.get(key))
     entry: dict[str, Any] = {
@@ -557,7 +558,7 @@ def _entry(
         "scope": scope,
         "n_used": n_used,
         **extra,
-        "stats": {spec[0]: _stat_entry(model, baseline, spec) for spec in _STATS[kind]},
+        "stats": {spec[0]: stat_entry(model, baseline, spec) for spec in STATS[kind]},
         "model": model,
         "baseline": baseline,
     }
@@ -1098,8 +1099,9 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
+def write_json(path: Path, payload: dict) -> None:
+    """Strict JSON (NaN as null), written atomically."""
+    write_text_atomic(path, json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
 
 
 def run_analysis(
@@ -1207,7 +1209,7 @@ def run_analysis(
         "metrics": metrics,
         "skipped": skipped,
     }
-    _write_json(out / "metrics.json", payload)
+    write_json(out / "metrics.json", payload)
 
     tick = time.perf_counter()
     written, plots_skipped = ([], {"all": "not asked for"})
@@ -1239,7 +1241,7 @@ def run_analysis(
         "files": ["metrics.json", "embeddings.npz", *[str(p.relative_to(out)) for p in written]],
         "plots_skipped": plots_skipped,
     }
-    _write_json(out / "analysis.json", summary)
+    write_json(out / "analysis.json", summary)
     return AnalysisResult(out, metrics, skipped, summary, written)
 
 

@@ -20,11 +20,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from taxoclip.curate.records import RECORD_COLUMNS, RECORD_SCHEMA
+from taxoclip.curate.records import RECORD_COLUMNS, RECORD_SCHEMA, rejection
 from taxoclip.errors import InputError, UsageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
-REJECT_COLUMNS = ("record_id", "source", "url", "stage", "reason")
 
 # Darwin Core term -> our record column (GBIF headers use the bare term names).
 _DWC_OCCURRENCE = {
@@ -379,8 +378,8 @@ def _text(value: object) -> str:
     return str(value).strip()
 
 
-def _reject(record_id: str, source: str, url: str, reason: str, stage: str = "ingest") -> dict:
-    return {"record_id": record_id, "source": source, "url": url, "stage": stage, "reason": reason}
+def _reject(record_id: str, source: str, url: str, reason: str) -> dict[str, str]:
+    return rejection(record_id, source, url, "ingest", reason)
 
 
 def _to_table(rows: list[dict[str, str]]) -> pa.Table:

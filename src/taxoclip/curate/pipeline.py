@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections import Counter
@@ -39,16 +38,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from taxoclip import __version__
-from taxoclip.curate.ingest import REJECT_COLUMNS, ingest, parse_column_map
+from taxoclip.curate.ingest import ingest, parse_column_map
 from taxoclip.curate.records import (
     CATEGORIES,
     GIVEN_RANKS,
+    REJECT_COLUMNS,
     REJECT_STAGES,
     STATUS_HIGHER_RANK,
     STATUS_UNRESOLVED,
+    rejection,
 )
 from taxoclip.errors import InputError, TaxoclipError, UsageError
-from taxoclip.files import write_text_atomic
+from taxoclip.files import write_parquet_atomic, write_text_atomic
 from taxoclip.taxonomy import RANK_NAMES, Lineage
 
 log = logging.getLogger("taxoclip.curate")
@@ -464,7 +465,7 @@ def _run_image_stage(
         next_part = _next_part_number(parts)
         with tqdm(total=todo.num_rows, unit="img", desc="images", disable=not progress) as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                _write_part(parts / f"part-{next_part:06d}.parquet", batch)
+                write_parquet_atomic(parts / f"part-{next_part:06d}.parquet", batch)
                 next_part += 1
                 for row in batch.to_pylist():
                     done.setdefault(row["record_id"], row)
@@ -492,12 +493,6 @@ def _load_parts(parts: Path) -> dict[str, dict]:
     return done
 
 
-def _write_part(path: Path, batch: pa.Table) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(batch, tmp)
-    os.replace(tmp, path)
-
-
 def _next_part_number(parts: Path) -> int:
     numbers = [int(p.stem.split("-")[1]) for p in parts.glob("part-*.parquet")]
     return max(numbers, default=-1) + 1
@@ -514,7 +509,7 @@ def _deduplicate(
 
     rejected: list[tuple[str, str, str]] = []
     info: dict[str, object] = {}
-    codes = _codes([images[r]["pdq"] for r in kept_ids])
+    codes = dedup.as_codes([images[r]["pdq"] for r in kept_ids])
 
     def drop(removed: dict[int, int]) -> None:
         nonlocal kept_ids, codes
@@ -558,12 +553,6 @@ def _deduplicate(
     log.info("dedup: %d exact, %d near duplicates, %d leaks removed; %d kept", len(exact),
              len(near), info.get("leaks", 0), len(kept_ids))  # fmt: skip
     return kept_ids, rejected, info
-
-
-def _codes(raw: list[bytes]) -> np.ndarray:
-    if not raw:
-        return np.zeros((0, 32), dtype=np.uint8)
-    return np.frombuffer(b"".join(raw), dtype=np.uint8).reshape(len(raw), 32).copy()
 
 
 # --------------------------------------------------------------------------- outputs
@@ -676,9 +665,7 @@ def _write_parquet(path: Path, rows: list[dict], columns: tuple[str, ...]) -> No
         if rows
         else pa.table({c: pa.array([], type=pa.string()) for c in columns})
     )
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table.select(list(columns)), tmp)
-    os.replace(tmp, path)
+    write_parquet_atomic(path, table.select(list(columns)))
 
 
 def _stats(
@@ -697,7 +684,7 @@ def _stats(
     by_stage = Counter(r["stage"] for r in rejected)
     reasons = Counter(f"{r['stage']}: {_reason_kind(r['reason'])}" for r in rejected)
     kept_rows = [by_id[r] for r in kept_ids]
-    fetched = [images[r] for r in images]
+    fetched = list(images.values())
     return {
         "taxoclip_version": __version__,
         "config": asdict(config),
@@ -746,9 +733,8 @@ def _check_invariant(n_in: int, kept_ids: list[str], rejected: list[dict]) -> No
 # --------------------------------------------------------------------------- helpers
 
 
-def _reject(row: dict, stage: str, reason: str) -> dict:
-    return {"record_id": row["record_id"], "source": row["source"], "url": row["url"],
-            "stage": stage, "reason": reason}  # fmt: skip
+def _reject(row: dict, stage: str, reason: str) -> dict[str, str]:
+    return rejection(row["record_id"], row["source"], row["url"], stage, reason)
 
 
 def _table(rows: list[dict], base_columns: list[str]) -> pa.Table:

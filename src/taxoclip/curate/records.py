@@ -52,6 +52,14 @@ CATEGORIES = (CATEGORY_MUSEUM, CATEGORY_CAMERA_TRAP, CATEGORY_CITIZEN, CATEGORY_
 
 # Where a record can be rejected, in pipeline order (names before fetch: no download is
 # spent on a record whose name cannot be resolved).
+REJECT_COLUMNS = ("record_id", "source", "url", "stage", "reason")
+
+
+def rejection(record_id: str, source: str, url: str, stage: str, reason: str) -> dict[str, str]:
+    """One row of ``rejected.parquet``."""
+    return {"record_id": record_id, "source": source, "url": url, "stage": stage, "reason": reason}
+
+
 REJECT_STAGES = (
     "ingest", "names", "category", "fetch", "image", "model_filter", "leak", "dedup",
 )  # fmt: skip

@@ -227,15 +227,15 @@ def write_subset_shards(
 def merged_stats(run_metrics: dict, baseline_metrics: dict | None) -> dict[str, dict]:
     """``{"<metric>.<statistic>": entry}``: the run's value and null beside the baseline's
     value, with the verdict ``taxoclip analyze`` would give (its own rules)."""
-    from taxoclip.analyze.run import _STATS, _stat_entry
+    from taxoclip.analyze.run import STATS, stat_entry
 
     merged: dict[str, dict] = {}
     base_all = (baseline_metrics or {}).get("metrics") or {}
     for name, entry in (run_metrics.get("metrics") or {}).items():
-        specs = _STATS.get(entry.get("kind", ""), [])
+        specs = STATS.get(entry.get("kind", ""), [])
         base = (base_all.get(name) or {}).get("model")
         for spec in specs:
-            merged[f"{name}.{spec[0]}"] = _stat_entry(entry["model"], base, spec)
+            merged[f"{name}.{spec[0]}"] = stat_entry(entry["model"], base, spec)
     return merged
 
 
@@ -448,9 +448,9 @@ def run_scaling(config: ScalingConfig) -> ScalingResult:
     }
     rows_out = scaling_rows(study)
     study["rows"] = rows_out
-    from taxoclip.analyze.run import _write_json
+    from taxoclip.analyze.run import write_json
 
-    _write_json(out / "study.json", study)
+    write_json(out / "study.json", study)
     plot = None
     try:
         plot = plot_study(study, out / "scaling.png")
@@ -553,7 +553,7 @@ def plot_study(study: Mapping[str, Any], path: str | Path) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    from taxoclip.analyze.plots import _save
+    from taxoclip.analyze.plots import save_figure
 
     table: dict[str, list[dict]] = {}
     for row in study["rows"]:
@@ -601,4 +601,4 @@ def plot_study(study: Mapping[str, Any], path: str | Path) -> Path:
         f"budget: same {study['budget']}",
         fontsize=11,
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
