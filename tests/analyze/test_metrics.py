@@ -1,4 +1,4 @@
-"""Each metric of DESIGN section 6 reads what it claims, on embeddings with planted geometry.
+"""Each metric (docs/reference.md#metrics) reads what it claims, on planted geometry.
 
 Every test builds its embedding by hand (a trait on a line, a habitat direction shared
 across orders, a tree of offsets, a variant shift with a known signal-to-noise, a variant
@@ -314,7 +314,7 @@ def test_shuffled_label_null_stays_at_chance_out_of_sample(separated, unseparate
 
 
 def test_in_sample_fdr_explodes_on_shuffled_labels_out_of_sample_does_not():
-    """DESIGN's warning: fitted and measured on the same few images the ratio explodes."""
+    """The known trap: fitted and measured on the same few images the ratio explodes."""
     z, species, variant = _variants(seed=1, shift=0.0, per_variant=6)
     x = z[species == "sp0"]
     labels = np.random.default_rng(0).permutation(variant[species == "sp0"])
@@ -447,7 +447,7 @@ def test_claim_holds_only_beyond_the_spread():
     assert verdict.verdict == INCONCLUSIVE
     assert verdict.margin == pytest.approx(0.81 - 0.75)
     assert claim_holds(seeds, [0.85, 0.86, 0.84]).verdict == DOES_NOT_HOLD
-    # one seed: no spread, no claim (DESIGN: ≥ 3 seeds)
+    # one seed: no spread, no claim (the rule asks ≥ 3 seeds)
     assert claim_holds(0.9, 0.1).verdict == INCONCLUSIVE
     assert claim_holds([0.9], [0.1, 0.11, 0.12], min_values=1).verdict == HOLDS
     # an explicit spread; lower is better (e.g. a distance)

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from taxoclip.analyze.run import (
+from taxoclip.analyze import (
     compute_metrics,
     load_embeddings,
     read_analysis_data,

@@ -1,79 +1,58 @@
-"""Analyze: the emergent properties of DESIGN section 6, each beside its baseline and null.
+"""Analyze: the emergent properties of a model's embeddings, each beside its baseline and null.
 
-``metrics`` holds the pure functions over arrays (species centroids, image embeddings and
-their labels); ``run`` is ``taxoclip analyze``: it feeds them from a model, its untrained
-twin and a SynthToL root or evaluation folder, and writes metrics.json, embeddings.npz
-and the figures of ``plots`` (matplotlib, imported only when plotting).
+Stage API: ``run(AnalyzeConfig(model=..., data=..., out=...)) -> AnalysisResult`` (what
+``taxoclip analyze`` calls). ``metrics`` holds the pure functions over arrays (species
+centroids, image embeddings and their labels); ``data`` reads a SynthToL root or an
+evaluation folder and the embeddings file; ``suite`` runs every metric the data allows
+for the model and its untrained twin; ``runner`` writes metrics.json, embeddings.npz and
+the figures of ``plots`` (matplotlib, imported only when plotting).
+
+Importing this package is light: the names below other than the config are loaded on
+first use.
 """
 
-from .metrics import (
-    DOES_NOT_HOLD,
-    HOLDS,
-    INCONCLUSIVE,
-    EcologicalAlignment,
-    IntraSpeciesSeparation,
-    Orthogonality,
-    TaxonomicAlignment,
-    TraitAlignment,
-    Verdict,
-    claim_holds,
-    ecological_alignment,
-    effective_dimension,
-    fisher_direction,
-    fisher_discriminant_ratio,
-    group_means,
-    intra_species_separation,
-    l2_normalize,
-    orthogonality,
-    taxonomic_alignment,
-    trait_alignment,
-)
-from .run import (
-    AnalysisData,
-    AnalysisResult,
-    Embedded,
-    SpeciesTable,
-    compute_metrics,
-    format_summary,
-    load_embeddings,
-    read_analysis_data,
-    render_plots,
-    run_analysis,
-    save_embeddings,
-    species_centroids,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DOES_NOT_HOLD",
-    "HOLDS",
-    "INCONCLUSIVE",
-    "AnalysisData",
-    "AnalysisResult",
-    "EcologicalAlignment",
-    "Embedded",
-    "IntraSpeciesSeparation",
-    "Orthogonality",
-    "SpeciesTable",
-    "TaxonomicAlignment",
-    "TraitAlignment",
-    "Verdict",
-    "claim_holds",
-    "compute_metrics",
-    "ecological_alignment",
-    "effective_dimension",
-    "fisher_direction",
-    "fisher_discriminant_ratio",
-    "format_summary",
-    "group_means",
-    "intra_species_separation",
-    "l2_normalize",
-    "load_embeddings",
-    "orthogonality",
-    "read_analysis_data",
-    "render_plots",
-    "run_analysis",
-    "save_embeddings",
-    "species_centroids",
-    "taxonomic_alignment",
-    "trait_alignment",
-]
+import importlib
+from typing import Any
+
+from .config import AnalysisResult, AnalyzeConfig, format_summary
+
+# name -> submodule holding it (imported on first access: numpy, scipy, sklearn)
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "DOES_NOT_HOLD", "HOLDS", "INCONCLUSIVE", "EcologicalAlignment",
+            "IntraSpeciesSeparation", "Orthogonality", "TaxonomicAlignment", "TraitAlignment",
+            "Verdict", "claim_holds", "ecological_alignment", "effective_dimension",
+            "fisher_direction", "fisher_discriminant_ratio", "group_means",
+            "intra_species_separation", "l2_normalize", "orthogonality", "taxonomic_alignment",
+            "trait_alignment",
+        ),
+        "metrics",
+    ),
+    **dict.fromkeys(
+        ("AnalysisData", "Embedded", "SpeciesTable", "load_embeddings", "read_analysis_data",
+         "save_embeddings"),
+        "data",
+    ),
+    **dict.fromkeys(("STATS", "compute_metrics", "species_centroids", "stat_entry"), "suite"),
+    **dict.fromkeys(("render_plots", "run_analysis", "write_json"), "runner"),
+}  # fmt: skip
+
+__all__ = ["AnalysisResult", "AnalyzeConfig", "format_summary", "run", *sorted(_LAZY)]
+
+
+def run(config: AnalyzeConfig) -> AnalysisResult:
+    """Analyse ``config.model`` on ``config.data`` beside its baseline; write ``config.out``."""
+    from .runner import run as run_stage
+
+    return run_stage(config)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value

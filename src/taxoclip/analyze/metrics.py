@@ -1,15 +1,15 @@
-"""The emergent-property metrics of DESIGN section 6, as pure functions over arrays.
+"""The emergent-property metrics (docs/reference.md#metrics), as pure functions over arrays.
 
 Each function takes species centroids, or per-image embeddings with their labels, and
 returns a small frozen dataclass that holds every value *beside* its reference: a null
 made from the same data with the labels broken (permuted trait or habitat, shuffled
-species, variant labels shuffled within each species) and, where DESIGN names one, a
-baseline under the same split (the majority class). The other baseline of DESIGN (an
+species, variant labels shuffled within each species) and, where the definition names one, a
+baseline under the same split (the majority class). The other baseline (an
 untrained or flat-label model) is the same function run on that model's embeddings;
 :func:`claim_holds` turns values, baselines and their spread into a verdict.
 
 Conventions: rows of ``z`` are L2-normalised image embeddings (nothing here rescales
-rows; :func:`l2_normalize` is there for callers); a species centroid is the mean of its
+rows; :func:`taxoclip.stats.l2_normalize` is there for callers); a species centroid is the mean of its
 rows (:func:`group_means`). Everything random is drawn from ``seed``, so the same seed
 gives the same numbers. No file I/O and no models here; ``taxoclip analyze`` feeds it.
 """
@@ -23,11 +23,21 @@ from typing import TypeVar
 
 import numpy as np
 from scipy.spatial.distance import pdist, squareform
-from scipy.stats import spearmanr
-from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
+from taxoclip.stats import (
+    as_matrix,
+    as_vector,
+    kfold_splits,
+    l2_normalize,
+    label_codes,
+    mean_sd,
+    pc1_scores,
+    ridge_cv_r2,
+    spearman,
+)
 from taxoclip.taxonomy import Lineage, taxonomic_distance
 
 HOLDS = "holds"
@@ -65,17 +75,10 @@ class _Result:
 # --------------------------------------------------------------------------- helpers
 
 
-def l2_normalize(z: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    z = np.asarray(z, dtype=np.float64)
-    norms = np.linalg.norm(z, axis=-1, keepdims=True)
-    return np.divide(z, norms, out=np.zeros_like(z), where=norms > 0)
-
-
 def group_means(z: np.ndarray, labels: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
     """``(unique labels, sorted; their mean rows)``: species centroids from image rows."""
-    z = _matrix(z, "z")
-    labels = _vector(labels, len(z), "labels")
+    z = as_matrix(z, "z")
+    labels = as_vector(labels, "labels", len(z))
     unique, inverse = np.unique(labels, return_inverse=True)
     sums = np.zeros((len(unique), z.shape[1]))
     np.add.at(sums, inverse, z)
@@ -88,7 +91,7 @@ def effective_dimension(z: np.ndarray) -> float:
     k orthogonal axes of equal variance give k; one dominant axis gives ≈ 1. Zero when
     the rows do not vary at all.
     """
-    z = _matrix(z, "z")
+    z = as_matrix(z, "z")
     centred = z - z.mean(axis=0)
     # The nonzero eigenvalues of XᵀX and XXᵀ are the same; take the smaller matrix.
     gram = centred.T @ centred if len(z) > z.shape[1] else centred @ centred.T
@@ -97,48 +100,6 @@ def effective_dimension(z: np.ndarray) -> float:
     if total <= 0:
         return 0.0
     return float(total**2 / np.sum(eigenvalues**2))
-
-
-def _matrix(x: object, name: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (rows × dimensions), got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} holds non-finite values")
-    return x
-
-
-def _vector(x: object, n: int, name: str) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 1 or len(x) != n:
-        raise ValueError(f"{name} must be 1-D with one entry per row ({n}), got shape {x.shape}")
-    return x
-
-
-def _codes(labels: np.ndarray) -> np.ndarray:
-    """Integer codes 0..k-1 for any labels (strings, ints)."""
-    return np.unique(labels, return_inverse=True)[1].reshape(-1)
-
-
-def _abs_spearman(a: np.ndarray, b: np.ndarray) -> float:
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(abs(spearmanr(a, b).statistic))
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
-
-
-def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return float(np.mean(values)), sd
 
 
 def _isotropic_fit(x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -227,32 +188,27 @@ def trait_alignment(
     picks the penalty (efficient leave-one-out) from a grid scaled to the centroids'
     total variance, so the grid fits any embedding's units. The null uses the same folds.
     """
-    x = _matrix(centroids, "centroids")
-    y = _vector(trait, len(x), "trait").astype(np.float64)
+    x = as_matrix(centroids, "centroids")
+    y = as_vector(trait, "trait", len(x)).astype(np.float64)
     if len(x) < 3:
         raise ValueError(f"trait alignment needs at least 3 species, got {len(x)}")
     if not np.all(np.isfinite(y)):
         raise ValueError("trait holds non-finite values; drop those species first")
-    centred = x - x.mean(axis=0)
-    total = float(np.sum(centred**2))
+    total = float(np.sum((x - x.mean(axis=0)) ** 2))
     rng = np.random.default_rng(seed)
-    folds = list(KFold(min(_MAX_FOLDS, len(x)), shuffle=True, random_state=seed).split(x))
-
-    if total > 0:
-        pc1 = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
-        alphas = total * np.logspace(-6, 1, 15)
-    else:  # all centroids identical: nothing to read
-        pc1, alphas = None, None
+    folds = kfold_splits(len(x), _MAX_FOLDS, seed)
+    pc1 = pc1_scores(x)  # None when all centroids are identical: nothing to read
+    alphas = total * np.logspace(-6, 1, 15)
 
     def measure(target: np.ndarray) -> tuple[float, float]:
         if pc1 is None:
             return float("nan"), float("nan")
-        return _abs_spearman(pc1, target), _ridge_cv_r2(x, target, folds, alphas)
+        return abs(spearman(pc1, target)), ridge_cv_r2(x, target, folds, alphas)
 
     rho, r2 = measure(y)
     null = [measure(rng.permutation(y)) for _ in range(n_permutations)]
-    null_rho, null_rho_sd = _mean_sd([n[0] for n in null])
-    null_r2, null_r2_sd = _mean_sd([n[1] for n in null])
+    null_rho, null_rho_sd = mean_sd([n[0] for n in null])
+    null_r2, null_r2_sd = mean_sd([n[1] for n in null])
     return TraitAlignment(
         n_species=len(x),
         pc1_spearman=rho,
@@ -263,20 +219,6 @@ def trait_alignment(
         null_ridge_r2_sd=null_r2_sd,
         n_permutations=n_permutations,
     )
-
-
-def _ridge_cv_r2(
-    x: np.ndarray, y: np.ndarray, folds: Sequence[tuple[np.ndarray, np.ndarray]], alphas
-) -> float:
-    if np.ptp(y) == 0:
-        return float("nan")
-    predicted = np.empty_like(y)
-    for train, test in folds:
-        if np.ptp(y[train]) == 0:
-            predicted[test] = y[train][0]
-            continue
-        predicted[test] = RidgeCV(alphas=alphas).fit(x[train], y[train]).predict(x[test])
-    return float(1.0 - np.sum((y - predicted) ** 2) / np.sum((y - y.mean()) ** 2))
 
 
 # --------------------------------------------------------------------------- ecology
@@ -333,9 +275,9 @@ def ecological_alignment(
     The group split is GroupKFold with min(5, number of groups) folds (one group per
     fold when there are ≤ 5: leave-one-group-out). It needs ≥ 2 groups.
     """
-    x = _matrix(centroids, "centroids")
-    y = _codes(_vector(habitat, len(x), "habitat"))
-    g = _codes(_vector(groups, len(x), "groups"))
+    x = as_matrix(centroids, "centroids")
+    y = label_codes(as_vector(habitat, "habitat", len(x)))
+    g = label_codes(as_vector(groups, "groups", len(x)))
     n_groups = int(g.max()) + 1 if len(g) else 0
     if n_groups < 2:
         raise ValueError("ecological alignment needs species from at least 2 groups")
@@ -343,7 +285,7 @@ def ecological_alignment(
         raise ValueError("ecological alignment needs at least 2 species")
 
     group_splits = list(GroupKFold(min(_MAX_FOLDS, n_groups)).split(x, y, g))
-    random_splits = list(KFold(min(_MAX_FOLDS, len(x)), shuffle=True, random_state=seed).split(x))
+    random_splits = kfold_splits(len(x), _MAX_FOLDS, seed)
     probe, majority = _probe_accuracy(x, y, group_splits)
     random_probe, random_majority = _probe_accuracy(x, y, random_splits)
 
@@ -362,14 +304,14 @@ def ecological_alignment(
         return float(pair_cos[same].mean() - pair_cos[~same].mean()), n_same, n_different
 
     rng = np.random.default_rng(seed)
-    null_probe, null_probe_sd = _mean_sd(
+    null_probe, null_probe_sd = mean_sd(
         [
             _probe_accuracy(x, rng.permutation(y), group_splits)[0]
             for _ in range(n_probe_permutations)
         ]
     )
     cosine_gap, n_same, n_different = gap(y)
-    null_gap, null_gap_sd = _mean_sd([gap(rng.permutation(y))[0] for _ in range(n_permutations)])
+    null_gap, null_gap_sd = mean_sd([gap(rng.permutation(y))[0] for _ in range(n_permutations)])
     return EcologicalAlignment(
         n_species=len(x),
         n_groups=n_groups,
@@ -421,7 +363,7 @@ def taxonomic_alignment(
     levels up to the common ancestor, holes compatible); centroid distance is
     1 − cosine. Positive means the embedding follows the tree.
     """
-    x = _matrix(centroids, "centroids")
+    x = as_matrix(centroids, "centroids")
     if len(lineages) != len(x):
         raise ValueError(f"need one lineage per centroid ({len(x)}), got {len(lineages)}")
     if len(x) < 3:
@@ -438,12 +380,12 @@ def taxonomic_alignment(
     null = []
     for _ in range(n_permutations):
         order = rng.permutation(n)
-        null.append(_spearman(squareform(distance[np.ix_(order, order)], checks=False), taxonomic))
-    null_mean, null_sd = _mean_sd(null)
+        null.append(spearman(squareform(distance[np.ix_(order, order)], checks=False), taxonomic))
+    null_mean, null_sd = mean_sd(null)
     return TaxonomicAlignment(
         n_species=n,
         n_pairs=len(taxonomic),
-        spearman=_spearman(condensed, taxonomic),
+        spearman=spearman(condensed, taxonomic),
         null_spearman=null_mean,
         null_spearman_sd=null_sd,
         n_permutations=n_permutations,
@@ -457,7 +399,7 @@ def _variant_codes(
     variant: Sequence[object], n: int, values: tuple[object, object] | None
 ) -> tuple[np.ndarray, tuple[object, object]]:
     """Per row: 0 for variant a, 1 for b, -1 for rows of any other value (ignored)."""
-    variant = _vector(variant, n, "variant")
+    variant = as_vector(variant, "variant", n)
     if values is None:
         present = np.unique(variant)
         if len(present) != 2:
@@ -526,8 +468,8 @@ def fisher_discriminant_ratio(
     """FDR = (wᵀ(μ_a−μ_b))² / (wᵀ(Σ_a+Σ_b)w), w fitted on ``fit_*``, measured on ``measure_*``.
 
     Without ``measure_*`` it is measured in sample, on the images it was fitted on: with
-    few images in many dimensions that number explodes even for shuffled labels (DESIGN
-    section 6). It is here to show that; the metrics measure out of sample.
+    few images in many dimensions that number explodes even for shuffled labels (see
+    docs/reference.md#metrics). It is here to show that; the metrics measure out of sample.
     """
     w = fisher_direction(fit_a, fit_b, ridge=ridge)
     if measure_a is None or measure_b is None:
@@ -601,8 +543,8 @@ def intra_species_separation(
     either variant are skipped and counted in ``n_skipped``.
     """
     _check_min_per_variant(min_per_variant)
-    z = _matrix(z, "z")
-    species = _vector(species, len(z), "species")
+    z = as_matrix(z, "z")
+    species = as_vector(species, "species", len(z))
     codes, _ = _variant_codes(variant, len(z), values)
     blocks, n_skipped = _species_blocks(z, species, codes, min_per_variant)
     rng = np.random.default_rng(seed)
@@ -621,9 +563,9 @@ def intra_species_separation(
 
     fdr, fdr_median, accuracy = measure(blocks)
     null = [measure([(x, rng.permutation(y)) for x, y in blocks]) for _ in range(n_null)]
-    null_fdr, null_fdr_sd = _mean_sd([n[0] for n in null])
-    null_median = _mean_sd([n[1] for n in null])[0]
-    null_accuracy, null_accuracy_sd = _mean_sd([n[2] for n in null])
+    null_fdr, null_fdr_sd = mean_sd([n[0] for n in null])
+    null_median = mean_sd([n[1] for n in null])[0]
+    null_accuracy, null_accuracy_sd = mean_sd([n[2] for n in null])
     return IntraSpeciesSeparation(
         n_species_used=len(blocks),
         n_skipped=n_skipped,
@@ -703,13 +645,13 @@ def orthogonality(
     for species with ≥ ``min_per_variant`` images of both. ``balanced_means``: a
     species' μ_s is the midpoint (μ_{s,a} + μ_{s,b})/2 when it has both variants, so that
     species sampled with different variant proportions do not carry the variant
-    direction into the species span (the plain mean μ_s of DESIGN moves by
+    direction into the species span (the plain mean μ_s of the definition moves by
     (p_s − p̄)·δ with the share p_s of variant a); ``False`` uses the plain mean.
     """
     _check_min_per_variant(min_per_variant)
-    z = _matrix(z, "z")
-    species = _vector(species, len(z), "species")
-    groups = _vector(groups, len(z), "groups")
+    z = as_matrix(z, "z")
+    species = as_vector(species, "species", len(z))
+    groups = as_vector(groups, "groups", len(z))
     codes, _ = _variant_codes(variant, len(z), values)
     kept = codes >= 0
     layout = []  # per group: [(images, labels, usable)] for its species
@@ -757,8 +699,8 @@ def orthogonality(
 
     fraction, mean_cos, n_used = measure(shuffle=False)
     null = [measure(shuffle=True) for _ in range(n_null)]
-    null_fraction, null_fraction_sd = _mean_sd([n[0] for n in null])
-    null_cos, null_cos_sd = _mean_sd([n[1] for n in null])
+    null_fraction, null_fraction_sd = mean_sd([n[0] for n in null])
+    null_cos, null_cos_sd = mean_sd([n[1] for n in null])
     return Orthogonality(
         n_groups_used=len(layout),
         n_species_used=n_used,
@@ -810,8 +752,8 @@ def claim_holds(
     higher_is_better: bool = True,
     min_values: int = 3,
 ) -> Verdict:
-    """DESIGN's rule: a claim holds only when it beats every reference by more than the
-    spread.
+    """The rule of docs/reference.md#metrics: a claim holds only when it beats every
+    reference by more than the spread.
 
     ``values``: the metric over seeds. Each of ``references``: a baseline over seeds
     (untrained or flat-label model) or a null over its repeats, or one number. For each
@@ -819,7 +761,7 @@ def claim_holds(
     and spread = ``spread`` if given, else the larger of the two sample standard
     deviations (ddof=1; a single number has none). Then:
 
-    - fewer than ``min_values`` values (DESIGN: ≥ 3 seeds), or no spread to compare
+    - fewer than ``min_values`` values (the rule asks ≥ 3 seeds), or no spread to compare
       with, or a non-finite number → ``"inconclusive"``;
     - margin > spread → ``"holds"``; margin ≤ 0 → ``"does not hold"``; a margin within
       the spread → ``"inconclusive"``.

@@ -17,7 +17,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from scipy.stats import spearmanr
+
+from taxoclip.stats import pc1_scores, spearman
 
 DPI = 110
 _MAX_LEGEND = 14  # categories beyond this are coloured but not listed
@@ -289,9 +290,9 @@ def plot_finch_beak(
     axes = fig.subplots(1, len(centroids), squeeze=False)[0]
     for ax, (model, x) in zip(axes, centroids.items(), strict=True):
         x = np.asarray(x, dtype=np.float64)
-        centred = x - x.mean(axis=0)
-        pc1 = centred @ np.linalg.svd(centred, full_matrices=False)[2][0]
-        rho = float(spearmanr(pc1, beak).statistic) if np.ptp(pc1) > 0 else math.nan
+        pc1 = pc1_scores(x)
+        pc1 = np.zeros(len(x)) if pc1 is None else pc1
+        rho = spearman(pc1, beak)
         if rho < 0:
             pc1, rho = -pc1, -rho
         ax.scatter(pc1, beak, s=40, color="tab:orange", edgecolor="black", linewidth=0.6)

@@ -765,7 +765,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 #: BioCLIP 2's published results. Per-benchmark numbers were NOT found in a source we could
 #: quote (the Imageomics/bioclip-2 README has no results table; the per-benchmark tables
 #: are in the paper, arXiv 2505.23883, which we could not read here), so only the two means
-#: restated in DESIGN.md section 2 (from that paper) are included. Percent.
+#: restated in docs/reference.md#published-numbers (from that paper) are included. Percent.
 PUBLISHED: dict[str, float] = {
     "zero_shot_species_mean_10": 55.6,
     "beyond_species_mean": 57.5,

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from taxoclip.files import replacing
 from taxoclip.models import LoadedModel
 from taxoclip.predict.images import encode_images
 
@@ -96,13 +97,11 @@ def image_features(
         values, np.asarray(encoded.ok_indices, dtype=np.int64), dict(encoded.errors)
     )
     if cache_dir is not None and key is not None:
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        target = Path(cache_dir) / f"{key}.npz"
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}.npz")
-        np.savez(tmp, values=features.values, ok=features.ok,
-                 error_index=np.asarray(list(features.errors), dtype=np.int64),
-                 error_reason=np.asarray(list(features.errors.values()), dtype=str))  # fmt: skip
-        os.replace(tmp, target)
+        # A file handle, not a path: np.savez would append ".npz" to the temporary's name.
+        with replacing(Path(cache_dir) / f"{key}.npz") as tmp, tmp.open("wb") as handle:
+            np.savez(handle, values=features.values, ok=features.ok,
+                     error_index=np.asarray(list(features.errors), dtype=np.int64),
+                     error_reason=np.asarray(list(features.errors.values()), dtype=str))  # fmt: skip
     return features
 
 

@@ -7,7 +7,7 @@ once and hands them to whichever protocol a benchmark calls for. Each docstring 
 setting the BioCLIP 2 paper (and its released evaluation code, which borrows from BioCLIP,
 biobench, NeWT and GCD) uses, and where this implementation departs from it and why.
 
-Protocols (DESIGN.md §2 and §6):
+Protocols (docs/reference.md#evaluation-protocols and #metrics):
 
 * zero-shot classification — :func:`zero_shot_logits`, :func:`topk_accuracy`;
 * few-shot nearest class mean ("SimpleShot", CL2N features) — :func:`few_shot_ncm`;
@@ -32,20 +32,20 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import csr_matrix
 from scipy.stats import loguniform
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.metrics import r2_score
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import (
     GridSearchCV,
     GroupKFold,
     KFold,
     RandomizedSearchCV,
     StratifiedKFold,
-    cross_val_predict,
 )
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils import check_random_state
+
+from taxoclip.stats import as_matrix, as_vector, kfold_splits, l2_normalize, ridge_cv_r2
 
 __all__ = [
     "LINEAR_PROBE_C_GRID",
@@ -69,32 +69,8 @@ __all__ = [
 #: C values tried by :func:`linear_probe` when ``C`` is not given.
 LINEAR_PROBE_C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
 
-_EPS = 1e-12
-
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _as_2d(name: str, x: Any, dtype: type = np.float64) -> np.ndarray:
-    array = np.asarray(x, dtype=dtype)
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (N, D), got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return array
-
-
-def _as_1d(name: str, y: Any, n: int | None = None) -> np.ndarray:
-    array = np.asarray(y)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    if n is not None and len(array) != n:
-        raise ValueError(f"{name} has {len(array)} entries for {n} feature rows")
-    return array
-
-
-def _l2_normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _EPS)
 
 
 def _name_list(names: Sequence[Any], limit: int = 20) -> str:
@@ -158,8 +134,8 @@ def zero_shot_logits(
 
     Returns float32 logits of shape ``(N, C)``.
     """
-    images = _as_2d("image_features", image_features, np.float32)
-    classes = _as_2d("class_embeddings", class_embeddings, np.float32)
+    images = as_matrix(image_features, "image_features", np.float32)
+    classes = as_matrix(class_embeddings, "class_embeddings", np.float32)
     if images.shape[1] != classes.shape[0]:
         raise ValueError(
             f"image_features have dimension {images.shape[1]} but class_embeddings are "
@@ -179,11 +155,11 @@ def topk_accuracy(
     scores would), so a tie never counts as a hit for free. ``k`` larger than the number of
     classes gives 1.0. The paper reports top-1 for zero-shot classification.
     """
-    scores = _as_2d("logits_or_scores", logits_or_scores)
+    scores = as_matrix(logits_or_scores, "logits_or_scores")
     n, n_classes = scores.shape
     if n == 0:
         raise ValueError("topk_accuracy needs at least one row")
-    y = _as_1d("labels", labels, n)
+    y = as_vector(labels, "labels", n)
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
     if y.min() < 0 or y.max() >= n_classes:
@@ -224,10 +200,10 @@ class FewShotResult:
 def cl2n_transform(support: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """SimpleShot's CL2N: subtract the *support* mean from support and query features, then
     L2-normalise every row. Returns ``(support', query')`` in float64."""
-    s = _as_2d("support", support)
+    s = as_matrix(support, "support")
     q = np.asarray(query, dtype=np.float64).reshape(-1, s.shape[1])
     mean = s.mean(axis=0, keepdims=True)
-    return _l2_normalise(s - mean), _l2_normalise(q - mean)
+    return l2_normalize(s - mean), l2_normalize(q - mean)
 
 
 def nearest_class_mean_predict(
@@ -237,9 +213,9 @@ def nearest_class_mean_predict(
     support set — the mean of the (already transformed) support features of each class,
     *not* renormalised, exactly as BioCLIP's ``get_acc`` and scikit-learn's
     ``NearestCentroid`` do. Ties go to the first class in sorted label order."""
-    s = _as_2d("support_x", support_x)
+    s = as_matrix(support_x, "support_x")
     q = np.asarray(query_x, dtype=np.float64).reshape(-1, s.shape[1])
-    classes, codes = np.unique(_as_1d("support_y", support_y, len(s)), return_inverse=True)
+    classes, codes = np.unique(as_vector(support_y, "support_y", len(s)), return_inverse=True)
     centres = _sums_by_code(codes, s, len(classes))
     centres /= np.bincount(codes, minlength=len(classes))[:, None]
     return classes[_nearest(q, centres)]
@@ -266,8 +242,8 @@ def few_shot_ncm(
     naming it and listed in ``skipped_classes``; its images are used neither as support nor
     as query. (BioCLIP's script only logs such classes.) Labels may be any sortable type.
     """
-    x = _as_2d("features", features)
-    y = _as_1d("labels", labels, len(x))
+    x = as_matrix(features, "features")
+    y = as_vector(labels, "labels", len(x))
     if shots < 1:
         raise ValueError(f"shots must be >= 1, got {shots}")
     if folds < 1:
@@ -336,10 +312,10 @@ def linear_probe(
     class has a single training image, C = 1 is used with a warning). Features are used as
     given (no standardisation), so the grid is meaningful for L2-normalised embeddings.
     """
-    xtr = _as_2d("train_x", train_x)
-    ytr = _as_1d("train_y", train_y, len(xtr))
-    xte = _as_2d("test_x", test_x)
-    yte = _as_1d("test_y", test_y, len(xte))
+    xtr = as_matrix(train_x, "train_x")
+    ytr = as_vector(train_y, "train_y", len(xtr))
+    xte = as_matrix(test_x, "test_x")
+    yte = as_vector(test_y, "test_y", len(xte))
     if xtr.shape[1] != xte.shape[1]:
         raise ValueError(f"train_x has {xtr.shape[1]} dims, test_x {xte.shape[1]}")
     if len(xte) == 0:
@@ -382,7 +358,7 @@ def _cv_splits(
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
     if groups is not None:
-        g = _as_1d("groups", groups, n)
+        g = as_vector(groups, "groups", n)
         n_groups = len(np.unique(g))
         n_splits = min(folds, n_groups)
         if n_splits < 2:
@@ -411,7 +387,7 @@ def linear_probe_cv(
     C: float = 1.0,
 ) -> float:
     """Cross-validated accuracy of a logistic-regression probe, for attribute-style
-    classification from embeddings (e.g. habitat from species centroids, DESIGN.md §6).
+    classification from embeddings (e.g. habitat from species centroids, docs/reference.md#metrics).
 
     Splits: ``StratifiedKFold(folds, shuffle=True, random_state=seed)`` (``KFold`` when no
     class is large enough to stratify); with ``groups``, ``GroupKFold`` (shuffled with
@@ -422,8 +398,8 @@ def linear_probe_cv(
     correct over all held-out samples (robust when fold sizes differ, as group folds do).
     Compare it with :func:`majority_baseline_cv` on the same arguments.
     """
-    xs = _as_2d("x", x)
-    ys = _as_1d("y", y, len(xs))
+    xs = as_matrix(x, "x")
+    ys = as_vector(y, "y", len(xs))
     correct = 0
     total = 0
     for train, test in _cv_splits(xs, ys, folds, seed, groups):
@@ -446,7 +422,7 @@ def majority_baseline_cv(
     """Pooled accuracy of predicting each training fold's most frequent class, over exactly
     the folds :func:`linear_probe_cv` uses for the same ``y``, ``folds``, ``seed`` and
     ``groups`` — the baseline a probe's accuracy must beat to mean anything."""
-    ys = _as_1d("y", y)
+    ys = as_vector(y, "y")
     placeholder = np.zeros((len(ys), 1))
     correct = 0
     for train, test in _cv_splits(placeholder, ys, folds, seed, groups):
@@ -555,9 +531,9 @@ def mlp_attributes(
     """
     import torch
 
-    xtr = _as_2d("train_x", train_x, np.float32)
-    xte = _as_2d("test_x", test_x, np.float32)
-    ytr = _as_2d("train_y_multi", train_y_multi, np.float32)
+    xtr = as_matrix(train_x, "train_x", np.float32)
+    xte = as_matrix(test_x, "test_x", np.float32)
+    ytr = as_matrix(train_y_multi, "train_y_multi", np.float32)
     yte = np.asarray(test_y)
     if yte.ndim != 2:
         raise ValueError(f"test_y must be 2-D (N, A), got shape {yte.shape}")
@@ -663,10 +639,10 @@ def svm_binary_tasks(
     Returns ``pooled_accuracy``, ``per_task`` (task id as str → accuracy), ``n_tasks``
     (tasks evaluated), ``n_test`` (pooled test images) and ``skipped_tasks``.
     """
-    x = _as_2d("features", features)
-    y = _as_1d("labels_binary", labels_binary, len(x))
-    tasks = _as_1d("task_ids", np.asarray(task_ids, dtype=object), len(x))
-    is_train = _is_train(_as_1d("splits", np.asarray(splits), len(x)))
+    x = as_matrix(features, "features")
+    y = as_vector(labels_binary, "labels_binary", len(x))
+    tasks = as_vector(np.asarray(task_ids, dtype=object), "task_ids", len(x))
+    is_train = _is_train(as_vector(np.asarray(splits), "splits", len(x)))
 
     per_task: dict[str, float] = {}
     skipped: list[str] = []
@@ -739,8 +715,8 @@ def hungarian_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     matching of predicted clusters to true classes (``scipy.optimize.linear_sum_assignment``
     on the cluster × class contingency table). Labels and cluster ids may be any sortable
     values and their numbers may differ (unmatched clusters count as wrong)."""
-    t = _as_1d("y_true", y_true)
-    p = _as_1d("y_pred", y_pred, len(t))
+    t = as_vector(y_true, "y_true")
+    p = as_vector(y_pred, "y_pred", len(t))
     if len(t) == 0:
         raise ValueError("hungarian_accuracy needs at least one sample")
     return float(np.mean(_hungarian_correct(t, p)))
@@ -769,9 +745,9 @@ def semi_supervised_kmeans(
 
     Returns the cluster index of every image, shape ``(N,)``.
     """
-    x = _as_2d("features", features)
-    y = _as_1d("labels", labels, len(x))
-    known = _as_1d("known_mask", known_mask, len(x)).astype(bool)
+    x = as_matrix(features, "features")
+    y = as_vector(labels, "labels", len(x))
+    known = as_vector(known_mask, "known_mask", len(x)).astype(bool)
     labelled = np.flatnonzero(known)
     unlabelled = np.flatnonzero(~known)
     known_classes = np.unique(y[labelled])
@@ -836,9 +812,9 @@ def gcd_accuracy(
     = over the rest (NaN when a subset is empty). (The released BioCLIP 2 script instead
     matches the old and new subsets separately, which can only score higher.)
     """
-    x = _as_2d("features", features)
-    y = _as_1d("labels", labels, len(x))
-    known = _as_1d("known_mask", known_mask, len(x)).astype(bool)
+    x = as_matrix(features, "features")
+    y = as_vector(labels, "labels", len(x))
+    known = as_vector(known_mask, "known_mask", len(x)).astype(bool)
     if known.all():
         raise ValueError("gcd_accuracy: every image is labelled; nothing to discover")
     assignment = semi_supervised_kmeans(x, y, known, n_clusters, seed=seed, max_iter=max_iter)
@@ -867,27 +843,20 @@ def ridge_regression_r2(
     alphas: Sequence[float] = (0.01, 0.1, 1, 10, 100),
 ) -> float:
     """Cross-validated R² of a ridge regression from embeddings to a continuous trait
-    (e.g. beak length from species centroids, DESIGN.md §6 "trait alignment").
+    (e.g. beak length from species centroids: "trait alignment", docs/reference.md#metrics).
 
     ``KFold(folds, shuffle=True, random_state=seed)`` (capped at N); in each training fold
     ``RidgeCV(alphas)`` picks the penalty by efficient leave-one-out on that fold only, and
-    predicts the held-out fold. The score is ``r2_score`` of the *pooled out-of-fold
-    predictions* (``cross_val_predict`` then one R²), not the mean of per-fold R²: trait
-    studies have few species (Darwin's finches: ~15), and R² on a fold of 3 points is
-    dominated by that fold's own variance. 1 = perfect, ≤ 0 = no better than the mean.
-    ``y`` may be ``(N,)`` or ``(N, T)`` (R² averaged uniformly over traits).
+    predicts the held-out fold. The score is R² of the *pooled out-of-fold
+    predictions*, not the mean of per-fold R² (:func:`taxoclip.stats.ridge_cv_r2`, shared
+    with ``taxoclip analyze``): trait studies have few species (Darwin's finches: ~15).
+    1 = perfect, ≤ 0 = no better than the mean, NaN for a constant trait. ``y`` may be
+    ``(N,)`` or ``(N, T)`` (R² averaged uniformly over traits).
     """
-    xs = _as_2d("x", x)
+    xs = as_matrix(x, "x")
     ys = np.asarray(y, dtype=np.float64)
     if ys.ndim not in (1, 2) or len(ys) != len(xs):
         raise ValueError(f"y must be (N,) or (N, T) with N = {len(xs)}, got {ys.shape}")
-    n_splits = min(folds, len(xs))
-    if n_splits < 2 or len(xs) < 3:
+    if min(folds, len(xs)) < 2 or len(xs) < 3:
         raise ValueError("ridge_regression_r2 needs at least 3 samples and 2 folds")
-    predicted = cross_val_predict(
-        RidgeCV(alphas=tuple(float(a) for a in alphas)),
-        xs,
-        ys,
-        cv=KFold(n_splits=n_splits, shuffle=True, random_state=seed),
-    )
-    return float(r2_score(ys, predicted))
+    return ridge_cv_r2(xs, ys, kfold_splits(len(xs), folds, seed), alphas)

@@ -1,80 +1,53 @@
-"""``taxoclip eval``: run a suite for the model and its untrained twin, print, write."""
+"""``taxoclip eval``: run a suite for the model and its untrained twin, write the results."""
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
+from typing import Any
 
-from taxoclip.errors import UsageError
-from taxoclip.models import load_model
+from taxoclip.models import load_model, untrained_twin
+from taxoclip.models.device import resolve_device
 
+from .config import EvalConfig, EvalResult, format_table
 from .features import default_cache_dir
-from .suites import (
-    EvalContext,
-    Result,
-    check_label_text,
-    folder_suite,
-    side_by_side,
-    synth_suite,
-    untrained_twin,
-    write_results,
-)
+from .suites import EvalContext, Result, folder_suite, synth_suite, write_results
+
+__all__ = ["format_table", "run", "run_eval"]
 
 log = logging.getLogger(__name__)
 
 
-def run_eval(
-    model: str,
-    data: str | None = None,
-    suite: str | None = None,
-    root: str | None = None,
-    out: str | None = None,
-    pretrained: str | None = None,
-    baseline: bool = True,
-    label_text: str = "index",
-    batch_size: int = 64,
-    cache_dir: str | None = None,
-    device: str = "cpu",
-    progress: bool = True,
-) -> tuple[list[Result], list[str]]:
-    """Returns the result rows and notes (benchmarks skipped, and why)."""
-    check_label_text(label_text)
-    if suite not in (None, "synth", "bioclip2"):
-        raise UsageError(f"--suite must be synth or bioclip2 (got {suite})")
-    if suite in (None, "synth") and not data:
-        raise UsageError(
-            "--data DIR is required (an evaluation folder, or SynthToL with --suite synth)"
-        )
-    if suite == "bioclip2" and not root:
-        raise UsageError("--suite bioclip2 needs --root DIR holding the benchmarks")
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    models = [("trained", load_model(model, pretrained=pretrained, device=device))]
-    if baseline:
+def run(config: EvalConfig) -> EvalResult:
+    """Evaluate ``config.model`` (and its untrained twin unless ``baseline`` is off)."""
+    device = resolve_device(config.device)
+    cache = Path(config.cache_dir) if config.cache_dir else default_cache_dir()
+    models = [("trained", load_model(config.model, pretrained=config.pretrained, device=device))]
+    if config.baseline:
         models.append(("untrained", untrained_twin(models[0][1])))
     rows: list[Result] = []
     notes: list[str] = []
     for name, loaded in models:
         loaded.model.eval()
-        ctx = EvalContext(loaded, name, cache, batch_size, device, progress, label_text)
-        if suite == "synth":
-            rows += synth_suite(ctx, Path(data))
-        elif suite == "bioclip2":
+        ctx = EvalContext(loaded, name, cache, config.batch_size, device, config.progress,
+                          config.label_text)  # fmt: skip
+        if config.suite == "synth":
+            rows += synth_suite(ctx, Path(config.data))
+        elif config.suite == "bioclip2":
             from .published import bioclip2_suite
 
-            suite_rows, suite_notes = bioclip2_suite(ctx, Path(root))
+            suite_rows, notes = bioclip2_suite(ctx, Path(config.root))
             rows += suite_rows
-            notes = suite_notes
         else:
-            rows += folder_suite(ctx, Path(data))
-    if out:
-        write_results(rows, Path(out))
-    return rows, notes
+            rows += folder_suite(ctx, Path(config.data))
+    if config.out:
+        write_results(rows, Path(config.out))
+    return EvalResult(rows=rows, notes=notes, out=config.out)
 
 
-def format_table(rows: list[Result]) -> str:
-    from taxoclip.predict.output import write_rows
-
-    buffer = io.StringIO()
-    write_rows(side_by_side(rows), "table", buffer)
-    return buffer.getvalue()
+def run_eval(model: str, **options: Any) -> tuple[list[Result], list[str]]:
+    """:func:`run` with the config's fields as arguments (``device`` defaults to cpu here):
+    ``(rows, notes)``."""
+    options.setdefault("device", "cpu")
+    result = run(EvalConfig(model=model, **options))
+    return result.rows, result.notes

@@ -10,23 +10,22 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from taxoclip.errors import InputError, UsageError
-from taxoclip.models import LoadedModel, create_model
+from taxoclip.errors import InputError
+from taxoclip.models import LoadedModel
+from taxoclip.stats import softmax
 from taxoclip.taxonomy import Lineage, clean_name
 
 from . import hierarchical, protocols
+from .config import LABEL_TEXTS  # noqa: F401 - re-exported: the class-text styles
 from .dataset import EvalSet, read_metadata_folder
 from .features import class_embeddings, image_features
 
 log = logging.getLogger(__name__)
-
-LABEL_TEXTS = ("index", "as-given", "sci", "com", "taxon", "sci_com", "taxon_com")
 
 
 @dataclass
@@ -107,8 +106,7 @@ def zero_shot(ctx: EvalContext, suite: str, task: str, evalset: EvalSet,
     n = len(kept)
     rows = [Result(suite, task, f"zero-shot top-{k}", v, ctx.model_name, n) for k, v in top.items()]
     if kept.lineages and all(lineages):
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
+        probs = softmax(logits)
         table = hierarchical.topk_at_ranks(probs, lineages, kept.lineages, ks=(1,))
         for rank in ("genus", "family", "order"):
             rows.append(
@@ -155,9 +153,19 @@ def _species_table(synth: Path) -> dict[str, dict[str, str]]:
         return {row["species"]: row for row in csv.DictReader(handle)}
 
 
-def synth_suite(ctx: EvalContext, synth: Path) -> list[Result]:
-    """SynthToL: seen species (held-out images), unseen species, habitat as an attribute
-    task, beak length as a regression task."""
+@dataclass
+class SynthSplits:
+    """A SynthToL's evaluation sets: its training images, the test images of seen and of
+    unseen species, and every image (whose species are the zero-shot candidates)."""
+
+    root: Path
+    train: EvalSet
+    seen: EvalSet
+    unseen: EvalSet
+    everything: EvalSet
+
+
+def read_synth_splits(synth: Path) -> SynthSplits:
     if not (synth / "species.csv").is_file() or not (synth / "test" / "metadata.csv").is_file():
         raise InputError(
             f"{synth} is not a SynthToL folder (needs species.csv and test/metadata.csv)"
@@ -165,17 +173,41 @@ def synth_suite(ctx: EvalContext, synth: Path) -> list[Result]:
     test = read_metadata_folder(synth / "test", "synth-test")
     train = read_metadata_folder(synth / "train", "synth-train")
     seen_column = np.array(test.extra["columns"]["seen"]) == "True"
-    seen, unseen = test.subset(seen_column), test.subset(~seen_column)
     everything = EvalSet("all species", train.filepaths + test.filepaths, train.labels + test.labels,
                          lineages=train.lineages + test.lineages,
                          common_names=train.common_names + test.common_names)  # fmt: skip
+    return SynthSplits(
+        synth, train, test.subset(seen_column), test.subset(~seen_column), everything
+    )
+
+
+#: The unseen-species rows the SynthToL suite reports (top-5 and severity are for seen).
+UNSEEN_METRICS = ("zero-shot top-1", "zero-shot top-1 genus", "zero-shot top-1 family")
+
+
+def synth_zero_shot(ctx: EvalContext, splits: SynthSplits) -> list[Result]:
+    """Zero-shot on SynthToL's test images as ``taxoclip eval --suite synth`` reports it:
+    seen species (held-out images) and unseen species, every species a candidate, each
+    class described by ``ctx.label_text`` through the 80 templates."""
+    rows = zero_shot(ctx, "synth", "seen species", splits.seen, candidates=splits.everything)
+    if len(splits.unseen):
+        unseen = zero_shot(ctx, "synth", "unseen species", splits.unseen,
+                           candidates=splits.everything)  # fmt: skip
+        rows += [row for row in unseen if row.metric in UNSEEN_METRICS]
+    return rows
+
+
+def synth_suite(ctx: EvalContext, synth: Path) -> list[Result]:
+    """SynthToL: seen species (held-out images), unseen species, habitat as an attribute
+    task, beak length as a regression task."""
+    splits = read_synth_splits(synth)
+    train, seen = splits.train, splits.seen
     species = _species_table(synth)
-    rows = zero_shot(ctx, "synth", "seen species", seen, candidates=everything)
+    zero = synth_zero_shot(ctx, splits)
+    # the order of results.json: seen zero-shot, seen few-shot, unseen zero-shot
+    rows = [r for r in zero if r.task == "seen species"]
     rows += few_shot(ctx, "synth", "seen species", seen)
-    if len(unseen):
-        for row in zero_shot(ctx, "synth", "unseen species", unseen, candidates=everything):
-            if row.metric in ("zero-shot top-1", "zero-shot top-1 genus", "zero-shot top-1 family"):
-                rows.append(row)
+    rows += [r for r in zero if r.task != "seen species"]
 
     train_mask, train_x = _features(ctx, train)
     test_mask, test_x = _features(ctx, seen)
@@ -201,16 +233,6 @@ def synth_suite(ctx: EvalContext, synth: Path) -> list[Result]:
     return rows
 
 
-def untrained_twin(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
-    """The same architecture with fresh random weights: the baseline every number needs."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "architecture.json"
-        path.write_text(json.dumps(loaded.model_cfg))
-        twin = create_model(path, seed=seed)
-    twin.model.eval()
-    return twin
-
-
 # --------------------------------------------------------------------------- output
 
 
@@ -233,9 +255,3 @@ def side_by_side(rows: list[Result]) -> list[dict]:
                                                                 "metric": r.metric, "n": r.n})  # fmt: skip
         entry[r.model] = round(r.value, 4) if r.value == r.value else "nan"
     return list(table.values())
-
-
-def check_label_text(style: str) -> str:
-    if style not in LABEL_TEXTS:
-        raise UsageError(f"--label-text must be one of {', '.join(LABEL_TEXTS)}")
-    return style

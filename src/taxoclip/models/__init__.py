@@ -5,6 +5,7 @@ configs with open_clip; the top-level ``taxoclip`` package does not import it, s
 commands that need no model stay fast to start.
 """
 
+from .device import resolve_device
 from .io import (
     CONFIG_DIR,
     CONFIG_FILE,
@@ -16,6 +17,7 @@ from .io import (
     register_configs,
     save_model,
 )
+from .twin import untrained_twin
 
 register_configs()
 
@@ -28,5 +30,7 @@ __all__ = [
     "list_models",
     "load_model",
     "register_configs",
+    "resolve_device",
     "save_model",
+    "untrained_twin",
 ]

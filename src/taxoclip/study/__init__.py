@@ -1,5 +1,32 @@
-"""Studies that combine the stages: ``taxoclip study scaling`` (data-size scaling)."""
+"""Studies that combine the stages: ``taxoclip study scaling`` (data-size scaling).
 
-from .scaling import ScalingConfig, ScalingResult, format_table, run_scaling
+Stage API: ``run(ScalingConfig(out=...)) -> ScalingResult``. Importing this package is
+light; the names below other than the config are loaded from ``scaling`` on first use.
+"""
 
-__all__ = ["ScalingConfig", "ScalingResult", "format_table", "run_scaling"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .config import ScalingConfig, ScalingResult, parse_sizes
+
+_LAZY = ("format_table", "merged_stats", "plot_study", "run_scaling", "scaling_rows",
+         "select_subsets", "subset_count", "zero_shot_loaded")  # fmt: skip
+
+__all__ = ["ScalingConfig", "ScalingResult", "parse_sizes", "run", *_LAZY]
+
+
+def run(config: ScalingConfig) -> ScalingResult:
+    """Run the scaling study of ``config`` (trains, analyses, writes OUT)."""
+    from .scaling import run as run_study
+
+    return run_study(config)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(".scaling", __name__), name)
+    globals()[name] = value
+    return value

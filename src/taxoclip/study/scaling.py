@@ -1,7 +1,6 @@
 """``taxoclip study scaling``: the same model trained on growing subsets of one SynthToL.
 
-DESIGN section 6, "Scaling": every analysis metric and the zero-shot numbers against the
-number of training images, beside the untrained baseline and each statistic's null, and
+Every analysis metric and the zero-shot numbers against the number of training images, beside the untrained baseline and each statistic's null, and
 (``ablation``) beside a flat-label run trained on scientific names only.
 
 Data sizes. ONE SynthToL is generated (or given with ``data``) and every size is a
@@ -13,8 +12,8 @@ written as its own shards (``OUT/data/size-<n>/``).
 Budget. ``budget="steps"`` (the default) gives every run the same number of
 optimisation steps, those of ``epochs`` epochs over the largest size, so a smaller set
 is seen for more epochs: the curve then measures data (how many distinct images) at a
-fixed compute, not how long a model was trained (the pilot in DESIGN section 5 found
-short training the main confound). ``budget="epochs"`` trains every size for
+fixed compute, not how long a model was trained (a pilot found short training the main
+confound; docs/analyze.md). ``budget="epochs"`` trains every size for
 ``epochs`` epochs instead (the compute grows with the data). study.json says which.
 
 Baseline. The untrained twin (the trained architecture with random weights from
@@ -24,6 +23,12 @@ zero-shot, and every run's statistics are put beside it. Each run is analysed wi
 ``baseline="none"``; its ``analysis/<run>/metrics.json`` then holds the model's values
 and nulls, and study.json the merged entries (value, baseline, null, verdict) built by
 the analysis module's own rules.
+
+Zero-shot. Each model (and the baseline) is measured as ``taxoclip eval --suite synth``
+reports it (:func:`taxoclip.evaluate.synth_zero_shot`): the held-out test images of seen
+species and the images of unseen species, every SynthToL species a candidate, each class
+described by pybioclip's index text through the 80 templates. study.json names it under
+``zero_shot_protocol``; it is not the training monitor's one-caption number.
 
 Outputs in ``OUT``: ``synth/`` (unless ``data`` was given), ``data/<run>/`` shards,
 ``runs/size-<n>/`` and ``runs/flat-<n>/`` (training runs, model in ``model/``),
@@ -38,7 +43,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +52,39 @@ import numpy as np
 from taxoclip import __version__
 from taxoclip.errors import InputError, UsageError
 
+from .config import BUDGETS, DEFAULT_SIZES, MIN_SIZES, ScalingConfig, ScalingResult, parse_sizes
+
+__all__ = [
+    "BUDGETS",
+    "DEFAULT_SIZES",
+    "MIN_SIZES",
+    "ScalingConfig",
+    "ScalingResult",
+    "format_table",
+    "merged_stats",
+    "parse_sizes",
+    "plot_study",
+    "run",
+    "run_scaling",
+    "scaling_rows",
+    "select_subsets",
+    "subset_count",
+    "zero_shot_loaded",
+]
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-BUDGETS = ("steps", "epochs")
-DEFAULT_SIZES = (0.25, 0.5, 1.0)
-MIN_SIZES = 3
 HIERARCHICAL_TEXT = "random"  # BioCLIP 2's recipe: a text type drawn per sample
 FLAT_TEXT = "sci"  # scientific name only
 ZERO_SHOT = ("zero_shot.seen_top1", "zero_shot.unseen_top1")
+ZERO_SHOT_LABEL_TEXT = "index"  # taxoclip eval's default class text
+ZERO_SHOT_PROTOCOL = (
+    "taxoclip eval --suite synth's zero-shot top-1 (evaluate.synth_zero_shot): test images "
+    "of seen species (seen_top1) and of unseen species (unseen_top1), every SynthToL "
+    f"species a candidate, classes described by the {ZERO_SHOT_LABEL_TEXT!r} label text "
+    "(7 ranks + common name) through the 80 templates"
+)
 BUDGET_WHY = {
     "steps": (
         "every run takes the optimisation steps of `epochs` epochs over the largest size, "
@@ -70,49 +99,6 @@ BUDGET_WHY = {
 
 
 @dataclass
-class ScalingConfig:
-    """Parameters of one scaling study (the CLI flags of ``taxoclip study scaling``)."""
-
-    out: str | Path
-    data: str | Path | None = None  # an existing SynthToL root; else one is generated
-    species: int = 300
-    images_per_species: int = 40
-    image_size: int = 32
-    sizes: Sequence[float] = DEFAULT_SIZES
-    epochs: int = 15
-    batch_size: int = 128
-    budget: str = "steps"
-    warmup: int | None = None  # default: a tenth of the steps, at most 100
-    ablation: bool = False
-    seed: int = 0
-    model: str = "taxoclip-vit-t32"
-    device: str = "auto"
-    progress: bool = True
-
-    def validate(self) -> None:
-        problems = []
-        sizes = list(self.sizes)
-        if len(sizes) < MIN_SIZES:
-            problems.append(f"--sizes needs at least {MIN_SIZES} data sizes (got {len(sizes)})")
-        if any(not (0.0 < f <= 1.0) for f in sizes):
-            problems.append(f"--sizes are fractions in (0, 1] of the training images (got {sizes})")
-        if len(set(sizes)) != len(sizes):
-            problems.append(f"--sizes must be distinct (got {sizes})")
-        if self.epochs < 1:
-            problems.append(f"--epochs must be at least 1 (got {self.epochs})")
-        if self.batch_size < 1:
-            problems.append(f"--batch-size must be at least 1 (got {self.batch_size})")
-        if self.budget not in BUDGETS:
-            problems.append(f"--budget must be one of {', '.join(BUDGETS)} (got {self.budget!r})")
-        if self.warmup is not None and self.warmup < 0:
-            problems.append(f"--warmup must be 0 or more (got {self.warmup})")
-        if self.seed < 0:
-            problems.append(f"--seed must be non-negative (got {self.seed})")
-        if problems:
-            raise UsageError("; ".join(problems))
-
-
-@dataclass
 class RunSpec:
     name: str  # size-<n> or flat-<n>
     fraction: float
@@ -121,24 +107,7 @@ class RunSpec:
     shards: str = ""
 
 
-@dataclass
-class ScalingResult:
-    out: Path
-    study: dict[str, Any]
-    plot: Path | None
-    table: str
-    runs: dict[str, Path] = field(default_factory=dict)  # run name -> model dir
-
-
 # --------------------------------------------------------------------------- data sizes
-
-
-def parse_sizes(text: str) -> list[float]:
-    """``"0.25,0.5,1"`` → ``[0.25, 0.5, 1.0]`` (UsageError on anything else)."""
-    try:
-        return [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UsageError(f"--sizes must be comma-separated fractions (got {text!r})") from None
 
 
 def subset_count(n_images: int, fraction: float) -> int:
@@ -227,7 +196,7 @@ def write_subset_shards(
 def merged_stats(run_metrics: dict, baseline_metrics: dict | None) -> dict[str, dict]:
     """``{"<metric>.<statistic>": entry}``: the run's value and null beside the baseline's
     value, with the verdict ``taxoclip analyze`` would give (its own rules)."""
-    from taxoclip.analyze.run import STATS, stat_entry
+    from taxoclip.analyze import STATS, stat_entry
 
     merged: dict[str, dict] = {}
     base_all = (baseline_metrics or {}).get("metrics") or {}
@@ -239,43 +208,52 @@ def merged_stats(run_metrics: dict, baseline_metrics: dict | None) -> dict[str, 
     return merged
 
 
-def _zero_shot(model_dir: str | Path, synth_root: Path) -> dict[str, float | None]:
+def zero_shot_loaded(loaded, synth_root: Path, device: str = "cpu") -> dict[str, float | None]:
+    """Zero-shot species top-1 by the eval protocol (:data:`ZERO_SHOT_PROTOCOL`): held-out
+    images of seen species, and species never seen in training (None when SynthToL has
+    none)."""
+    from taxoclip.evaluate import EvalContext, read_synth_splits, synth_zero_shot
+
+    loaded.model.to(device).eval()
+    ctx = EvalContext(loaded, "trained", None, device=device, label_text=ZERO_SHOT_LABEL_TEXT)
+    splits = read_synth_splits(synth_root)
+    top1 = {r.task: r.value for r in synth_zero_shot(ctx, splits) if r.metric == "zero-shot top-1"}
+    return {
+        ZERO_SHOT[0]: top1.get("seen species"),
+        ZERO_SHOT[1]: top1.get("unseen species") if len(splits.unseen) else None,
+    }
+
+
+def _zero_shot(model_dir: str | Path, synth_root: Path, device: str) -> dict[str, float | None]:
     from taxoclip.models import load_model
 
-    loaded = load_model(str(model_dir))
-    return zero_shot_loaded(loaded, synth_root)
+    return zero_shot_loaded(load_model(str(model_dir), device=device), synth_root, device)
 
 
-def zero_shot_loaded(loaded, synth_root: Path) -> dict[str, float | None]:
-    """Zero-shot species top-1 on the test split: held-out images of seen species, and
-    species never seen in training (None when SynthToL has none)."""
-    from taxoclip.train.validate import zero_shot_top1
+def _analyse(config: ScalingConfig, model_dir: Path, synth_root: Path, out: Path):
+    """``taxoclip analyze`` of one model without baseline or plots (the baseline is shared)."""
+    from taxoclip.analyze import AnalyzeConfig
+    from taxoclip.analyze import run as analyze
 
-    with (synth_root / "test" / "metadata.csv").open(newline="", encoding="utf-8") as handle:
-        flags = {row.get("seen") for row in csv.DictReader(handle)}
-    scores: dict[str, float | None] = {}
-    for key, flag in zip(ZERO_SHOT, ("True", "False"), strict=True):
-        scores[key] = (
-            zero_shot_top1(
-                loaded.model,
-                loaded.preprocess_val,
-                loaded.tokenizer,
-                synth_root / "test",
-                next(loaded.model.parameters()).device,
-                where={"seen": flag},
-            )
-            if flag in flags
-            else None
-        )
-    return scores
+    return analyze(
+        AnalyzeConfig(
+            model=str(model_dir),
+            data=synth_root,
+            out=out,
+            baseline="none",
+            seed=config.seed,
+            device=_device(config.device),
+            plots=False,
+            progress=config.progress,
+        )  # fmt: skip
+    )
 
 
 # --------------------------------------------------------------------------- the study
 
 
-def run_scaling(config: ScalingConfig) -> ScalingResult:
+def run(config: ScalingConfig) -> ScalingResult:
     """Run the study of ``config``; write OUT (see the module docstring) and return it."""
-    config.validate()
     fractions = sorted(float(f) for f in config.sizes)
     out = Path(config.out)
     if (out / "study.json").exists() or (out / "runs").exists():
@@ -285,39 +263,16 @@ def run_scaling(config: ScalingConfig) -> ScalingResult:
     timings: dict[str, float] = {}
 
     tick = time.perf_counter()
-    if config.data is None:
-        from taxoclip.synth import SynthConfig, generate
-
-        synth_config = SynthConfig(
-            species=config.species,
-            images_per_species=config.images_per_species,
-            image_size=config.image_size,
-            seed=config.seed,
-        )
-        synth_root = generate(out / "synth", synth_config, progress=config.progress).out
-    else:
-        synth_root = Path(config.data)
-    synth_root = synth_root.resolve()
+    synth_root = _synth_root(config, out)
     rows = read_train_rows(synth_root)
     timings["synth"] = time.perf_counter() - tick
 
     subsets = select_subsets(rows, fractions, config.seed)
-    counts = [len(subsets[f]) for f in fractions]
-    if any(b <= a for a, b in zip(counts, counts[1:], strict=False)):
-        raise UsageError(
-            f"--sizes {fractions} give {counts} training images: not strictly growing "
-            "(too few images per species for these fractions)"
-        )
-    if counts[0] < config.batch_size:
-        raise UsageError(
-            f"the smallest size has {counts[0]} training images, fewer than one batch of "
-            f"{config.batch_size}; lower --batch-size or raise the smallest of --sizes"
-        )
+    counts = _check_counts([len(subsets[f]) for f in fractions], fractions, config.batch_size)
     n_max = counts[-1]
     steps = config.epochs * (n_max // config.batch_size) if config.budget == "steps" else None
     ref_steps = config.epochs * (n_max // config.batch_size)
     warmup = config.warmup if config.warmup is not None else min(100, ref_steps // 10)
-
     specs = [
         RunSpec(f"size-{n}", f, n, HIERARCHICAL_TEXT)
         for f, n in zip(fractions, counts, strict=True)
@@ -326,87 +281,27 @@ def run_scaling(config: ScalingConfig) -> ScalingResult:
         specs.append(RunSpec(f"flat-{n_max}", fractions[-1], n_max, FLAT_TEXT))
 
     tick = time.perf_counter()
-    shards_for: dict[float, str] = {}
-    for spec in specs:
-        if spec.fraction not in shards_for:
-            shards_for[spec.fraction] = write_subset_shards(
-                synth_root, rows, subsets[spec.fraction], out / "data" / f"size-{spec.n_train}",
-                config.seed,
-            )  # fmt: skip
-        spec.shards = shards_for[spec.fraction]
+    _write_shards(specs, synth_root, rows, subsets, out, config.seed)
     timings["shards"] = time.perf_counter() - tick
-
-    from taxoclip.analyze.run import run_analysis
-    from taxoclip.train import TrainConfig, train
 
     runs: dict[str, dict[str, Any]] = {}
     models: dict[str, Path] = {}
     for spec in specs:
-        if config.progress:
-            print(f"[study] {spec.name}: {spec.n_train} training images, text {spec.text_type}")
-        seconds: dict[str, float] = {}
-        tick = time.perf_counter()
-        result = train(
-            TrainConfig(
-                data=spec.shards,
-                out=str(out / "runs" / spec.name),
-                model=config.model,
-                text_type=spec.text_type,
-                epochs=config.epochs,
-                steps=steps,
-                batch_size=config.batch_size,
-                warmup=warmup,
-                workers=1,
-                seed=config.seed,
-                device=config.device,
-                progress=config.progress,
-            )
+        runs[spec.name], models[spec.name] = _train_and_measure(
+            config, spec, synth_root, out, steps, warmup
         )
-        seconds["train"] = time.perf_counter() - tick
-        models[spec.name] = result.model_dir
-        tick = time.perf_counter()
-        zero_shot = _zero_shot(result.model_dir, synth_root)
-        seconds["zero_shot"] = time.perf_counter() - tick
-        tick = time.perf_counter()
-        analysis = run_analysis(
-            str(result.model_dir), synth_root, out / "analysis" / spec.name, baseline="none",
-            seed=config.seed, device=_analysis_device(config.device), plots=False,
-            progress=config.progress,
-        )  # fmt: skip
-        seconds["analysis"] = time.perf_counter() - tick
-        params = json.loads((result.run / "params.json").read_text())
-        runs[spec.name] = {
-            "kind": "flat" if spec.text_type == FLAT_TEXT else "hierarchical",
-            "fraction": spec.fraction,
-            "n_train": spec.n_train,
-            "text_type": spec.text_type,
-            "shards": spec.shards,
-            "run": str(result.run),
-            "model": str(result.model_dir),
-            "analysis": str(analysis.out),
-            "steps": result.steps,
-            "epochs": round(result.steps / max(1, params.get("steps_per_epoch", 1)), 3),
-            "final_loss": result.final_loss,
-            "zero_shot": zero_shot,
-            "skipped": analysis.skipped,
-            "seconds": {k: round(v, 2) for k, v in seconds.items()},
-        }
 
     # The untrained baseline: once, it does not depend on the data size.
     tick = time.perf_counter()
     baseline_dir, baseline_zero_shot = _save_untrained(
-        models[specs[0].name], out, synth_root, config.seed
+        models[specs[0].name], out, synth_root, config.seed, _device(config.device)
     )
-    baseline = run_analysis(
-        str(baseline_dir), synth_root, out / "analysis" / "untrained", baseline="none",
-        seed=config.seed, device=_analysis_device(config.device), plots=False,
-        progress=config.progress,
-    )  # fmt: skip
+    baseline = _analyse(config, baseline_dir, synth_root, out / "analysis" / "untrained")
     timings["baseline"] = time.perf_counter() - tick
     baseline_metrics = json.loads((baseline.out / "metrics.json").read_text())
-    for run in runs.values():
-        run_metrics = json.loads((Path(run["analysis"]) / "metrics.json").read_text())
-        run["stats"] = merged_stats(run_metrics, baseline_metrics)
+    for entry in runs.values():
+        run_metrics = json.loads((Path(entry["analysis"]) / "metrics.json").read_text())
+        entry["stats"] = merged_stats(run_metrics, baseline_metrics)
 
     timings["total"] = time.perf_counter() - started
     study = {
@@ -430,10 +325,11 @@ def run_scaling(config: ScalingConfig) -> ScalingResult:
             "hierarchical": f"text_type={HIERARCHICAL_TEXT!r} (BioCLIP 2: a text type per sample)",
             "flat": f"text_type={FLAT_TEXT!r} (scientific name only), on the largest size",
         },
+        "zero_shot_protocol": ZERO_SHOT_PROTOCOL,
         "zero_shot_captions": (
-            "one 'taxon' caption (the full 7-rank name) per class for every run, as "
-            "taxoclip.train.validate does; the flat model never saw the higher ranks in "
-            "training, so its zero-shot numbers include that shift"
+            f"the {ZERO_SHOT_LABEL_TEXT!r} text (7 ranks + common name) of each class through "
+            "taxoclip eval's 80 templates, for every run; the flat model never saw the higher "
+            "ranks in training, so its zero-shot numbers include that shift"
         ),
         "baseline": {
             "what": f"untrained twin of {config.model} (random weights, seed {config.seed}), "
@@ -446,9 +342,111 @@ def run_scaling(config: ScalingConfig) -> ScalingResult:
         "runs": runs,
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
-    rows_out = scaling_rows(study)
-    study["rows"] = rows_out
-    from taxoclip.analyze.run import write_json
+    study["rows"] = scaling_rows(study)
+    return _write_study(out, study, models)
+
+
+def run_scaling(config: ScalingConfig) -> ScalingResult:
+    """:func:`run` under its former name."""
+    return run(config)
+
+
+def _synth_root(config: ScalingConfig, out: Path) -> Path:
+    """The SynthToL the study reads: ``config.data``, or one generated into ``OUT/synth``."""
+    if config.data is not None:
+        return Path(config.data).resolve()
+    from taxoclip.synth import SynthConfig, generate
+
+    synth_config = SynthConfig(
+        species=config.species,
+        images_per_species=config.images_per_species,
+        image_size=config.image_size,
+        seed=config.seed,
+    )
+    return generate(out / "synth", synth_config, progress=config.progress).out.resolve()
+
+
+def _check_counts(counts: list[int], fractions: list[float], batch_size: int) -> list[int]:
+    if any(b <= a for a, b in zip(counts, counts[1:], strict=False)):
+        raise UsageError(
+            f"--sizes {fractions} give {counts} training images: not strictly growing "
+            "(too few images per species for these fractions)"
+        )
+    if counts[0] < batch_size:
+        raise UsageError(
+            f"the smallest size has {counts[0]} training images, fewer than one batch of "
+            f"{batch_size}; lower --batch-size or raise the smallest of --sizes"
+        )
+    return counts
+
+
+def _write_shards(specs, synth_root, rows, subsets, out: Path, seed: int) -> None:
+    """Shards per data size (a flat run shares its size's shards); sets ``spec.shards``."""
+    shards_for: dict[float, str] = {}
+    for spec in specs:
+        if spec.fraction not in shards_for:
+            shards_for[spec.fraction] = write_subset_shards(
+                synth_root, rows, subsets[spec.fraction], out / "data" / f"size-{spec.n_train}",
+                seed,
+            )  # fmt: skip
+        spec.shards = shards_for[spec.fraction]
+
+
+def _train_and_measure(
+    config: ScalingConfig, spec: RunSpec, synth_root: Path, out: Path, steps, warmup: int
+) -> tuple[dict[str, Any], Path]:
+    """Train one run, measure its zero-shot, analyse it: (its study.json entry, model dir)."""
+    from taxoclip.train import TrainConfig, train
+
+    if config.progress:
+        print(f"[study] {spec.name}: {spec.n_train} training images, text {spec.text_type}")
+    seconds: dict[str, float] = {}
+    tick = time.perf_counter()
+    result = train(
+        TrainConfig(
+            data=spec.shards,
+            out=str(out / "runs" / spec.name),
+            model=config.model,
+            text_type=spec.text_type,
+            epochs=config.epochs,
+            steps=steps,
+            batch_size=config.batch_size,
+            warmup=warmup,
+            workers=1,
+            seed=config.seed,
+            device=config.device,
+            progress=config.progress,
+        )  # fmt: skip
+    )
+    seconds["train"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    zero_shot = _zero_shot(result.model_dir, synth_root, _device(config.device))
+    seconds["zero_shot"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    analysis = _analyse(config, result.model_dir, synth_root, out / "analysis" / spec.name)
+    seconds["analysis"] = time.perf_counter() - tick
+    params = json.loads((result.run / "params.json").read_text())
+    entry = {
+        "kind": "flat" if spec.text_type == FLAT_TEXT else "hierarchical",
+        "fraction": spec.fraction,
+        "n_train": spec.n_train,
+        "text_type": spec.text_type,
+        "shards": spec.shards,
+        "run": str(result.run),
+        "model": str(result.model_dir),
+        "analysis": str(analysis.out),
+        "steps": result.steps,
+        "epochs": round(result.steps / max(1, params.get("steps_per_epoch", 1)), 3),
+        "final_loss": result.final_loss,
+        "zero_shot": zero_shot,
+        "skipped": analysis.skipped,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
+    return entry, result.model_dir
+
+
+def _write_study(out: Path, study: dict, models: dict[str, Path]) -> ScalingResult:
+    from taxoclip.analyze import write_json
 
     write_json(out / "study.json", study)
     plot = None
@@ -459,29 +457,26 @@ def run_scaling(config: ScalingConfig) -> ScalingResult:
     return ScalingResult(out, study, plot, format_table(study), runs=models)
 
 
-def _analysis_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
+def _device(device: str) -> str:
+    from taxoclip.models.device import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device(device)
 
 
-def _save_untrained(model_dir: Path, out: Path, synth_root: Path, seed: int) -> tuple[Path, dict]:
-    from taxoclip.evaluate.suites import untrained_twin
-    from taxoclip.models import load_model, save_model
+def _save_untrained(
+    model_dir: Path, out: Path, synth_root: Path, seed: int, device: str
+) -> tuple[Path, dict]:
+    from taxoclip.models import load_model, save_model, untrained_twin
 
     twin = untrained_twin(load_model(str(model_dir)), seed=seed)
     path = save_model(twin.model, out / "analysis" / "untrained" / "model", twin.model_cfg,
                       twin.preprocess_cfg)  # fmt: skip
-    return path, zero_shot_loaded(load_model(str(path)), synth_root)
+    return path, _zero_shot(path, synth_root, device)
 
 
 def _config_json(config: ScalingConfig, fractions: list[float]) -> dict:
-    data = asdict(config)
+    data = config.to_json()
     data["sizes"] = fractions
-    data["out"] = str(config.out)
-    data["data"] = str(config.data) if config.data is not None else None
     return data
 
 
