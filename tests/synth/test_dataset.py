@@ -57,7 +57,7 @@ def test_layout_and_counts(small):
     ]  # fmt: skip
     sizes = json.loads((small / "shards" / "sizes.json").read_text())
     assert sum(sizes.values()) == manifest["counts"]["train_images"]
-    assert not list(small.parent.glob(".small.tmp-*"))
+    assert not list(small.parent.glob(".small.*"))  # no temporary left
 
 
 def test_splits_hold_out_images_and_whole_species(small):
@@ -193,3 +193,21 @@ def test_failure_midway_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         generate(tmp_path / "out", SynthConfig(species=4, images_per_species=2), progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_builds_config_out_and_says_what_the_cli_says(tmp_path, small):
+    from dataclasses import replace
+
+    from taxoclip.synth import run
+
+    out = tmp_path / "ran"
+    result = run(replace(SMALL, out=str(out), progress=False))
+    assert tree_digest(out) == tree_digest(small)  # where it goes does not change the files
+    assert result.lines() == [
+        f"SynthToL written to {out}: 60 species ({result.n_unseen_species} unseen in "
+        f"training), {result.n_train} train and {result.n_test} test images",
+        f"training shards: {out.absolute()}/shards/shard-{{000000..000002}}.tar",
+        f"preview: {out / 'preview.png'}",
+    ]
+    with pytest.raises(UsageError, match="output directory"):
+        run(SMALL)

@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 from rapidfuzz.distance import Levenshtein
 
+import taxoclip.synth.raw as raw_package
 from taxoclip.cli import main
 from taxoclip.synth import SynthConfig, generate
-from taxoclip.synth import raw_source as rs
+from taxoclip.synth.raw import backbone, dwca, misnames, occurrences, spec
 
 CONFIG = SynthConfig(species=30, images_per_species=8, image_size=32, seed=5, raw_source=True)
 
@@ -82,8 +83,8 @@ def raw(tmp_path_factory) -> Raw:
 
 
 def test_archive_parses_and_every_media_row_joins_an_existing_file(raw):
-    assert list(raw.occurrences[0]) == list(rs.OCCURRENCE_COLUMNS)
-    assert list(raw.media[0]) == list(rs.MULTIMEDIA_COLUMNS)
+    assert list(raw.occurrences[0]) == list(dwca.OCCURRENCE_COLUMNS)
+    assert list(raw.media[0]) == list(dwca.MULTIMEDIA_COLUMNS)
     ids = [r["gbifID"] for r in raw.occurrences]
     assert len(set(ids)) == len(ids) and ids == sorted(ids, key=int)
     assert {r["gbifID"] for r in raw.media} == set(ids)
@@ -105,9 +106,9 @@ def test_archive_parses_and_every_media_row_joins_an_existing_file(raw):
     assert extension.find("d:files/d:location", ns).text == "multimedia.txt"
     assert core.get("rowType").endswith("/Occurrence")
     terms = [f.get("term").rsplit("/", 1)[1] for f in core.findall("d:field", ns)]
-    assert terms == list(rs.OCCURRENCE_COLUMNS)
+    assert terms == list(dwca.OCCURRENCE_COLUMNS)
     terms = [f.get("term").rsplit("/", 1)[1] for f in extension.findall("d:field", ns)]
-    assert terms == list(rs.MULTIMEDIA_COLUMNS)
+    assert terms == list(dwca.MULTIMEDIA_COLUMNS)
 
 
 def test_truth_has_one_row_per_media_row_and_consistent_expectations(raw):
@@ -118,19 +119,19 @@ def test_truth_has_one_row_per_media_row_and_consistent_expectations(raw):
         assert int(truth["media_index"]) == seen_per_id[truth["gbifID"]]
         seen_per_id[truth["gbifID"]] += 1
         faults = [f for f in truth["faults"].split(";") if f]
-        assert len(faults) <= 1 and set(faults) <= set(rs.FAULTS)
-        stage = rs.REJECT_STAGE.get(faults[0], "") if faults else ""
+        assert len(faults) <= 1 and set(faults) <= set(spec.FAULTS)
+        stage = spec.REJECT_STAGE.get(faults[0], "") if faults else ""
         assert truth["expected_stage"] == stage
         assert truth["expected"] == ("reject" if stage else "keep")
         fault = faults[0] if faults else ""
-        assert truth["expected_status"] == rs.STATUS_BY_FAULT.get(fault, "exact")
+        assert truth["expected_status"] == spec.STATUS_BY_FAULT.get(fault, "exact")
 
     faults = Counter(f for r in raw.truth for f in r["faults"].split(";") if f)
-    assert set(faults) == set(rs.FAULTS), "every fault appears at least once"
+    assert set(faults) == set(spec.FAULTS), "every fault appears at least once"
     manifest = json.loads((raw.raw / "raw.json").read_text())
-    assert manifest["counts"]["faults"] == {f: faults[f] for f in rs.FAULTS}
+    assert manifest["counts"]["faults"] == {f: faults[f] for f in spec.FAULTS}
     assert all(n >= 1 for n in manifest["counts"]["corrupt_kinds"].values())
-    assert manifest["rates"]["extra_records"] == rs.EXTRA_FAULT_RATES
+    assert manifest["rates"]["extra_records"] == spec.EXTRA_FAULT_RATES
     synth = json.loads((raw.out / "synth.json").read_text())
     assert synth["counts"]["raw_source"] == manifest["counts"]
     assert synth["config"]["raw_source"] is True
@@ -158,10 +159,10 @@ def test_same_seed_gives_byte_identical_raw_tree(raw, tmp_path):
 
 
 def test_backbone_is_a_consistent_gbif_taxon_table(raw):
-    assert list(raw.taxa[0]) == list(rs.TAXON_COLUMNS)
+    assert list(raw.taxa[0]) == list(backbone.TAXON_COLUMNS)
     by_id = {r["taxonID"]: r for r in raw.taxa}
     assert len(by_id) == len(raw.taxa)
-    assert {r["taxonRank"] for r in raw.taxa} == set(rs.GBIF_RANKS)
+    assert {r["taxonRank"] for r in raw.taxa} == set(spec.GBIF_RANKS)
     for row in raw.taxa:
         assert row["scientificName"].startswith(row["canonicalName"])
         if row["taxonRank"] != "kingdom":
@@ -170,12 +171,12 @@ def test_backbone_is_a_consistent_gbif_taxon_table(raw):
         if row["taxonomicStatus"] == "accepted":
             assert row["acceptedNameUsageID"] == ""
             parent = by_id.get(row["parentNameUsageID"])
-            rank = rs.GBIF_RANKS.index(row["taxonRank"])
+            rank = spec.GBIF_RANKS.index(row["taxonRank"])
             if parent:
-                assert rs.GBIF_RANKS.index(parent["taxonRank"]) == rank - 1
+                assert spec.GBIF_RANKS.index(parent["taxonRank"]) == rank - 1
                 assert parent["kingdom"] == row["kingdom"]
         else:
-            assert row["taxonomicStatus"] in rs.SYNONYM_STATUSES
+            assert row["taxonomicStatus"] in backbone.SYNONYM_STATUSES
             assert by_id[row["acceptedNameUsageID"]]["taxonomicStatus"] == "accepted"
         if row["taxonRank"] == "species":
             assert row["canonicalName"] == f"{row['genus']} {row['specificEpithet']}"
@@ -188,7 +189,7 @@ def test_backbone_is_a_consistent_gbif_taxon_table(raw):
     for sp in raw.species.values():
         assert accepted[sp["species"], sp["kingdom"]]["family"] == sp["family"]
     statuses = {r["taxonomicStatus"] for r in raw.taxa}
-    assert statuses == {"accepted", *rs.SYNONYM_STATUSES}
+    assert statuses == {"accepted", *backbone.SYNONYM_STATUSES}
 
     languages = Counter(r["language"] for r in raw.vernacular)
     assert languages["en"] >= 10 and set(languages) - {"en"}
@@ -226,7 +227,7 @@ def test_misspellings_are_invalid_and_nearest_to_the_true_name(raw):
         assert min(others) > distance
         true_words = row["true_name"].split()
         changed = [t for w, t in zip(name.split(), true_words, strict=True) if w != t]
-        assert len(changed) == 1 and len(changed[0]) >= rs.MISSPELLING_MIN_LENGTH
+        assert len(changed) == 1 and len(changed[0]) >= misnames.MISSPELLING_MIN_LENGTH
 
 
 def test_authorship_missing_ranks_and_higher_rank_only(raw):
@@ -239,7 +240,7 @@ def test_authorship_missing_ranks_and_higher_rank_only(raw):
     for row in raw.rows("missing_ranks"):
         occurrence = raw.occurrence[row["gbifID"]]
         assert raw.name(row) == row["true_name"]
-        assert sum(occurrence[c] == "" for c in rs.GIVEN_RANK_COLUMNS) >= 2
+        assert sum(occurrence[c] == "" for c in spec.GIVEN_RANK_COLUMNS) >= 2
     rows = raw.rows("higher_rank_only")
     assert rows
     for row in rows:
@@ -259,7 +260,7 @@ def test_unresolvable_names_are_far_from_every_backbone_name(raw):
         assert row["true_name"] == "" and row["expected_stage"] == "names"
         assert min(Levenshtein.distance(name, n) for n in raw.names) > 2
         assert min(Levenshtein.distance(name.split()[0], w) for w in words) > 2
-        assert all(raw.occurrence[row["gbifID"]][c] == "" for c in rs.GIVEN_RANK_COLUMNS)
+        assert all(raw.occurrence[row["gbifID"]][c] == "" for c in spec.GIVEN_RANK_COLUMNS)
 
 
 def test_homonym_binomials_exist_in_two_kingdoms_and_records_give_the_right_one(raw):
@@ -301,7 +302,7 @@ def test_duplicates_follow_their_clean_original(raw):
                 continue
             assert copy != first
             with Image.open(raw.path(row)) as image:
-                assert min(image.size) >= rs.MIN_SIDE
+                assert min(image.size) >= spec.MIN_SIDE
             # Near by PDQ (the usual threshold is 31 of 256 bits), and nearer than other images.
             distance = pdq_distance(raw.path(row), raw.path(original))
             assert distance <= 31
@@ -331,7 +332,7 @@ def test_corrupt_files_cannot_be_decoded_and_cover_every_kind(raw):
             kinds.add("truncated")
         else:
             kinds.add("random_bytes")
-    assert kinds == set(rs.CORRUPT_KINDS)
+    assert kinds == set(spec.CORRUPT_KINDS)
 
 
 def test_labels_are_white_cards_with_dark_text_from_museums(raw):
@@ -360,7 +361,7 @@ def test_unusual_modes_open_in_their_mode_and_are_kept(raw):
             with Image.open(raw.path(row)) as image:
                 image.load()
                 assert (image.mode, image.format) == (mode, fmt)
-                assert min(image.size) >= rs.MIN_SIDE
+                assert min(image.size) >= spec.MIN_SIDE
             assert row["expected"] == "keep"
             media = next(m for m in raw.media if m["identifier"] == row["file"])
             assert media["format"] == f"image/{fmt.lower()}"
@@ -383,7 +384,7 @@ def test_leaks_are_upscaled_test_images(raw):
     for row in rows:
         assert row["leak_of"] in test_paths and row["expected_stage"] == "leak"
         with Image.open(raw.path(row)) as image:
-            assert min(image.size) >= rs.MIN_SIDE
+            assert min(image.size) >= spec.MIN_SIDE
         difference = np.abs(load_rgb(raw.path(row)) - load_rgb(raw.out / row["leak_of"])).mean()
         assert difference < 8.0
         species_of_test = next(r for r in raw.images if r["filepath"] == row["leak_of"])
@@ -395,12 +396,12 @@ def test_image_sizes_clean_and_too_small(raw):
         if row["faults"] in ("", "synonym", "authorship", "homonym"):
             with Image.open(raw.path(row)) as image:
                 assert image.format == "JPEG" and image.mode == "RGB"
-                assert min(image.size) >= rs.MIN_SIDE and max(image.size) <= 320
+                assert min(image.size) >= spec.MIN_SIDE and max(image.size) <= 320
                 assert max(image.size) / min(image.size) <= 1.11
     for row in raw.rows("too_small"):
         with Image.open(raw.path(row)) as image:
             image.load()
-            assert max(image.size) < rs.MIN_SIDE and min(image.size) >= 100
+            assert max(image.size) < spec.MIN_SIDE and min(image.size) >= 100
 
 
 def test_categories_follow_basis_of_record_remarks_and_publisher(raw):
@@ -410,9 +411,9 @@ def test_categories_follow_basis_of_record_remarks_and_publisher(raw):
         occurrence = raw.occurrence[row["gbifID"]]
         basis, remarks = occurrence["basisOfRecord"], occurrence["eventRemarks"]
         publisher = occurrence["publisher"]
-        is_museum = basis == "PRESERVED_SPECIMEN" and publisher == rs.MUSEUM_PUBLISHER
+        is_museum = basis == "PRESERVED_SPECIMEN" and publisher == occurrences.MUSEUM_PUBLISHER
         is_camera = basis == "MACHINE_OBSERVATION" and remarks == "camera trap"
-        is_citizen = basis == "HUMAN_OBSERVATION" and publisher == rs.CITIZEN_PUBLISHER
+        is_citizen = basis == "HUMAN_OBSERVATION" and publisher == occurrences.CITIZEN_PUBLISHER
         if row["category"] == "other":
             assert basis in ("OCCURRENCE", "OBSERVATION") and "camera" not in remarks
         assert (is_museum, is_camera, is_citizen) == (
@@ -428,7 +429,7 @@ def test_a_failing_raw_source_leaves_nothing_behind(tmp_path, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(rs, "write_raw_source", explode)
+    monkeypatch.setattr(raw_package, "write_raw_source", explode)
     config = SynthConfig(species=4, images_per_species=3, raw_source=True)
     with pytest.raises(RuntimeError, match="disk full"):
         generate(tmp_path / "out", config, progress=False)
@@ -447,14 +448,14 @@ def test_misspell_applies_the_requested_edit():
     valid = {"Brastonus pelagicus", "Brastonus", "Tumba"}
     others = ["Brastonus pelagicus", "Tumba felix"]
     results = {
-        edit: rs.misspell("Brastonus pelagicus", edit, rng, valid, others)
-        for edit in rs.MISSPELLING_EDITS
+        edit: misnames.misspell("Brastonus pelagicus", edit, rng, valid, others)
+        for edit in misnames.MISSPELLING_EDITS
     }
     assert len(results["insertion"]) == len("Brastonus pelagicus") + 1
     assert len(results["deletion"]) == len("Brastonus pelagicus") - 1
     assert sorted(results["transposition"]) == sorted("Brastonus pelagicus")
     assert Levenshtein.distance(results["substitution"], "Brastonus pelagicus") == 1
-    assert rs.misspell("Aus bus", "deletion", rng, valid, others) is None  # words too short
+    assert misnames.misspell("Aus bus", "deletion", rng, valid, others) is None  # words too short
 
 
 def test_cli_writes_the_raw_source(tmp_path, capsys):

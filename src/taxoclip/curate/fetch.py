@@ -20,7 +20,6 @@ import logging
 import os
 import socket
 import ssl
-import tempfile
 import threading
 import time
 import urllib.error
@@ -37,6 +36,7 @@ from typing import Any
 
 from taxoclip import __version__
 from taxoclip.errors import UsageError
+from taxoclip.files import remove_stale_temps, replacing
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ _READ_CHUNK = 1 << 16
 # A temp file is written in one go from bytes already in memory, so it lives for milliseconds;
 # one older than this was left by a killed process and may be removed.
 _STALE_TEMP_SECONDS = 60.0
-_TEMP_SUFFIX = ".part"
 
 
 @dataclass
@@ -492,33 +491,12 @@ class Fetcher:
         final = cache_path(self.cache_dir, url)
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            self._remove_stale_temps(final)
-            fd, temp_name = tempfile.mkstemp(
-                dir=final.parent, prefix=f"{final.name}.", suffix=_TEMP_SUFFIX
-            )
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(temp_name, final)
-            except BaseException:
-                Path(temp_name).unlink(missing_ok=True)
-                raise
+            remove_stale_temps(final, _STALE_TEMP_SECONDS)  # a killed writer's, never a live one's
+            with replacing(final, durable=True) as temp:
+                temp.write_bytes(data)
         except OSError as exc:
             # the download itself is good; only the resume copy is lost
             log.warning("fetch: cannot cache %s in %s: %s", url, self.cache_dir, exc)
             self._count(cache_write_errors=1)
             return
         self._count(cache_writes=1)
-
-    @staticmethod
-    def _remove_stale_temps(final: Path) -> None:
-        """Remove temp files a killed writer left for this URL (never a live writer's)."""
-        now = time.time()
-        for temp in final.parent.glob(f"{final.name}.*{_TEMP_SUFFIX}"):
-            try:
-                if now - temp.stat().st_mtime > _STALE_TEMP_SECONDS:
-                    temp.unlink()
-            except OSError:
-                pass

@@ -21,6 +21,7 @@ run on the driver over compact columns (hashes, sizes).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,7 +30,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +38,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from taxoclip import __version__
+from taxoclip.curate.config import CurateConfig, CurateResult, available_cores
 from taxoclip.curate.ingest import ingest, parse_column_map
 from taxoclip.curate.records import (
-    CATEGORIES,
     GIVEN_RANKS,
     REJECT_COLUMNS,
     REJECT_STAGES,
@@ -71,63 +71,6 @@ _IMAGE_RESULT_SCHEMA = pa.schema(
         ("cached", pa.bool_()),
     ]
 )
-
-
-@dataclass
-class CurateConfig:
-    """Everything one curation run depends on (written to stats.json)."""
-
-    sources: list[str]
-    backbone: str
-    out: str
-    exclude_eval: list[str] = field(default_factory=list)
-    columns: str | None = None
-    ray_address: str | None = None
-    workers: int = 2
-    batch_size: int = 64
-    min_size: int = 224
-    image_size: int = 224
-    jpeg_quality: int = 90
-    max_pixels: int = 89_478_485
-    radius: int = 10
-    samples_per_shard: int = 1000
-    seed: int = 0
-    keep_higher_rank: bool = True
-    categories: list[str] | None = None
-    model_filter: str | None = None
-    filter_threshold: float = 0.5
-    per_host: int = 8
-    retries: int = 3
-    timeout: float = 30.0
-    keep_work: bool = False
-
-    def validate(self) -> None:
-        problems = []
-        if not self.sources:
-            problems.append("give at least one SOURCE")
-        if self.workers < 1:
-            problems.append(f"--workers must be at least 1 (got {self.workers})")
-        if self.min_size < 1 or self.image_size < 16:
-            problems.append("--min-size must be ≥ 1 and --image-size ≥ 16")
-        if not 0 <= self.radius <= 64:
-            problems.append(f"--radius must be 0–64 bits (got {self.radius})")
-        if self.samples_per_shard < 1:
-            problems.append("--samples-per-shard must be at least 1")
-        if self.categories:
-            unknown = sorted(set(self.categories) - set(CATEGORIES))
-            if unknown:
-                problems.append(f"--categories: unknown {unknown} (known: {', '.join(CATEGORIES)})")
-        if not 0.0 <= self.filter_threshold <= 1.0:
-            problems.append("--filter-threshold must be in [0, 1]")
-        if problems:
-            raise UsageError("; ".join(problems))
-
-
-@dataclass
-class CurateResult:
-    out: Path
-    stats: dict
-    shard_pattern: str | None
 
 
 # --------------------------------------------------------------------------- stages
@@ -271,9 +214,15 @@ def ray_session(address: str | None, workers: int) -> Iterator[None]:
             ray.shutdown()
 
 
-def curate(config: CurateConfig, progress: bool = True) -> CurateResult:
-    """Run every stage; resume from ``OUT/.work`` when an earlier run was cut short."""
-    config.validate()
+def curate(config: CurateConfig, progress: bool | None = None) -> CurateResult:
+    """Run every stage; resume from ``OUT/.work`` when an earlier run was cut short.
+
+    ``progress`` None follows ``config.progress``. ``config.workers`` None becomes the
+    number of cores here, and stats.json records that number.
+    """
+    progress = config.progress if progress is None else progress
+    if config.workers is None:
+        config = dataclasses.replace(config, workers=available_cores())
     backbone = Path(config.backbone)
     if not (backbone / "Taxon.tsv").is_file():
         raise InputError(f"--backbone {backbone}: no Taxon.tsv (a GBIF-format backbone folder)")
@@ -573,7 +522,7 @@ def _write_outputs(
 ) -> tuple[str | None, dict[str, tuple[str, str]]]:
     from tqdm import tqdm
 
-    from taxoclip.data.shards import ShardSample, write_shards
+    from taxoclip.data import ShardSample, write_shards
 
     order = np.random.default_rng(config.seed).permutation(len(kept_ids))
     shuffled = [kept_ids[i] for i in order]
@@ -687,7 +636,7 @@ def _stats(
     fetched = list(images.values())
     return {
         "taxoclip_version": __version__,
-        "config": asdict(config),
+        "config": config.parameters(),
         "sources": sources,
         "records_in": n_in,
         "kept": len(kept_ids),

@@ -9,6 +9,24 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+# The status, category and stage words live in taxoclip.records (SynthToL writes its ground
+# truth in them too); re-exported so curation's modules find everything here.
+from taxoclip.records import (  # noqa: F401
+    CATEGORIES,
+    CATEGORY_CAMERA_TRAP,
+    CATEGORY_CITIZEN,
+    CATEGORY_MUSEUM,
+    CATEGORY_OTHER,
+    REJECT_STAGES,
+    RESOLVED_STATUSES,
+    STATUS_EXACT,
+    STATUS_FUZZY,
+    STATUS_HIGHER_RANK,
+    STATUS_SYNONYM,
+    STATUS_UNRESOLVED,
+    STATUSES,
+)
+
 # Higher ranks a source may give beside the name (Darwin Core terms, class as "class_").
 GIVEN_RANKS = ("kingdom", "phylum", "class_", "order", "family", "genus")
 
@@ -34,32 +52,10 @@ RECORD_SCHEMA = pa.schema(
 )
 RECORD_COLUMNS = tuple(RECORD_SCHEMA.names)
 
-# Resolution statuses (TaxonoPy's resolved / unsolved split: the last two are unsolved).
-STATUS_EXACT = "exact"
-STATUS_SYNONYM = "synonym"
-STATUS_FUZZY = "fuzzy"
-STATUS_HIGHER_RANK = "higher_rank"
-STATUS_UNRESOLVED = "unresolved"
-STATUSES = (STATUS_EXACT, STATUS_SYNONYM, STATUS_FUZZY, STATUS_HIGHER_RANK, STATUS_UNRESOLVED)
-RESOLVED_STATUSES = (STATUS_EXACT, STATUS_SYNONYM, STATUS_FUZZY)
-
-# Image categories split from metadata.
-CATEGORY_MUSEUM = "museum_specimen"
-CATEGORY_CAMERA_TRAP = "camera_trap"
-CATEGORY_CITIZEN = "citizen_science"
-CATEGORY_OTHER = "other"
-CATEGORIES = (CATEGORY_MUSEUM, CATEGORY_CAMERA_TRAP, CATEGORY_CITIZEN, CATEGORY_OTHER)
-
-# Where a record can be rejected, in pipeline order (names before fetch: no download is
-# spent on a record whose name cannot be resolved).
+# Columns of ``rejected.parquet``: where (``stage``, one of REJECT_STAGES) and why.
 REJECT_COLUMNS = ("record_id", "source", "url", "stage", "reason")
 
 
 def rejection(record_id: str, source: str, url: str, stage: str, reason: str) -> dict[str, str]:
     """One row of ``rejected.parquet``."""
     return {"record_id": record_id, "source": source, "url": url, "stage": stage, "reason": reason}
-
-
-REJECT_STAGES = (
-    "ingest", "names", "category", "fetch", "image", "model_filter", "leak", "dedup",
-)  # fmt: skip

@@ -1,36 +1,53 @@
 """Data layer: WebDataset shards in the TreeOfLife-200M layout (write, read, interop).
 
-Importing this package is cheap: webdataset (which imports torch) and PIL load on first read.
+``layout`` says what a sample and a shard set are, ``write`` writes them, ``read`` reads
+them (streaming, or by random access for training). Importing this package is cheap:
+webdataset (which imports torch) and PIL load on first read.
 """
 
-from .shards import (
+from .layout import (
     DEFAULT_SAMPLES_PER_SHARD,
+    IMAGE_SUFFIXES,
     SHARD_MEMBER_SUFFIXES,
     SIZES_FILE,
-    ReadStats,
     ShardSample,
     ShardSet,
     check_key,
     expand_urls,
+    local_path,
+    split_member_name,
+)
+from .read import (
+    ReadStats,
+    decode_member,
+    decode_rgb,
     log_and_continue,
+    read_member,
     read_shards,
     sample_to_record,
-    write_shards,
-    write_shards_split,
+    scan_tar,
 )
+from .write import write_shards, write_shards_split
 
 __all__ = [
     "DEFAULT_SAMPLES_PER_SHARD",
+    "IMAGE_SUFFIXES",
     "SHARD_MEMBER_SUFFIXES",
     "SIZES_FILE",
     "ReadStats",
     "ShardSample",
     "ShardSet",
     "check_key",
+    "decode_member",
+    "decode_rgb",
     "expand_urls",
+    "local_path",
     "log_and_continue",
+    "read_member",
     "read_shards",
     "sample_to_record",
+    "scan_tar",
+    "split_member_name",
     "write_shards",
     "write_shards_split",
 ]

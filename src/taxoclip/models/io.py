@@ -4,7 +4,7 @@ Why a layer over open_clip at all: open_clip accepts the spec forms we need but 
 problems as bare ``KeyError``/``RuntimeError`` from deep inside, *silently* initialises a
 ``local-dir:`` folder that has no weights (or an ``hf-hub:`` repo whose weights are not
 in the cache) at random, does not read ``*.pt`` files from a folder, and its
-``save_for_hf`` fails with the default tokenizer. Here every spec form of DESIGN section 4
+``save_for_hf`` fails with the default tokenizer. Here every spec form (docs/reference.md)
 resolves to one :class:`LoadedModel`, every failure is an :class:`InputError` that names
 the spec and the reason, and :func:`save_model` writes the Hugging Face layout that
 ``open_clip.create_model_and_transforms("local-dir:PATH")`` and pybioclip read back.
@@ -12,7 +12,7 @@ the spec and the reason, and :func:`save_model` writes the Hugging Face layout t
 Our configs (``configs/*.json``, registered with open_clip when this module is imported):
 
 - ``taxoclip-vit-t32``: the CPU preset, 32 px. Its speed comes from choices measured on the
-  2-core machine of DESIGN section 7: patch 8 (a 4×4 grid; patch 4 was ~2.5× slower), a
+  2-core machine of docs/benchmarks.md: patch 8 (a 4×4 grid; patch 4 was ~2.5× slower), a
   128-wide 2-layer text tower with MLP ratio 2 (the text tower runs all 64 positions for
   every caption and dominates the step), and open_clip's ``custom`` attention block, which
   calls ``scaled_dot_product_attention`` directly and was ~20 % faster than
@@ -34,8 +34,6 @@ import difflib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +44,7 @@ import torch
 from open_clip.transform import PreprocessCfg
 
 from taxoclip.errors import InputError, UsageError
+from taxoclip.files import replacing, replacing_dir
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODEL_PREFIX = "taxoclip-"
@@ -152,7 +151,7 @@ def load_model(
     pretrained: str | os.PathLike[str] | None = None,
     device: str = "cpu",
 ) -> LoadedModel:
-    """Load a model from any spec the CLI's ``--model`` accepts (DESIGN section 4).
+    """Load a model from any spec the CLI's ``--model`` accepts (docs/reference.md#model-specs).
 
     Accepted, tried in this order:
 
@@ -277,17 +276,14 @@ def save_model(
         raise UsageError(f"cannot save model to {out}: it exists and is not a folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     if not out.exists():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
         try:
-            _write_safetensors(tmp / SAFETENSORS_FILE, tensors)
-            _write_text(tmp / CONFIG_FILE, config_text)
-            os.rename(tmp, out)
+            with replacing_dir(out) as tmp:
+                _write_safetensors(tmp / SAFETENSORS_FILE, tensors)
+                _write_text(tmp / CONFIG_FILE, config_text)
             return out
         except OSError:
             if not out.is_dir():  # not a lost race with another writer: a real failure
                 raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     _replace_file(out / SAFETENSORS_FILE, lambda p: _write_safetensors(p, tensors))
     _replace_file(out / CONFIG_FILE, lambda p: _write_text(p, config_text))
     return out
@@ -781,11 +777,5 @@ def _fsync(path: Path) -> None:
 
 
 def _replace_file(target: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with replacing(target) as tmp:
         write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

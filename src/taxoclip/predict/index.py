@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from taxoclip.errors import InputError, UsageError
+from taxoclip.files import replacing_files
 from taxoclip.taxonomy import RANK_NAMES, Lineage, Rank, clean_name
 
 from .templates import OPENAI_IMAGENET_TEMPLATES
@@ -87,12 +88,12 @@ class TextIndex:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         array = self.embeddings.cpu().numpy().astype(dtype)
-        tmp_npy, tmp_json = folder / f".{NPY_FILE}.tmp", folder / f".{JSON_FILE}.tmp"
-        with tmp_npy.open("wb") as handle:
-            np.save(handle, array)
-        tmp_json.write_text(json.dumps(self.names, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp_npy, folder / NPY_FILE)
-        os.replace(tmp_json, folder / JSON_FILE)
+        with replacing_files() as temp_for:  # both files, or neither
+            with temp_for(folder / NPY_FILE).open("wb") as handle:
+                np.save(handle, array)
+            temp_for(folder / JSON_FILE).write_text(
+                json.dumps(self.names, ensure_ascii=False), encoding="utf-8"
+            )
         return folder
 
     def logits(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ import numpy as np
 
 from taxoclip import __version__
 from taxoclip.errors import UsageError
-from taxoclip.files import write_text_atomic
+from taxoclip.files import replacing, write_parquet_atomic, write_text_atomic
 
 from .classifiers import ERROR_KEY
 
@@ -82,16 +81,13 @@ def write_embeddings(output: str, model: str, keys: list[str], features: np.ndar
     suffix = path.suffix.lower()
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npy":
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with tmp.open("wb") as handle:
+        with replacing(path) as tmp, tmp.open("wb") as handle:
             np.save(handle, features.astype(np.float32))
-        os.replace(tmp, path)
         listing = path.with_suffix(".files.txt")
         write_text_atomic(listing, "".join(k + "\n" for k in keys))
         return [path, listing]
     if suffix == ".parquet":
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         table = pa.table(
             {
@@ -103,9 +99,7 @@ def write_embeddings(output: str, model: str, keys: list[str], features: np.ndar
                 else pa.array([], pa.list_(pa.float32())),
             }
         )
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        write_parquet_atomic(path, table)
         return [path]
     if suffix == ".json":
         data = {

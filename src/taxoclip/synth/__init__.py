@@ -1,7 +1,13 @@
-"""SynthToL: a procedural tree of life with known ground truth (DESIGN section 5)."""
+"""SynthToL: a procedural tree of life with known ground truth.
 
-from .dataset import SynthConfig, SynthResult, generate
-from .tree import HABITATS, PATTERNS, Species, build_tree
+``run(SynthConfig(out=...))`` builds one (``generate(out, config)`` for library callers);
+see ``dataset`` for the layout on disk and ``raw`` for the GBIF-like raw source. Importing
+this package is light: numpy, PIL and rapidfuzz load with the modules that need them.
+"""
+
+from __future__ import annotations
+
+from .config import SynthConfig, SynthResult
 
 __all__ = [
     "HABITATS",
@@ -11,14 +17,35 @@ __all__ = [
     "SynthResult",
     "build_tree",
     "generate",
+    "run",
     "write_raw_source",
 ]
 
+# Heavy names, imported on first use (PEP 562).
+_LAZY = {
+    "generate": "dataset",
+    "HABITATS": "tree",
+    "PATTERNS": "tree",
+    "Species": "tree",
+    "build_tree": "tree",
+    "write_raw_source": "raw",
+}
+
+
+def run(config: SynthConfig) -> SynthResult:
+    """Build the SynthToL ``config`` describes into ``config.out``."""
+    from taxoclip.errors import UsageError
+
+    from .dataset import generate
+
+    if not config.out:
+        raise UsageError("synth needs an output directory (OUT)")
+    return generate(config.out, config, progress=config.progress)
+
 
 def __getattr__(name: str):
-    # Raw-source mode needs pyarrow and rapidfuzz; plain SynthToL should not pay for them.
-    if name == "write_raw_source":
-        from .raw_source import write_raw_source
+    if name in _LAZY:
+        import importlib
 
-        return write_raw_source
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

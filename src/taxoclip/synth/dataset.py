@@ -12,10 +12,10 @@ Output layout (all paths relative to OUT)::
     shards/shard-000000.tar …  the training split as WebDataset shards (with --shards N)
     preview.png                contact sheet (with --preview)
     raw/                       GBIF-like DwC-A + backbone seeded with faults, and their
-                               ground truth (with --raw-source; see raw_source.py)
+                               ground truth (with --raw-source; see raw/__init__.py)
 
-Everything is written to a temporary sibling folder and renamed into place at the end,
-so a failed run leaves nothing behind. Same parameters ⇒ byte-identical files.
+Everything is written to a temporary sibling folder and renamed into place at the end
+(``taxoclip.files.replacing_dir``), so a failed run leaves nothing behind. Same parameters ⇒ byte-identical files.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ import csv
 import io
 import json
 import os
-import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,82 +34,21 @@ from tqdm import tqdm
 
 from taxoclip import __version__
 from taxoclip.errors import UsageError
+from taxoclip.files import replacing_dir
 
+from .config import SynthConfig, SynthResult
 from .render import LIFE_STAGES, SEXES, render, sample_image_params
+from .seeds import RENDER_STREAM, SHARD_ORDER_STREAM, TREE_STREAM, species_rng
 from .tree import Species, build_tree
 
 FORMAT_VERSION = 1
-MAX_IMAGE_SIZE = 512
-MIN_IMAGE_SIZE = 16
 
-# Columns of the evaluation-folder metadata.csv. ``class`` is the label (DESIGN section 3);
+# Columns of the evaluation-folder metadata.csv. ``class`` is the label (docs/reference.md);
 # the class *rank* is therefore written as ``class_`` so the two cannot collide.
 METADATA_COLUMNS = (
     "filepath", "class", "kingdom", "phylum", "class_", "order", "family", "genus",
     "species_epithet", "species", "common_name", "species_id", "sex", "life_stage", "seen",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """Parameters of one SynthToL build (the CLI flags of ``taxoclip synth``)."""
-
-    species: int = 300
-    images_per_species: int = 40
-    image_size: int = 32
-    seed: int = 0
-    shards: int = 0
-    test_fraction: float = 0.2
-    unseen_fraction: float = 0.1
-    jpeg_quality: int = 92
-    preview: bool = False
-    raw_source: bool = False
-
-    def validate(self) -> None:
-        """Raise UsageError for parameters that cannot produce a dataset."""
-        problems = []
-        if self.species < 1:
-            problems.append(f"--species must be at least 1 (got {self.species})")
-        if self.images_per_species < 2:
-            problems.append(
-                "--images-per-species must be at least 2, one for training and one for "
-                f"testing (got {self.images_per_species})"
-            )
-        if not MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE:
-            problems.append(
-                f"--image-size must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} "
-                f"(got {self.image_size})"
-            )
-        if self.seed < 0:
-            problems.append(f"--seed must be non-negative (got {self.seed})")
-        if self.shards < 0:
-            problems.append(f"--shards must be 0 (none) or more (got {self.shards})")
-        if not 0.0 < self.test_fraction < 1.0:
-            problems.append(f"test fraction must be in (0, 1) (got {self.test_fraction})")
-        if not 0.0 <= self.unseen_fraction < 1.0:
-            problems.append(f"unseen fraction must be in [0, 1) (got {self.unseen_fraction})")
-        if not 1 <= self.jpeg_quality <= 100:
-            problems.append(f"JPEG quality must be 1–100 (got {self.jpeg_quality})")
-        if problems:
-            raise UsageError("; ".join(problems))
-
-    def n_test(self) -> int:
-        """Held-out images per seen species (at least one, leaving at least one to train)."""
-        wanted = round(self.test_fraction * self.images_per_species)
-        return min(max(1, wanted), self.images_per_species - 1)
-
-
-@dataclass
-class SynthResult:
-    out: Path
-    n_species: int
-    n_unseen_species: int
-    n_train: int
-    n_test: int
-    shard_pattern: str | None = None
-    preview: Path | None = None
-    raw_source: Path | None = None
-    counts: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
@@ -133,45 +71,28 @@ class _ImageRecord:
         return f"{self.split}/images/s{self.species_id:04d}/{self.image_id:07d}.jpg"
 
 
-def species_rng(seed: int, stream: int, index: int = 0) -> np.random.Generator:
-    """Independent generator per (seed, purpose, species): results do not depend on order."""
-    return np.random.default_rng(np.random.SeedSequence([seed, stream, index]))
-
-
-def prepare_output(out: Path) -> Path:
-    """Check OUT can be created and make the temporary sibling we build into."""
-    out = Path(out)
+def check_output(out: Path) -> None:
+    """Refuse an OUT that cannot become the dataset: a file, a non-empty folder, or a
+    place where no folder can be made."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"output {out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()):
         raise UsageError(f"output directory {out} is not empty; choose a new path")
     parent = out.absolute().parent
-    tmp = parent / f".{out.name}.tmp-{os.getpid()}"
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
     except OSError as exc:
         raise UsageError(f"cannot write output directory {out}: {exc.strerror or exc}") from exc
-    return tmp
-
-
-def finish_output(tmp: Path, out: Path) -> None:
-    if out.is_dir():
-        out.rmdir()  # empty, checked in prepare_output
-    os.rename(tmp, out)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write output directory {out}: {parent} is not writable")
 
 
 def generate(out: str | os.PathLike, config: SynthConfig, progress: bool = True) -> SynthResult:
     """Build SynthToL into ``out`` (must not exist or be empty)."""
-    config.validate()
     out = Path(out)
-    tmp = prepare_output(out)
-    try:
+    check_output(out)
+    with replacing_dir(out.absolute()) as tmp:
         result = _generate_into(tmp, config, progress)
-        finish_output(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     result.out = out
     if result.preview is not None:
         result.preview = out / result.preview.name
@@ -183,7 +104,9 @@ def generate(out: str | os.PathLike, config: SynthConfig, progress: bool = True)
 
 
 def _generate_into(root: Path, config: SynthConfig, progress: bool) -> SynthResult:
-    species = build_tree(config.species, species_rng(config.seed, 0), config.unseen_fraction)
+    species = build_tree(
+        config.species, species_rng(config.seed, TREE_STREAM), config.unseen_fraction
+    )
     n_train_total = sum(config.images_per_species - config.n_test() for s in species if s.seen)
     if config.shards > n_train_total:
         raise UsageError(
@@ -229,15 +152,15 @@ def _generate_into(root: Path, config: SynthConfig, progress: bool) -> SynthResu
         "shards": config.shards,
     }
     if config.raw_source:
-        from .raw_source import write_raw_source
+        from . import raw  # pyarrow-free but rapidfuzz-heavy: only for --raw-source
 
         result.raw_source = root / "raw"
-        result.counts["raw_source"] = write_raw_source(root, species, config, progress)
+        result.counts["raw_source"] = raw.write_raw_source(root, species, config, progress)
     manifest = {
         "generator": "taxoclip.synth",
         "taxoclip_version": __version__,
         "format_version": FORMAT_VERSION,
-        "config": asdict(config),
+        "config": config.parameters(),
         "counts": result.counts,
     }
     (root / "synth.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -248,7 +171,7 @@ def _render_species(
     root: Path, sp: Species, row: dict[str, object], first_id: int, config: SynthConfig
 ) -> list[_ImageRecord]:
     n = config.images_per_species
-    rng = species_rng(config.seed, 1, sp.species_id)
+    rng = species_rng(config.seed, RENDER_STREAM, sp.species_id)
     params = sample_image_params(row, n, rng)
     pixels = render(params, config.image_size, rng)
     if sp.seen:
@@ -320,10 +243,10 @@ def _write_csv(
 def _write_train_shards(
     root: Path, records: list[_ImageRecord], by_id: dict[int, Species], config: SynthConfig
 ) -> str:
-    from taxoclip.data.shards import write_shards
+    from taxoclip.data import write_shards
 
     train = [r for r in records if r.split == "train"]
-    order = species_rng(config.seed, 2).permutation(len(train))
+    order = species_rng(config.seed, SHARD_ORDER_STREAM).permutation(len(train))
     samples = _TrainSamples(root, [train[int(i)] for i in order], by_id)
     return write_shards(samples, root / "shards", n_shards=config.shards).pattern
 
@@ -338,7 +261,7 @@ class _TrainSamples(Sequence):
         return len(self._records)
 
     def __getitem__(self, index):
-        from taxoclip.data.shards import ShardSample
+        from taxoclip.data import ShardSample
 
         record = self._records[index]
         sp = self._by_id[record.species_id]
