@@ -17,7 +17,7 @@ from taxoclip.train.data import (
     StepBatchSampler,
     text_type_for_step,
 )
-from taxoclip.train.trainer import _train_transform
+from taxoclip.train.setup import train_transform
 
 
 def test_index_finds_every_training_sample(tiny_synth, tiny_shards):
@@ -72,7 +72,7 @@ def tiny():
 
 def test_items_follow_the_steps_caption_type_and_augmentation_is_reproducible(tiny_shards, tiny):
     index = ShardIndex.build(tiny_shards, INDEX_SUFFIXES)
-    dataset = ShardTrainDataset(index, _train_transform(tiny, squash=False), seed=4)
+    dataset = ShardTrainDataset(index, train_transform(tiny, squash=False), seed=4)
     step = next(s for s in range(100) if text_type_for_step(4, s) == "sci_com")
     image, caption, substituted, got_step = dataset[(3, step)]
     assert substituted == 0
@@ -99,7 +99,7 @@ def test_corrupt_sample_is_replaced_counted_and_batch_keeps_its_size(tmp_path, t
             info.size = len(data)
             dst.addfile(info, io.BytesIO(data))
     index = ShardIndex.build(str(broken), INDEX_SUFFIXES)
-    dataset = ShardTrainDataset(index, _train_transform(tiny, squash=False), seed=0)
+    dataset = ShardTrainDataset(index, train_transform(tiny, squash=False), seed=0)
     batch = Collate(tiny.tokenizer)([dataset[(i, 0)] for i in range(3)])
     assert batch["images"].shape[0] == 3
     assert batch["n_substituted"] == 1

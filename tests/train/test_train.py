@@ -224,13 +224,13 @@ def test_replay_run_keeps_the_second_projection_out_of_the_model(tiny_shards, tm
 
 
 def test_a_previous_run_is_a_starting_point(tiny_shards, tmp_path):
-    from taxoclip.train.trainer import _build_model
+    from taxoclip.train.setup import build_model
 
     first = tmp_path / "first"
     train(
         TrainConfig(data=tiny_shards, out=str(first), steps=2, batch_size=16, warmup=1, workers=0)
     )
-    start = _build_model(
+    start = build_model(
         TrainConfig(data=tiny_shards, out=str(tmp_path / "second"), model=str(first)), None
     )
     exported = load_file(first / "model" / "open_clip_model.safetensors")

@@ -1,7 +1,31 @@
-"""Training: the BioCLIP 2 recipe on open_clip models, one process or torchrun DDP."""
+"""Training: the BioCLIP 2 recipe on open_clip models, one process or torchrun DDP.
 
-from .config import TrainConfig, bioclip2_recipe
-from .loss import clip_loss
-from .trainer import TrainingError, TrainResult, train
+Light at import (no torch): the config, the result and :func:`run`; the heavy names
+(``train``, ``TrainingError``, ``clip_loss``) load on first use.
+"""
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingError", "bioclip2_recipe", "clip_loss", "train"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .config import TrainConfig, TrainResult, bioclip2_recipe
+
+__all__ = ["TrainConfig", "TrainResult", "TrainingError", "bioclip2_recipe", "clip_loss", "run",
+           "train"]  # fmt: skip
+
+#: Heavy names and the module each lives in, imported when first asked for.
+_LAZY = {"train": ".trainer", "TrainingError": ".trainer", "clip_loss": ".loss"}
+
+
+def run(config: TrainConfig) -> TrainResult:
+    """``taxoclip train``: run (or resume) training as ``config`` says."""
+    from .trainer import train
+
+    return train(config)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

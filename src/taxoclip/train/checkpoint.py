@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import torch
 
 from taxoclip.errors import InputError
-from taxoclip.files import write_text_atomic
+from taxoclip.files import replacing, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +34,8 @@ def checkpoint_dir(run: Path) -> Path:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(path, durable=True) as tmp, tmp.open("wb") as handle:
+        torch.save(obj, handle)
 
 
 def save_checkpoint(run: Path, state: dict[str, Any], name: str, keep: int) -> Path:

@@ -5,14 +5,14 @@ Why not a streaming pipeline: exact resume. Every batch is a pure function of
 and every augmentation — so a run restarted from a checkpoint at step ``s`` sees exactly
 the batches an uninterrupted run would, whatever the number of DataLoader workers. The
 shards stay the standard TreeOfLife layout; the index (member offsets inside each tar)
-is built once at start-up by reading tar headers.
+is built once at start-up from tar headers (``taxoclip.data.scan_tar``, which groups
+members into samples exactly as the streaming reader does).
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import tarfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -23,13 +23,20 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from taxoclip.data.shards import IMAGE_SUFFIXES, expand_urls
+from taxoclip.data import (
+    IMAGE_SUFFIXES,
+    decode_member,
+    decode_rgb,
+    expand_urls,
+    local_path,
+    read_member,
+    scan_tar,
+)
 from taxoclip.errors import InputError, UsageError
 from taxoclip.taxonomy import TRAINING_TEXT_TYPES, TextType
 
 log = logging.getLogger(__name__)
 
-TEXT_TYPE_CHOICES = ("random", *(t.value for t in TRAINING_TEXT_TYPES))
 _MAX_SUBSTITUTES = 16
 
 
@@ -64,8 +71,8 @@ class ShardIndex:
         urls = expand_urls(spec)
         paths = []
         for url in urls:
-            path = url[len("file:") :] if url.startswith("file:") else url
-            if "://" in path or path.startswith("pipe:"):
+            path = local_path(url)
+            if path is None:
                 raise UsageError(
                     f"training reads shards by random access; stage {url} on a local or "
                     "network file system and pass its path"
@@ -77,7 +84,7 @@ class ShardIndex:
         keys: list[str] = []
         found: dict[str, list[tuple[int, int]]] = {s: [] for s in suffixes}
         for number, path in enumerate(paths):
-            for key, parts in _scan_tar(path):
+            for key, parts in scan_tar(path):
                 image = next((parts[s] for s in IMAGE_SUFFIXES if s in parts), None)
                 if image is None:
                     continue
@@ -93,29 +100,6 @@ class ShardIndex:
             keys=keys,
             members={s: np.asarray(v, dtype=np.int64).reshape(-1, 2) for s, v in found.items()},
         )
-
-
-def _scan_tar(path: str) -> Iterator[tuple[str, dict[str, tuple[int, int]]]]:
-    """(key, {suffix: (offset, size)}) per sample, from tar headers only."""
-    try:
-        with tarfile.open(path, "r:") as tar:
-            current, parts = None, {}
-            for info in tar:
-                if not info.isfile():
-                    continue
-                base = info.name.rsplit("/", 1)[-1]
-                if "." not in base:
-                    continue
-                key, suffix = base.split(".", 1)
-                if key != current:
-                    if current is not None:
-                        yield current, parts
-                    current, parts = key, {}
-                parts[suffix] = (info.offset_data, info.size)
-            if current is not None:
-                yield current, parts
-    except (tarfile.TarError, OSError) as exc:
-        raise InputError(f"cannot read training shard {path}: {exc}") from exc
 
 
 class StepBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -202,8 +186,7 @@ class ShardTrainDataset(Dataset):
         handle = self._files.get(shard)
         if handle is None:
             handle = self._files[shard] = open(self.index.paths[shard], "rb")  # noqa: SIM115
-        handle.seek(int(offset))
-        return handle.read(int(size))
+        return read_member(handle, int(offset), int(size))
 
     def _load(self, index: int, step: int, caption_key: str) -> tuple[torch.Tensor, str]:
         image = decode_rgb(self._read(index, "jpg"))
@@ -213,7 +196,7 @@ class ShardTrainDataset(Dataset):
         if caption is None:
             raise ValueError(f"no {caption_key} or txt caption")
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 5, step, index]))
-        return self.transform(image, rng), caption.decode("utf-8")
+        return self.transform(image, rng), decode_member("txt", caption)
 
     def get(self, index: int, step: int, caption_key: str) -> tuple[torch.Tensor, str, int]:
         substitutes = 0
@@ -242,18 +225,6 @@ class ShardTrainDataset(Dataset):
             caption_key = f"{text_type_for_step(self.seed, step, self.text_type)}.txt"
         image, caption, substitutes = self.get(index, step, caption_key)
         return image, caption, substitutes, step
-
-
-def decode_rgb(raw: bytes) -> torch.Tensor | Image.Image:
-    """libjpeg-turbo through torchvision (~4× faster than PIL on small JPEGs); PIL for
-    whatever torchvision cannot read. Raises if neither can."""
-    from torchvision.io import ImageReadMode, decode_image
-
-    try:
-        return decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), ImageReadMode.RGB)
-    except (RuntimeError, ValueError):
-        with Image.open(io.BytesIO(raw)) as image:
-            return image.convert("RGB")
 
 
 def caption_ids(captions: Sequence[str]) -> torch.Tensor:
