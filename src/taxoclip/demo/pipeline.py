@@ -1,9 +1,9 @@
-"""``taxoclip demo``: the whole system on the embedded SynthToL default, end to end.
+"""The demo's plan and flow: every stage called through its own ``run(config)``.
 
 synth (with its GBIF-like raw source) → curate (names, checks, dedup, leaks → shards) →
 train a tiny CLIP with BioCLIP 2's recipe on the curated shards → index the tree of life
 and name a few test images → eval (SynthToL suite, beside the untrained twin) → analyze
-the embedding space (DESIGN section 6) → one HTML report, whose path is printed last.
+the embedding space (docs/analyze.md) → one HTML report, whose path is printed last.
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from taxoclip.errors import EXIT_OK, UsageError
-from taxoclip.synth import SynthConfig, SynthResult, generate
+from taxoclip.errors import UsageError
 
-if TYPE_CHECKING:
-    from taxoclip.models import LoadedModel
+from .config import DemoConfig, DemoResult
 
 
 @dataclass(frozen=True)
 class DemoPlan:
-    synth: SynthConfig
+    synth: dict[str, Any]  # SynthConfig fields
     epochs: int
     batch_size: int
     warmup: int
@@ -35,57 +33,50 @@ class DemoPlan:
 # Sized so `make demo` stays within 10 minutes on 2 cores, set-up included (measured in
 # docs/benchmarks.md); the scaling study trains longer.
 FULL = DemoPlan(
-    SynthConfig(species=240, images_per_species=32, image_size=32, seed=0, preview=True,
-                raw_source=True),
+    dict(species=240, images_per_species=32, image_size=32, seed=0, preview=True, raw_source=True),
     epochs=15,
     batch_size=128,
     warmup=60,
     samples_per_shard=1000,
-)  # fmt: skip
+)
 QUICK = DemoPlan(
-    SynthConfig(species=40, images_per_species=10, image_size=32, seed=0, preview=True,
-                raw_source=True),
+    dict(species=40, images_per_species=10, image_size=32, seed=0, preview=True, raw_source=True),
     epochs=3,
     batch_size=64,
     warmup=5,
     samples_per_shard=150,
-)  # fmt: skip
+)
 STAGES = 7
 
 
-def run_demo(out: str | os.PathLike, quick: bool = False, progress: bool = True) -> int:
-    """Run the demo into ``out`` (a new or empty directory) and print where results are."""
-    out = Path(out)
+def run_demo(config: DemoConfig) -> DemoResult:
+    """Run the demo into ``config.out`` (a new or empty directory); stages print as they go."""
+    from taxoclip import analyze, curate, evaluate, report, synth, train
+
+    out = Path(config.out)
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"demo output {out} is not empty; remove it or pass --out NEW_DIR")
-    plan = QUICK if quick else FULL
+    plan, progress = (QUICK if config.quick else FULL), config.progress
     started = time.perf_counter()
 
     def stage(n: int, text: str) -> None:
         print(f"[{n}/{STAGES}] {text} ({time.perf_counter() - started:.0f} s in)", flush=True)
 
-    config = plan.synth
-    stage(1, f"synth: {config.species} species × {config.images_per_species} images at "
-             f"{config.image_size} px, seed {config.seed}, with its raw GBIF-like source")  # fmt: skip
-    synth = generate(out / "synth", config, progress=progress)
+    s = plan.synth
+    stage(1, f"synth: {s['species']} species × {s['images_per_species']} images at "
+             f"{s['image_size']} px, seed {s['seed']}, with its raw GBIF-like source")  # fmt: skip
+    made = synth.run(synth.SynthConfig(out=str(out / "synth"), progress=progress, **s))
 
     stage(2, "curate the raw source: names, image checks, duplicates, test-set leaks → shards")
-    from taxoclip.curate import CurateConfig, curate
-
-    raw = synth.out / "raw"
-    curated = curate(
-        CurateConfig(
-            sources=[str(synth.out)],
-            backbone=str(raw / "backbone"),
-            out=str(out / "curated"),
-            exclude_eval=[str(synth.out / "test")],
-            image_size=config.image_size,
-            samples_per_shard=plan.samples_per_shard,
-            workers=min(4, os.cpu_count() or 1),
-            seed=config.seed,
-        ),
-        progress=progress,
-    )
+    raw = made.out / "raw"
+    curated = curate.run(
+        curate.CurateConfig(
+            sources=[str(made.out)], backbone=str(raw / "backbone"), out=str(out / "curated"),
+            exclude_eval=[str(made.out / "test")], image_size=s["image_size"],
+            samples_per_shard=plan.samples_per_shard, workers=min(4, os.cpu_count() or 1),
+            seed=s["seed"], progress=progress,
+        )
+    )  # fmt: skip
     stats = curated.stats
     print(f"      {stats['records_in']} records: {stats['kept']} kept, {stats['rejected']} "
           f"rejected (" + ", ".join(f"{k} {v}" for k, v in stats["rejected_by_stage"].items() if v)
@@ -93,113 +84,97 @@ def run_demo(out: str | os.PathLike, quick: bool = False, progress: bool = True)
 
     stage(3, f"train: taxoclip-vit-t32 on the curated shards, {plan.epochs} epochs, "
              f"batch {plan.batch_size}")  # fmt: skip
-    from taxoclip.models import load_model
-    from taxoclip.train import TrainConfig, train
-    from taxoclip.train.validate import zero_shot_top1
-
-    result = train(
-        TrainConfig(
-            data=curated.shard_pattern,
-            out=str(out / "run"),
-            epochs=plan.epochs,
-            batch_size=plan.batch_size,
-            warmup=plan.warmup,
-            workers=1,
-            seed=config.seed,
-            progress=progress,
-        )
-    )
-    trained = load_model(result.model_dir)
-    scores = {
-        name: zero_shot_top1(
-            trained.model,
-            trained.preprocess_val,
-            trained.tokenizer,
-            synth.out / "test",
-            trained.model.logit_scale.device,
-            where={"seen": flag},
-        )  # fmt: skip
-        for name, flag in (("seen", "True"), ("unseen", "False"))
-        if name == "seen" or synth.n_unseen_species
-    }
+    trained = train.run(
+        train.TrainConfig(data=curated.shard_pattern, out=str(out / "run"), epochs=plan.epochs,
+                          batch_size=plan.batch_size, warmup=plan.warmup, workers=1,
+                          seed=s["seed"], progress=progress)
+    )  # fmt: skip
+    model = str(trained.model_dir)
 
     stage(4, "index the tree of life with the trained model; predict a few test images")
-    index_dir = _index_and_predict(trained, result.model_dir, synth, out)
+    index_dir = out / "index"
+    from taxoclip import predict
+
+    predict.run_index(predict.IndexConfig(model=model, taxa=str(made.out / "species.csv"),
+                                          out=str(index_dir), progress=False))  # fmt: skip
+    print(_name_examples(model, index_dir, made.out / "test", made.n_test), end="")
 
     stage(5, "eval: the SynthToL suite, beside the untrained twin")
-    from taxoclip.evaluate.runner import format_table, run_eval
-
-    rows, _ = run_eval(str(result.model_dir), data=str(synth.out), suite="synth",
-                       out=str(out / "eval"), cache_dir=str(out / "eval" / ".features"),
-                       progress=progress)  # fmt: skip
-    print(format_table(rows), end="")
+    evaluated = evaluate.run(
+        evaluate.EvalConfig(model=model, data=str(made.out), suite="synth", out=str(out / "eval"),
+                            cache_dir=str(out / "eval" / ".features"), progress=progress)
+    )  # fmt: skip
+    print(evaluate.format_table(evaluated.rows), end="")
 
     stage(6, "analyze the embedding space (traits, habitat, taxonomy, sexes, life stages)")
-    from taxoclip.analyze.run import format_summary, run_analysis
-
-    analysis = run_analysis(str(result.model_dir), synth.out, out / "analysis",
-                            split="test", seed=config.seed, progress=progress)  # fmt: skip
-    print(format_summary(analysis))
+    analysis = analyze.run(
+        analyze.AnalyzeConfig(model=model, data=str(made.out), out=str(out / "analysis"),
+                              split="test", seed=s["seed"], progress=progress)
+    )  # fmt: skip
+    print(analyze.format_summary(analysis))
 
     stage(7, "report")
-    from taxoclip.report import write_report
-
-    report = write_report(
-        [out / "analysis", out / "run", out / "eval", out / "curated"], out / "report.html"
-    )
+    written = report.run(
+        report.ReportConfig(dirs=[str(out / d) for d in ("analysis", "run", "eval", "curated")],
+                            out=str(out / "report.html"))
+    )  # fmt: skip
     elapsed = time.perf_counter() - started
-    print()
-    print(f"demo finished in {elapsed:.0f} s; results in {out}/")
-    print(
-        f"  SynthToL          {synth.out}/  ({synth.n_species} species, "
-        f"{synth.n_unseen_species} unseen; {synth.n_train} train / {synth.n_test} test images)"
-    )
-    print(f"  raw source        {raw}/  (DwC-A, GBIF-format backbone, truth.csv)")
-    print(f"  curated shards    {curated.shard_pattern}  (+ manifest, rejected, stats)")
-    print(f"  training run      {result.run}/  (metrics.jsonl, tensorboard/, checkpoints/)")
-    print(f"  trained model     {result.model_dir}/  (open_clip local-dir: layout)")
-    print(f"  text index        {index_dir}/  (pybioclip's txt_emb_species files)")
-    seen_chance = 1 / (synth.n_species - synth.n_unseen_species)
-    print(
-        f"  zero-shot top-1   held-out images of seen species: {scores['seen']:.3f} "
-        f"(chance {seen_chance:.3f})"
-    )
-    if "unseen" in scores:
-        print(
-            f"                    species never seen in training:  {scores['unseen']:.3f} "
-            f"(among those {synth.n_unseen_species} only; chance {1 / synth.n_unseen_species:.3f}; "
-            "the eval table ranks them against all species)"
-        )
-    print(f"  evaluation        {out / 'eval'}/results.json")
-    print(f"  analysis          {out / 'analysis'}/metrics.json and plots/")
-    print(f"  try               taxoclip predict {synth.out}/test/images --model {result.model_dir} "
-          f"--index {index_dir} --rank genus --format table")  # fmt: skip
-    print(f"report: {report}")
-    return EXIT_OK
+    summary = _summary(out, made, curated, trained, index_dir, evaluated, elapsed)
+    return DemoResult(out=out, report=written.out, seconds=elapsed, summary=summary)
 
 
-def _index_and_predict(
-    trained: LoadedModel, model_dir: Path, synth: SynthResult, out: Path
-) -> Path:
-    from taxoclip.predict import TreeOfLifeClassifier, build_index, read_taxa
+def _name_examples(model: str, index_dir: Path, test: Path, n_test: int) -> str:
+    """A table of four test images: true species beside the predicted one."""
+    from taxoclip import predict
     from taxoclip.predict.output import write_rows
 
-    index_dir = build_index(
-        trained.model, trained.tokenizer, read_taxa(synth.out / "species.csv")
-    ).save(out / "index")
-    classifier = TreeOfLifeClassifier(model_str=str(model_dir), index=index_dir)
-    test = synth.out / "test"
-    examples = sorted((test / "images").rglob("*.jpg"))[:: max(1, synth.n_test // 4)][:4]
-    rows = classifier.predict([str(p) for p in examples], "species", k=1)
+    examples = sorted((test / "images").rglob("*.jpg"))[:: max(1, n_test // 4)][:4]
+    result = predict.run_predict(
+        predict.PredictConfig(images=[str(p) for p in examples], model=model,
+                              index=str(index_dir), k=1, output=os.devnull, progress=False)
+    )  # fmt: skip
     with (test / "metadata.csv").open(newline="", encoding="utf-8") as handle:
         truth = {row["filepath"]: row["class"] for row in csv.DictReader(handle)}
     table = io.StringIO()
-    write_rows(
-        [{"image": Path(r["file_name"]).relative_to(test).as_posix(),
-          "true species": truth[Path(r["file_name"]).relative_to(test).as_posix()],
-          "predicted": r["species"], "common name": r["common_name"],
-          "score": round(r["score"], 3)} for r in rows],
-        "table", table,
-    )  # fmt: skip
-    print(table.getvalue(), end="")
-    return index_dir
+    rows = []
+    for r in result.rows:
+        image = Path(r["file_name"]).relative_to(test).as_posix()
+        rows.append({"image": image, "true species": truth[image], "predicted": r["species"],
+                     "common name": r["common_name"], "score": round(r["score"], 3)})  # fmt: skip
+    write_rows(rows, "table", table)
+    return table.getvalue()
+
+
+def _zero_shot(evaluated, task: str, metric: str = "zero-shot top-1") -> float | None:
+    for row in evaluated.rows:
+        if (row.task, row.metric, row.model) == (task, metric, "trained"):
+            return row.value
+    return None
+
+
+def _summary(out, made, curated, trained, index_dir, evaluated, elapsed) -> list[str]:
+    lines = [
+        "",
+        f"demo finished in {elapsed:.0f} s; results in {out}/",
+        f"  SynthToL          {made.out}/  ({made.n_species} species, {made.n_unseen_species} "
+        f"unseen; {made.n_train} train / {made.n_test} test images)",
+        f"  raw source        {made.out / 'raw'}/  (DwC-A, GBIF-format backbone, truth.csv)",
+        f"  curated shards    {curated.shard_pattern}  (+ manifest, rejected, stats)",
+        f"  training run      {trained.run}/  (metrics.jsonl, tensorboard/, checkpoints/)",
+        f"  trained model     {trained.model_dir}/  (open_clip local-dir: layout)",
+        f"  text index        {index_dir}/  (pybioclip's txt_emb_species files)",
+    ]
+    chance = 1 / made.n_species
+    seen, unseen = _zero_shot(evaluated, "seen species"), _zero_shot(evaluated, "unseen species")
+    if seen is not None:
+        lines.append(f"  zero-shot top-1   held-out images of seen species: {seen:.3f} "
+                     f"(80 templates, among all {made.n_species} species; chance {chance:.3f})")  # fmt: skip
+    if unseen is not None:
+        lines.append(f"                    species never seen in training:  {unseen:.3f}")
+    lines += [
+        f"  evaluation        {out / 'eval'}/results.json",
+        f"  analysis          {out / 'analysis'}/metrics.json and plots/",
+        f"  try               taxoclip predict {made.out}/test/images --model {trained.model_dir} "
+        f"--index {index_dir} --rank genus --format table",
+    ]
+    return lines

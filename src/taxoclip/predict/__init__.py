@@ -1,35 +1,61 @@
 """Predict, embed, index: pybioclip's formats and API on any taxoclip model.
 
-Importing this package imports torch and open_clip (through ``taxoclip.models``).
+The stage API is ``run_index``, ``run_predict`` and ``run_embed`` (a config in, a typed
+result out), as the CLI calls them. Importing this package is light; the classifiers and
+feature extraction (torch, open_clip) load on first use of their names.
 """
 
-from taxoclip.taxonomy import Rank
+from __future__ import annotations
 
-from .classifiers import (
-    BIOCLIP_MODEL_STR,
-    TOL_MODELS,
-    BaseClassifier,
-    CustomLabelsBinningClassifier,
-    CustomLabelsClassifier,
-    TreeOfLifeClassifier,
+import importlib
+from typing import Any
+
+from .config import (
+    EmbedConfig,
+    EmbedResult,
+    IndexConfig,
+    IndexResult,
+    PredictConfig,
+    PredictResult,
 )
-from .images import EncodedImages, collect_images, encode_images, iter_encoded
-from .index import TextIndex, build_index, encode_class_texts, read_taxa
+
+_LAZY = {
+    "run_index": "run",
+    "run_predict": "run",
+    "run_embed": "run",
+    "BIOCLIP_MODEL_STR": "classifiers",
+    "TOL_MODELS": "classifiers",
+    "BaseClassifier": "classifiers",
+    "CustomLabelsBinningClassifier": "classifiers",
+    "CustomLabelsClassifier": "classifiers",
+    "TreeOfLifeClassifier": "classifiers",
+    "EncodedImages": "images",
+    "collect_images": "images",
+    "encode_images": "images",
+    "iter_encoded": "images",
+    "TextIndex": "index",
+    "build_index": "index",
+    "encode_class_texts": "index",
+    "read_taxa": "index",
+}
 
 __all__ = [
-    "BIOCLIP_MODEL_STR",
-    "TOL_MODELS",
-    "BaseClassifier",
-    "CustomLabelsBinningClassifier",
-    "CustomLabelsClassifier",
-    "EncodedImages",
+    "EmbedConfig",
+    "EmbedResult",
+    "IndexConfig",
+    "IndexResult",
+    "PredictConfig",
+    "PredictResult",
     "Rank",
-    "TextIndex",
-    "TreeOfLifeClassifier",
-    "build_index",
-    "collect_images",
-    "encode_class_texts",
-    "encode_images",
-    "iter_encoded",
-    "read_taxa",
+    *sorted(_LAZY),
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Rank":
+        from taxoclip.taxonomy import Rank
+
+        return Rank
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

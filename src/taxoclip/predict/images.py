@@ -1,4 +1,4 @@
-"""Image inputs and the one batched feature-extraction path (DESIGN section 1).
+"""Image inputs and the one batched feature-extraction path (docs/architecture.md).
 
 Predict, embed, evaluate, analyze and curation's model filter all encode images through
 :func:`encode_images`: decoding in DataLoader workers, batched ``inference_mode``
@@ -239,3 +239,13 @@ def encode_images(
 
 def as_numpy(features: torch.Tensor) -> np.ndarray:
     return features.detach().cpu().numpy().astype(np.float32, copy=False)
+
+
+def auto_workers(value: int | None) -> int:
+    """Decoding processes when ``--workers`` is not given: none on ≤ 2 cores (measured:
+    they only compete with the model for the CPU there), else up to 4."""
+    if value is not None:
+        return value
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    return 0 if cores <= 2 else min(4, cores // 2)

@@ -1,0 +1,180 @@
+"""Configs and results of ``taxoclip index``, ``predict`` and ``embed`` (light: no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taxoclip.config import StageConfig, StageResult, command, option, shared
+from taxoclip.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
+
+RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
+
+
+def exit_for(n_inputs: int, n_failed: int) -> int:
+    """0 when every input worked, 3 when some failed (the rest written), 1 when all failed."""
+    if n_failed == 0:
+        return EXIT_OK
+    return EXIT_FAILED if n_failed == n_inputs else EXIT_PARTIAL
+
+
+@command(
+    "index",
+    help="build a tree-of-life text index (pybioclip's txt_emb_species files) for a model",
+    description=(
+        "Embed every taxon (7 ranks + common name through the 80 OpenAI templates, "
+        "normalised, averaged, renormalised) and write txt_emb_species.npy (D×N) and "
+        "txt_emb_species.json, the files pybioclip reads."
+    ),
+    run="taxoclip.predict.run:run_index",
+)
+@dataclass(kw_only=True)
+class IndexConfig(StageConfig):
+    model: str = shared.model()
+    pretrained: str | None = shared.pretrained()
+    taxa: str = option(
+        metavar="CSV|BACKBONE_DIR",
+        help="taxa CSV (rank columns + common_name; SynthToL species.csv works) or a GBIF "
+        "backbone folder",
+    )
+    out: str = option(metavar="DIR", help="output folder")
+    dtype: str = option("float32", choices=("float32", "float16"), help="stored precision")
+    batch_size: int = shared.batch_size(32, "taxa per forward pass (×80 templates)", "TAXA")
+    device: str = shared.device()
+    offline: bool = shared.offline()
+    progress: bool = shared.progress()
+
+    def check(self) -> list[str]:
+        return [] if self.batch_size >= 1 else ["--batch-size must be at least 1"]
+
+
+@dataclass
+class IndexResult(StageResult):
+    out: Path
+    model: str
+    n_taxa: int
+    dim: int
+    dtype: str
+
+    def lines(self) -> list[str]:
+        return [
+            f"indexed {self.n_taxa} taxa with {self.model} (D={self.dim}, {self.dtype}) "
+            f"into {self.out}"
+        ]
+
+
+@command(
+    "predict",
+    help="name organisms in images (pybioclip-compatible flags and output)",
+    description=(
+        "Predict taxa for images: tree-of-life mode (--rank, default species) against a "
+        "text index, or zero-shot among custom labels (--cls) or binned labels (--bins). "
+        "Inputs may be files, directories (recursive) or globs. Unreadable images get a "
+        "row with an error and exit status 3; the others are predicted."
+    ),
+    run="taxoclip.predict.run:run_predict",
+)
+@dataclass(kw_only=True)
+class PredictConfig(StageConfig):
+    images: list[str] = option(positional=True, metavar="IMAGES_OR_DIRS", help="images, "
+                               "directories (recursive) or globs")  # fmt: skip
+    rank: str | None = option(None, choices=RANKS, exclusive="mode",
+                              help="rank of the tree-of-life prediction (default species)")  # fmt: skip
+    cls: str | None = option(None, metavar="LIST|FILE", exclusive="mode",
+                             help="custom labels: comma-separated, or a file with one per line")  # fmt: skip
+    bins: str | None = option(None, metavar="CSV", exclusive="mode",
+                              help="CSV of class,bin: probabilities summed per bin")  # fmt: skip
+    subset: str | None = option(None, metavar="CSV", help="restrict the tree of life to taxa "
+                                "in this CSV (first column: a rank name)")  # fmt: skip
+    deepest_rank: float | None = option(None, metavar="THRESHOLD", help="per image, the "
+                                        "deepest rank whose summed probability reaches THRESHOLD")  # fmt: skip
+    k: int | None = option(None, help="top-k predictions (default 5; all labels with --cls)")
+    min_prob: float = option(1e-9, help="species below this are left out of higher-rank sums")
+    format: str = option("csv", choices=("csv", "table", "json"), help="output format")
+    output: str | None = option(None, metavar="FILE", help="write here instead of stdout")
+    model: str = shared.model()
+    pretrained: str | None = shared.pretrained()
+    index: str | None = option(None, metavar="DIR", help="tree-of-life text index "
+                               "(default: the model's published one)")  # fmt: skip
+    batch_size: int = shared.batch_size(32)
+    workers: int | None = shared.workers()
+    device: str = shared.device()
+    log: str | None = option(None, metavar="FILE",
+                             help="provenance record (.json) or appended text log")  # fmt: skip
+    offline: bool = shared.offline()
+    progress: bool = shared.progress()
+
+    def check(self) -> list[str]:
+        problems = []
+        custom = "--cls" if self.cls else "--bins" if self.bins else None
+        if custom and (self.subset or self.deepest_rank is not None):
+            problems.append(
+                f"--subset and --deepest-rank apply to tree-of-life predictions, not {custom}"
+            )
+        if self.k is not None and self.k < 1:
+            problems.append(f"--k must be at least 1 (got {self.k})")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if not self.images:
+            problems.append("give at least one image, directory or glob")
+        return problems
+
+
+@dataclass
+class PredictResult(StageResult):
+    n_images: int
+    failed: list[Any] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list, repr=False)
+
+    def warnings(self) -> list[str]:
+        if not self.failed:
+            return []
+        return [
+            f"taxoclip predict: {len(self.failed)} of {self.n_images} images failed "
+            "(see the error column)"
+        ]
+
+    @property
+    def exit_code(self) -> int:
+        return exit_for(self.n_images, len(self.failed))
+
+
+@command(
+    "embed",
+    help="image embeddings to .npy, .parquet or pybioclip's JSON",
+    description="Encode images with a model. Unreadable images are reported (exit status 3).",
+    run="taxoclip.predict.run:run_embed",
+)
+@dataclass(kw_only=True)
+class EmbedConfig(StageConfig):
+    images: list[str] = option(positional=True, metavar="IMAGES_OR_DIRS",
+                               help="images, directories (recursive) or globs")  # fmt: skip
+    output: str = option(metavar="F.npy|F.parquet|F.json", help="where the embeddings go")
+    normalize: bool = option(False, help="L2-normalise (pybioclip writes raw features)")
+    model: str = shared.model()
+    pretrained: str | None = shared.pretrained()
+    batch_size: int = shared.batch_size(32)
+    workers: int | None = shared.workers()
+    device: str = shared.device()
+    offline: bool = shared.offline()
+    progress: bool = shared.progress()
+
+    def check(self) -> list[str]:
+        return [] if self.batch_size >= 1 else ["--batch-size must be at least 1"]
+
+
+@dataclass
+class EmbedResult(StageResult):
+    n_images: int
+    n_ok: int
+    dim: int
+    written: list[Path]
+
+    def lines(self) -> list[str]:
+        where = ", ".join(map(str, self.written))
+        return [f"embedded {self.n_ok} of {self.n_images} images (D={self.dim}) into {where}"]
+
+    @property
+    def exit_code(self) -> int:
+        return exit_for(self.n_images, self.n_images - self.n_ok)
