@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 # webdataset 0.2.86: the last release stock open_clip's training reader works with
-# (DESIGN section 7); kept apart, used only by the interop test's subprocess.
+# (docs/reference.md#measured-here); kept apart, used only by the interop test's subprocess.
 COMPAT_WDS := $(VENV)/compat/webdataset-0.2.86
 export HF_HOME := $(CURDIR)/.cache/huggingface
 export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/torchinductor

@@ -7,8 +7,8 @@ Each tool's steady-state images/s comes from its own log (ours: ``metrics.jsonl`
 windows; open_clip: the ``Batch (t)`` average of each logging window), first window
 dropped as warm-up.
 
-Stock open_clip training cannot read WebDataset shards with current webdataset (DESIGN
-section 7), so its subprocess gets webdataset 0.2.86 first on ``PYTHONPATH``
+Stock open_clip training cannot read WebDataset shards with current webdataset (see
+docs/reference.md#measured-here), so its subprocess gets webdataset 0.2.86 first on ``PYTHONPATH``
 (``.venv/compat/webdataset-0.2.86``, installed by the Makefile).
 
     python bench/train_throughput.py [--steps 40] [--batch-size 128] [--workers 1] [--rounds 2]

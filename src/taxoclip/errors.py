@@ -1,4 +1,4 @@
-"""Errors that carry the command-line exit status of DESIGN section 4.
+"""Errors that carry the command-line exit status (docs/reference.md#exit-statuses).
 
 0 all good; 3 partial (some inputs failed, the rest written); 1 nothing could be done;
 2 usage error (bad arguments, unusable output location).

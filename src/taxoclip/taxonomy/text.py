@@ -1,4 +1,4 @@
-"""Caption rendering for every text type of TreeOfLife-200M (DESIGN section 2).
+"""Captions of every TreeOfLife-200M text type (docs/reference.md#shard-keys-and-captions).
 
 Pure functions: a lineage and a common name in, a caption out. The captions are the
 only place the hierarchy enters training, so their exact form is part of the contract.
