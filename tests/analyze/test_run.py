@@ -18,11 +18,12 @@ import pytest
 from PIL import Image
 
 from taxoclip.analyze import (
+    AnalyzeConfig,
     compute_metrics,
     load_embeddings,
     read_analysis_data,
     render_plots,
-    run_analysis,
+    run,
 )
 from taxoclip.cli import main
 from taxoclip.errors import InputError, UsageError
@@ -66,7 +67,8 @@ def model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def analysis(synth, model, tmp_path_factory):
     out = tmp_path_factory.mktemp("analysis") / "out"
-    result = run_analysis(str(model), synth, out, seed=0, progress=False)
+    result = run(AnalyzeConfig(model=str(model), data=str(synth), out=str(out), seed=0,
+                               device="cpu", progress=False))  # fmt: skip
     return result, json.loads((out / "metrics.json").read_text())
 
 
@@ -405,9 +407,8 @@ def folder(synth, truth, tmp_path_factory):
 
 def test_an_eval_folder_gives_what_its_columns_allow(folder, model, tmp_path):
     path, n_rows = folder
-    result = run_analysis(
-        str(model), path, tmp_path / "out", baseline="none", plots=False, progress=False
-    )
+    result = run(AnalyzeConfig(model=str(model), data=str(path), out=str(tmp_path / "out"),
+                               baseline="none", plots=False, device="cpu", progress=False))  # fmt: skip
     payload = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert {"taxonomic", "ecological_habitat", "trait_wing", "effective_dimension"} <= set(
         payload["metrics"]

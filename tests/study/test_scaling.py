@@ -17,7 +17,8 @@ from taxoclip.cli import main
 from taxoclip.data import read_shards
 from taxoclip.errors import UsageError
 from taxoclip.report import write_report
-from taxoclip.study import ScalingConfig, run_scaling
+from taxoclip.study import ScalingConfig
+from taxoclip.study import run as run_study
 from taxoclip.study.scaling import subset_count
 
 FRACTIONS = (0.34, 0.67, 1.0)
@@ -30,7 +31,7 @@ def study(tmp_path_factory):
         out=out, species=20, images_per_species=8, image_size=32, sizes=FRACTIONS, epochs=1,
         batch_size=32, ablation=True, seed=0, device="cpu", progress=False,
     )  # fmt: skip
-    result = run_scaling(config)
+    result = run_study(config)
     return result, json.loads((out / "study.json").read_text())
 
 

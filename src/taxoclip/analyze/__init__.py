@@ -37,7 +37,7 @@ _LAZY = {
         "data",
     ),
     **dict.fromkeys(("STATS", "compute_metrics", "species_centroids", "stat_entry"), "suite"),
-    **dict.fromkeys(("render_plots", "run_analysis", "write_json"), "runner"),
+    **dict.fromkeys(("render_plots", "write_json"), "runner"),
 }  # fmt: skip
 
 __all__ = ["AnalysisResult", "AnalyzeConfig", "format_summary", "run", *sorted(_LAZY)]

@@ -73,7 +73,7 @@ from .suite import (
     variant_pair,
 )
 
-__all__ = ["AnalysisResult", "format_summary", "render_plots", "run", "run_analysis", "write_json"]
+__all__ = ["AnalysisResult", "format_summary", "render_plots", "run", "write_json"]
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +144,6 @@ def run(config: AnalyzeConfig) -> AnalysisResult:
     }
     write_json(out / "analysis.json", summary)
     return AnalysisResult(out, metrics, skipped, summary, written)
-
-
-def run_analysis(model: str, data: str | Path, out: str | Path, **options: Any) -> AnalysisResult:
-    """:func:`run` with the config's fields as arguments (``device`` defaults to cpu here)."""
-    options.setdefault("device", "cpu")
-    return run(AnalyzeConfig(model=model, data=data, out=out, **options))
 
 
 def _output_folder(out: str | Path) -> Path:

@@ -33,8 +33,8 @@ VERDICT_BASIS = (
     "one seed: 'holds' when the value beats the null mean, any named reference (majority "
     "class) and the baseline model's value each by more than the null's sd; 'does not "
     "hold' when it does not beat one of them at all; 'inconclusive' in between or when a "
-    "number is missing. DESIGN section 6 asks for >= 3 seeds before a claim is said to "
-    "hold: read this as a screen."
+    "number is missing. A claim needs >= 3 seeds before it is said to hold "
+    "(docs/reference.md#metrics): read this as a screen."
 )
 CENTROID_POLICY = (
     "species centroid = mean of L2-normalised image embeddings over adult images (all "

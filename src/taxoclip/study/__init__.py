@@ -11,7 +11,7 @@ from typing import Any
 
 from .config import ScalingConfig, ScalingResult, parse_sizes
 
-_LAZY = ("format_table", "merged_stats", "plot_study", "run_scaling", "scaling_rows",
+_LAZY = ("format_table", "merged_stats", "plot_study", "scaling_rows",
          "select_subsets", "subset_count", "zero_shot_loaded")  # fmt: skip
 
 __all__ = ["ScalingConfig", "ScalingResult", "parse_sizes", "run", *_LAZY]

@@ -65,7 +65,6 @@ __all__ = [
     "parse_sizes",
     "plot_study",
     "run",
-    "run_scaling",
     "scaling_rows",
     "select_subsets",
     "subset_count",
@@ -344,11 +343,6 @@ def run(config: ScalingConfig) -> ScalingResult:
     }
     study["rows"] = scaling_rows(study)
     return _write_study(out, study, models)
-
-
-def run_scaling(config: ScalingConfig) -> ScalingResult:
-    """:func:`run` under its former name."""
-    return run(config)
 
 
 def _synth_root(config: ScalingConfig, out: Path) -> Path:
