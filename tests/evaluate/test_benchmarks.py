@@ -318,9 +318,11 @@ def test_herbarium19(tmp_path: Path) -> None:
     make_herbarium19(tmp_path)
     data = load_benchmark("herbarium19", tmp_path)
     assert data.task_type == "category_discovery"
-    assert len(data) == 9
-    assert data.splits == ["train"] * 6 + ["test"] * 3
-    assert data.labels[:6] == ["0", "0", "1", "1", "2", "2"]
+    assert len(data) == 6  # small-train only (BioCLIP 2's protocol)
+    assert data.labels == ["0", "0", "1", "1", "2", "2"]
+    # a seeded 80 % of the 4 Old-class images labelled (int(0.8 * 4) = 3), the rest scored
+    assert data.splits.count("train") == 3 and data.splits.count("test") == 3
+    assert data.splits[2:4] == ["test", "test"]  # New class: never labelled
     assert data.extra["known_classes"] == ["0", "2"]
     assert data.extra["novel_classes"] == ["1"]
 

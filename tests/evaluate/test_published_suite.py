@@ -32,6 +32,11 @@ def test_runs_what_exists_and_says_what_it_skipped(model_dir, tmp_path):
     for (_, metric), value in by_task.items():
         if value == value and metric != "mistake severity (ranks)":
             assert 0.0 <= value <= 1.0, (metric, value)
+    published = {(r.task, r.model): r.value for r in rows if r.model.endswith("(published)")}
+    assert published[("rare_species", "BioCLIP 2 (published)")] == 0.768
+    assert published[("herbarium19", "BioCLIP (published)")] == 0.268
+    absent = [r for r in rows if r.task == "nabirds" and r.model == "trained"]
+    assert [r.note for r in absent] == ["not on disk"]
     skipped = {line.split(":")[0] for line in notes if line.startswith("skipped")}
     assert skipped == {
         "skipped nabirds",

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import pickle
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,9 @@ import numpy as np
 
 from taxoclip.errors import InputError
 from taxoclip.evaluate.dataset import EvalSet
-from taxoclip.taxonomy import Lineage
+from taxoclip.taxonomy import Lineage, clean_name
+
+from . import published_numbers
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
@@ -52,6 +56,9 @@ class BenchmarkSpec:
     layout: str  # the files the loader expects, and whose layout that is
     marker: str  # a file or folder (relative to ``directory``) whose presence marks the layout
     description: str = ""
+    #: how BioCLIP 2 describes the classes to the text tower for this benchmark
+    #: (``slurm/eval.sh`` ``--text_type``): ``taxon_com`` or the class name as given
+    text_type: str = "as-given"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -121,6 +128,23 @@ def _image_folder(folder: Path) -> tuple[list[str], list[str]]:
     return paths, labels
 
 
+def nfc(text: str) -> str:
+    """A class name as compared here: NFC, surrounding whitespace stripped (BioCLIP's Fungi
+    and Insects CSVs store accented names decomposed, NFD)."""
+    return unicodedata.normalize("NFC", text.strip())
+
+
+def _resolve(root: Path, relative: str) -> Path:
+    """``root/relative``, or its NFC or NFD spelling when only that one exists on disk."""
+    path = root / relative
+    if not path.exists():
+        for form in ("NFC", "NFD"):
+            other = root / unicodedata.normalize(form, relative)
+            if other.exists():
+                return other.resolve()
+    return path.resolve()
+
+
 def _check_nonempty(where: Path, paths: list[str], missing: list[tuple[str, str]]) -> None:
     if not paths:
         detail = f" (all {len(missing)} listed images are missing)" if missing else ""
@@ -152,10 +176,10 @@ def read_bioclip_csv(csv_path: Path, image_root: Path, name: str) -> EvalSet:
     paths, labels, lineages, commons, missing = [], [], [], [], []
     for number, row in enumerate(rows, start=2):
         relative = (row.get("filepath") or "").strip()
-        label = (row.get("class") or "").strip()
+        label = nfc(row.get("class") or "")
         if not relative or not label:
             raise InputError(f"{csv_path}: line {number} has an empty filepath or class")
-        path = (image_root / relative).resolve()
+        path = _resolve(image_root, relative)
         if not _keep_if_present(path, missing):
             continue
         paths.append(str(path))
@@ -180,9 +204,98 @@ def read_bioclip_csv(csv_path: Path, image_root: Path, name: str) -> EvalSet:
 # ------------------------------------------------------------------------- loaders
 
 
+#: The Rare Species release's catalog (Hugging Face ``imageomics/rare_species``).
+RARE_SPECIES_CATALOG = "metadata/rarespecies-catalog.csv"
+RARE_SPECIES_CATALOG_COLUMNS = ("rarespecies_id", "eol_content_id", "eol_page_id", "kingdom",
+                                "phylum", "class", "order", "family", "genus", "species",
+                                "sciName", "common")  # fmt: skip
+
+
+def _rare_species_label(lineage: Lineage, sci_name: str) -> str:
+    """The class of a Rare Species image: its binomial (``sciName``, else genus + epithet)."""
+    return nfc(sci_name) or lineage.species_binomial or lineage.scientific_name
+
+
+def _read_rare_species_release(path: Path) -> EvalSet:
+    """The Hugging Face release: ``dataset/<Kingdom-…-species>/<eol_content_id>_<eol_page_id>
+    _eol…jpg`` and ``metadata/rarespecies-catalog.csv``; each image is matched to its
+    catalog row by the content id (and page id) its file name starts with."""
+    catalog = path / RARE_SPECIES_CATALOG
+    header, rows = _read_csv(catalog)
+    _require_columns(catalog, header, ("eol_content_id", "eol_page_id", "kingdom", "genus",
+                                       "species"))  # fmt: skip
+    by_id: dict[tuple[str, str], dict[str, str]] = {}
+    for row in rows:
+        key = ((row.get("eol_content_id") or "").strip(), (row.get("eol_page_id") or "").strip())
+        by_id[key] = row
+    images = sorted(
+        p
+        for p in (path / "dataset").rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+    paths, labels, lineages, commons, missing, seen = [], [], [], [], [], set()
+    for image in images:
+        parts = image.name.split("_")
+        key = (parts[0], parts[1]) if len(parts) > 2 else ("", "")
+        row = by_id.get(key)
+        if row is None:
+            missing.append((str(image.resolve()), f"not in {RARE_SPECIES_CATALOG}"))
+            continue
+        seen.add(key)
+        lineage = Lineage.from_mapping({k: v for k, v in row.items() if k is not None})
+        paths.append(str(image.resolve()))
+        labels.append(_rare_species_label(lineage, row.get("sciName") or ""))
+        lineages.append(lineage)
+        commons.append(clean_name(row.get("common")))
+    for key in by_id.keys() - seen:
+        missing.append((str((path / "dataset").resolve()), f"no image for catalog row {key}"))
+    _check_nonempty(path / "dataset", paths, missing)
+    return EvalSet(name="rare_species", filepaths=paths, labels=labels, lineages=lineages,
+                   common_names=commons, missing=missing,
+                   extra={"source": str(catalog), "layout": "hf-release"})  # fmt: skip
+
+
+def _read_rare_species_viewer_csv(csv_path: Path, path: Path) -> EvalSet:
+    """The release's top-level ``metadata.csv`` (the Hugging Face viewer's imagefolder form:
+    ``file_name`` relative to the release root, the catalog's rank columns and ``common``)."""
+    header, rows = _read_csv(csv_path)
+    _require_columns(csv_path, header, ("file_name", "genus", "species"))
+    paths, labels, lineages, commons, missing = [], [], [], [], []
+    for number, row in enumerate(rows, start=2):
+        relative = (row.get("file_name") or "").strip()
+        if not relative:
+            raise InputError(f"{csv_path}: line {number} has an empty file_name")
+        image = _resolve(path, relative)
+        if not _keep_if_present(image, missing):
+            continue
+        lineage = Lineage.from_mapping({k: v for k, v in row.items() if k is not None})
+        paths.append(str(image))
+        labels.append(_rare_species_label(lineage, row.get("sciName") or ""))
+        lineages.append(lineage)
+        commons.append(clean_name(row.get("common")))
+    _check_nonempty(csv_path, paths, missing)
+    return EvalSet(name="rare_species", filepaths=paths, labels=labels, lineages=lineages,
+                   common_names=commons, missing=missing,
+                   extra={"source": str(csv_path), "layout": "hf-viewer-metadata"})  # fmt: skip
+
+
 def load_rare_species(path: Path) -> EvalSet:
-    """``ROOT/rare_species/metadata.csv`` (BioCLIP layout) with images relative to it."""
-    return read_bioclip_csv(path / "metadata.csv", path, "rare_species")
+    """Rare Species in any of its layouts, in this order:
+
+    * the Hugging Face release ``imageomics/rare_species``: ``dataset/…`` +
+      ``metadata/rarespecies-catalog.csv`` (columns :data:`RARE_SPECIES_CATALOG_COLUMNS`);
+    * BioCLIP's annotation CSV ``metadata.csv`` (``,kingdom,phylum,cls,order,family,genus,
+      species,common_name,filepath,class``; 11,983 rows, paths ``2024-03-20/<file>``) with
+      images relative to it;
+    * the release's own top-level ``metadata.csv`` (``file_name`` + catalog columns).
+    """
+    if (path / RARE_SPECIES_CATALOG).is_file() and (path / "dataset").is_dir():
+        return _read_rare_species_release(path)
+    csv_path = path / "metadata.csv"
+    header, _ = _read_csv(csv_path)
+    if "file_name" in header and "filepath" not in header:
+        return _read_rare_species_viewer_csv(csv_path, path)
+    return read_bioclip_csv(csv_path, path, "rare_species")
 
 
 def load_nabirds(path: Path) -> EvalSet:
@@ -242,51 +355,98 @@ META_ALBUM_SETS: dict[str, str] = {
 
 
 def _meta_album_dirs(path: Path) -> list[tuple[str, Path]]:
+    """(our name, folder) of each set present: ``<ours>/``, ``<CODE>/`` or, as BioCLIP 2's
+    ``slurm/eval.sh`` has them, ``set<k>/<CODE>/``."""
     found = []
     for ours, code in META_ALBUM_SETS.items():
-        for candidate in (path / ours, path / code):
+        candidates = [path / ours, path / code, *sorted(path.glob(f"set*/{code}"))]
+        for candidate in candidates:
             if candidate.is_dir():
                 found.append((ours, candidate))
                 break
     return found
 
 
-def load_meta_album_set(folder: Path, name: str) -> EvalSet:
-    """One Meta-Album set, in either layout:
+#: Meta-Album's ``info.json`` keys naming the columns of ``labels.csv`` (with the defaults
+#: of the release format, ``DataFormat/check_data_format.py`` in ihsaan-ullah/meta-album).
+META_ALBUM_INFO_DEFAULTS = {
+    "image_column_name": "FILE_NAME",
+    "category_column_name": "CATEGORY",
+    "super_category_column_name": "SUPER_CATEGORY",
+}
 
-    * BioCLIP: ``metadata.csv`` (``,filepath,class``) with paths relative to ``val/`` if
-      that folder exists, else to the set folder (bioclip-2 ``slurm/eval.sh`` points
-      ``data_root`` at ``<SET>/val``);
-    * Meta-Album release: ``labels.csv`` (``FILE_NAME``, ``CATEGORY``, optional
-      ``SUPER_CATEGORY``) with images under ``images/`` (meta-album.github.io format).
-    """
-    if (folder / "metadata.csv").is_file():
-        root = folder / "val" if (folder / "val").is_dir() else folder
-        return read_bioclip_csv(folder / "metadata.csv", root, f"meta_album/{name}")
+
+def _meta_album_info(folder: Path) -> dict:
+    info_path = folder / "info.json"
+    if not info_path.is_file():
+        return {}
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{info_path}: not readable JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise InputError(f"{info_path}: must hold a JSON object")
+    return info
+
+
+def _read_meta_album_release(folder: Path, name: str) -> EvalSet:
+    """Meta-Album's release form: ``labels.csv`` (``FILE_NAME, CATEGORY, SUPER_CATEGORY``, or
+    the names ``info.json`` gives; tab-separated when it says ``csv_with_tab``) with images
+    under ``images/`` (or the set folder when ``images_in_sub_folder`` is false)."""
     labels_csv = folder / "labels.csv"
-    if not labels_csv.is_file():
-        raise InputError(f"{folder}: neither metadata.csv (BioCLIP) nor labels.csv (Meta-Album)")
-    header, rows = _read_csv(labels_csv)
-    _require_columns(labels_csv, header, ("FILE_NAME", "CATEGORY"))
+    info = _meta_album_info(folder)
+    columns = {k: str(info.get(k) or v) for k, v in META_ALBUM_INFO_DEFAULTS.items()}
+    if info.get("csv_with_tab"):
+        try:
+            text = labels_csv.read_text(encoding="utf-8-sig")
+            reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t")
+            header, rows = list(reader.fieldnames or []), list(reader)
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise InputError(f"{labels_csv}: cannot read ({exc})") from exc
+    else:
+        header, rows = _read_csv(labels_csv)
+    image_column, category_column = columns["image_column_name"], columns["category_column_name"]
+    _require_columns(labels_csv, header, (image_column, category_column))
+    super_column = columns["super_category_column_name"]
+    image_root = folder if info.get("images_in_sub_folder") is False else folder / "images"
     paths, labels, supers, missing = [], [], [], []
     for number, row in enumerate(rows, start=2):
-        file_name = (row.get("FILE_NAME") or "").strip()
-        category = (row.get("CATEGORY") or "").strip()
+        file_name = (row.get(image_column) or "").strip()
+        category = nfc(row.get(category_column) or "")
         if not file_name or not category:
-            raise InputError(f"{labels_csv}: line {number} has an empty FILE_NAME or CATEGORY")
-        image = (folder / "images" / file_name).resolve()
+            raise InputError(
+                f"{labels_csv}: line {number} has an empty {image_column} or {category_column}"
+            )
+        image = _resolve(image_root, file_name)
         if not _keep_if_present(image, missing):
             continue
         paths.append(str(image))
         labels.append(category)
-        supers.append((row.get("SUPER_CATEGORY") or "").strip())
+        supers.append(nfc(row.get(super_column) or ""))
     _check_nonempty(labels_csv, paths, missing)
-    extra = {"source": str(labels_csv)}
-    if "SUPER_CATEGORY" in header:
+    extra = {"source": str(labels_csv), "layout": "meta-album release"}
+    if super_column in header:
         extra["super_categories"] = supers
     return EvalSet(
         name=f"meta_album/{name}", filepaths=paths, labels=labels, missing=missing, extra=extra
     )
+
+
+def load_meta_album_set(folder: Path, name: str) -> EvalSet:
+    """One Meta-Album set, in either layout (class names NFC-normalised in both):
+
+    * BioCLIP: ``metadata.csv`` (``,filepath,class``, paths ``<class>/<file>``) relative to
+      ``val/`` if that folder exists, else to the set folder (bioclip-2 ``slurm/eval.sh``
+      points ``data_root`` at ``<SET>/val``);
+    * the Meta-Album release: ``labels.csv`` + ``info.json`` + ``images/``
+      (meta-album.github.io format; see :func:`_read_meta_album_release`).
+    """
+    if (folder / "metadata.csv").is_file():
+        root = folder / "val" if (folder / "val").is_dir() else folder
+        return read_bioclip_csv(folder / "metadata.csv", root, f"meta_album/{name}")
+    if not (folder / "labels.csv").is_file():
+        raise InputError(f"{folder}: neither metadata.csv (BioCLIP) nor labels.csv (Meta-Album)")
+    return _read_meta_album_release(folder, name)
 
 
 def load_meta_album(path: Path) -> list[EvalSet]:
@@ -302,35 +462,83 @@ def load_meta_album(path: Path) -> list[EvalSet]:
 CAMERA_TRAP_SETS = ("desert-lion", "ENA24", "island", "ohio-small-animals", "orinoquia")
 
 
-def load_camera_trap(path: Path) -> list[EvalSet]:
-    """IDLE-OO Camera Traps: ``<set>-balanced.csv`` at the top; images under
-    ``data/test/<set>/`` (the Hugging Face release) or ``images/<set>/`` (bioclip-2
-    ``slurm/eval.sh``). Each CSV is read as a BioCLIP evaluation CSV (``filepath``,
-    ``class``, optional ranks); its paths are taken relative to the image folder, falling
-    back to the dataset root when the relative path already includes the folder.
-    """
-    sets = []
-    for set_name in CAMERA_TRAP_SETS:
-        csv_path = path / f"{set_name}-balanced.csv"
-        if not csv_path.is_file():
+#: The released ``<set>-balanced.csv`` header up to ``filepath`` (IDLE-OO Camera Traps on
+#: Hugging Face; the released files hold 352, 1120, 310, 468 and 336 rows). There is no
+#: ``class`` column: BioCLIP 2 builds the class from the ranks and ``common_name``
+#: (``--text_type taxon_com``, Imageomics/bioclip-2 ``slurm/eval.sh``).
+CAMERA_TRAP_COLUMNS = ("url_gcp", "url_aws", "url_azure", "image_id", "sequence_id",
+                       "location_id", "frame_num", "original_label", "scientific_name",
+                       "common_name", "kingdom", "phylum", "cls", "order", "family", "genus",
+                       "species", "filepath")  # fmt: skip
+
+
+def taxon_com(lineage: Lineage, common: str) -> str:
+    """BioCLIP's ``taxon_com`` text: the present ranks, then ``with common name …``."""
+    taxon = lineage.taxonomic_name
+    return f"{taxon} with common name {common}" if common else taxon
+
+
+def _camera_trap_image_root(path: Path, set_name: str, first: str) -> Path:
+    """Where ``filepath`` (``<set>/<uuid>.png``) is relative to: ``data/test/`` in the
+    release; ``images/`` as bioclip-2's ``slurm/eval.sh`` lays it out; for older files whose
+    paths lack the set folder, ``data/test/<set>/`` or ``images/<set>/``."""
+    candidates = [path / "data" / "test", path / "images", path,
+                  path / "data" / "test" / set_name, path / "images" / set_name]  # fmt: skip
+    for base in candidates:
+        if first and (base / first).is_file():
+            return base
+    return candidates[0]
+
+
+def load_camera_trap_set(path: Path, set_name: str) -> EvalSet:
+    """One IDLE-OO Camera Traps set: ``<set>-balanced.csv`` (columns
+    :data:`CAMERA_TRAP_COLUMNS`, rank ``cls`` for class) with images under ``data/test/``.
+    The class is the ``taxon_com`` string built from the ranks and ``common_name`` (a
+    ``class`` column, as in BioCLIP-style CSVs, is used when present)."""
+    csv_path = path / f"{set_name}-balanced.csv"
+    header, rows = _read_csv(csv_path)
+    _require_columns(csv_path, header, ("filepath",))
+    if "class" not in header:
+        _require_columns(csv_path, header, ("kingdom", "genus", "species", "common_name"))
+    first = next((r.get("filepath", "").strip() for r in rows if r.get("filepath")), "")
+    image_root = _camera_trap_image_root(path, set_name, first)
+    paths, labels, lineages, commons, missing = [], [], [], [], []
+    for number, row in enumerate(rows, start=2):
+        relative = (row.get("filepath") or "").strip()
+        if not relative:
+            raise InputError(f"{csv_path}: line {number} has an empty filepath")
+        mapping = {k: v for k, v in row.items() if k not in {"class", None}}
+        mapping["class_"] = row.get("cls") or row.get("class_") or ""
+        lineage = Lineage.from_mapping(mapping)
+        common = clean_name(row.get("common_name"))
+        label = nfc(row.get("class") or "") if "class" in header else taxon_com(lineage, common)
+        if not label:
+            raise InputError(f"{csv_path}: line {number} has no ranks, common name or class")
+        image = _resolve(image_root, relative)
+        if not _keep_if_present(image, missing):
             continue
-        image_root = next(
-            (
-                d
-                for d in (path / "data" / "test" / set_name, path / "images" / set_name)
-                if d.is_dir()
-            ),
-            path,
-        )
-        header, rows = _read_csv(csv_path)
-        _require_columns(csv_path, header, ("filepath",))
-        first = (rows[0].get("filepath") or "") if rows else ""
-        if first and not (image_root / first).is_file() and (path / first).is_file():
-            image_root = path
-        sets.append(read_bioclip_csv(csv_path, image_root, f"camera_trap/{set_name}"))
-    if not sets:
+        paths.append(str(image))
+        labels.append(label)
+        lineages.append(lineage)
+        commons.append(common)
+    _check_nonempty(csv_path, paths, missing)
+    return EvalSet(name=f"camera_trap/{set_name}", filepaths=paths, labels=labels,
+                   lineages=lineages, common_names=commons, missing=missing,
+                   extra={"source": str(csv_path), "image_root": str(image_root)})  # fmt: skip
+
+
+def camera_trap_sets(path: Path) -> list[str]:
+    """The sets of :data:`CAMERA_TRAP_SETS` whose ``<set>-balanced.csv`` is under ``path``."""
+    return [s for s in CAMERA_TRAP_SETS if (path / f"{s}-balanced.csv").is_file()]
+
+
+def load_camera_trap(path: Path) -> list[EvalSet]:
+    """IDLE-OO Camera Traps: every ``<set>-balanced.csv`` present (see
+    :func:`load_camera_trap_set`)."""
+    present = camera_trap_sets(path)
+    if not present:
         raise InputError(f"{path}: no <set>-balanced.csv for any of {list(CAMERA_TRAP_SETS)}")
-    return sets
+    return [load_camera_trap_set(path, s) for s in present]
 
 
 #: FishNet attribute columns as BioCLIP 2's fishnet.py names them; ``FeedingPath`` is
@@ -569,22 +777,16 @@ class _SplitsUnpickler(pickle.Unpickler):
 HERBARIUM_SPLITS_FILE = "herbarium_19_class_splits.pkl"
 
 
-def load_herbarium19(path: Path) -> EvalSet:
-    """Herbarium19 as the GCD code (and BioCLIP 2's ``herbarium19.py``) reads it:
-    ``small-train/<class>/`` and ``small-validation/<class>/`` image folders plus the
-    class-split pickle ``herbarium_19_class_splits.pkl`` (``{"Old": [...], "New": [...]}``,
-    indices into the sorted ``small-train`` class folders). Known classes = ``Old``."""
-    train_dir, val_dir = path / "small-train", path / "small-validation"
-    if not train_dir.is_dir():
-        raise InputError(f"{train_dir}: no such folder (Herbarium19 GCD layout)")
-    train_paths, train_labels = _image_folder(train_dir)
-    val_paths, val_labels = _image_folder(val_dir) if val_dir.is_dir() else ([], [])
-    missing = [] if val_dir.is_dir() else [(str(val_dir.resolve()), "no such folder")]
-    _check_nonempty(train_dir, train_paths, [])
-    class_names = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
-    splits_file = path / HERBARIUM_SPLITS_FILE
-    if not splits_file.is_file():
-        raise InputError(f"{splits_file}: no such file (the GCD Old/New class split is needed)")
+#: BioCLIP 2's Herbarium19 protocol (``src/evaluation/herbarium19.py``, from the GCD code's
+#: ``get_herbarium_datasets``): the share of Old-class ``small-train`` images labelled, and
+#: the seed of that draw.
+HERBARIUM_LABELLED_FRACTION = 0.8
+HERBARIUM_SEED = 0
+
+
+def _herbarium_class_split(
+    splits_file: Path, class_names: list[str]
+) -> tuple[list[int], list[int]]:
     try:
         with splits_file.open("rb") as handle:
             splits = _SplitsUnpickler(handle).load()
@@ -592,8 +794,8 @@ def load_herbarium19(path: Path) -> EvalSet:
         raise InputError(f"{splits_file}: not a readable class-split pickle ({exc})") from exc
     if not isinstance(splits, dict) or "Old" not in splits:
         raise InputError(f"{splits_file}: must hold a dict with an 'Old' list of class indices")
-    known, unknown = [], []
-    for key, out in (("Old", known), ("New", unknown)):
+    out: dict[str, list[int]] = {"Old": [], "New": []}
+    for key in out:
         for value in list(splits.get(key, [])):
             try:
                 index = int(value)
@@ -603,19 +805,56 @@ def load_herbarium19(path: Path) -> EvalSet:
                 raise InputError(
                     f"{splits_file}: {key} class index {index} outside 0..{len(class_names) - 1}"
                 )
-            out.append(class_names[index])
+            out[key].append(index)
+    return out["Old"], out["New"]
+
+
+def herbarium_labelled(n_old_images: int, fraction: float = HERBARIUM_LABELLED_FRACTION,
+                       seed: int = HERBARIUM_SEED) -> np.ndarray:  # fmt: skip
+    """Positions (among the Old-class images, in ImageFolder order) that are labelled: the
+    GCD code's ``np.random.seed(seed); np.random.choice(range(n), replace=False,
+    size=int(fraction * n))``, reproduced with the same legacy generator."""
+    size = int(fraction * n_old_images)
+    return np.random.RandomState(seed).choice(n_old_images, size=size, replace=False)
+
+
+def load_herbarium19(path: Path, seed: int = HERBARIUM_SEED,
+                     labelled_fraction: float = HERBARIUM_LABELLED_FRACTION) -> EvalSet:  # fmt: skip
+    """Herbarium19 with BioCLIP 2's protocol (``src/evaluation/herbarium19.py``): the
+    ``small-train/<class>/`` image folder (683 classes, sorted as torchvision's
+    ``ImageFolder`` sorts them) and ``herbarium_19_class_splits.pkl`` (``{'Old': [...],
+    'New': [...]}``, indices into those sorted folders). A seeded ``labelled_fraction`` of
+    the Old-class images is labelled (split ``train``); every other ``small-train`` image,
+    of Old and New classes, is scored (split ``test``). ``small-validation`` is not used."""
+    train_dir = path / "small-train"
+    if not train_dir.is_dir():
+        raise InputError(f"{train_dir}: no such folder (Herbarium19 GCD layout)")
+    paths, labels = _image_folder(train_dir)
+    _check_nonempty(train_dir, paths, [])
+    class_names = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    splits_file = path / HERBARIUM_SPLITS_FILE
+    if not splits_file.is_file():
+        raise InputError(f"{splits_file}: no such file (the GCD Old/New class split is needed)")
+    old, new = _herbarium_class_split(splits_file, class_names)
+    known = [class_names[i] for i in old]
+    old_positions = np.flatnonzero(np.isin(labels, known))
+    labelled = old_positions[herbarium_labelled(len(old_positions), labelled_fraction, seed)]
+    splits = np.full(len(paths), "test", dtype=object)
+    splits[labelled] = "train"
     return EvalSet(
         name="herbarium19",
-        filepaths=train_paths + val_paths,
-        labels=train_labels + val_labels,
+        filepaths=paths,
+        labels=labels,
         task_type="category_discovery",
-        splits=["train"] * len(train_paths) + ["test"] * len(val_paths),
-        missing=missing,
+        splits=[str(s) for s in splits],
         extra={
+            "protocol": "bioclip2-gcd",
             "known_classes": known,
-            "novel_classes": unknown,
-            "labelled_fraction": 0.8,  # GCD default prop_train_labels
+            "novel_classes": [class_names[i] for i in new],
+            "labelled_fraction": labelled_fraction,
+            "seed": seed,
             "class_names": class_names,
+            "n_clusters": len(old) + len(new) if new else len(class_names),
         },
     )
 
@@ -676,10 +915,14 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             loader=load_rare_species,
             protocols=_SPECIES,
             marker="metadata.csv",
+            text_type="taxon_com",
             layout=(
-                "BioCLIP evaluation layout: metadata.csv "
+                "Hugging Face release imageomics/rare_species: dataset/<Kingdom-…-species>/"
+                "<eol_content_id>_<eol_page_id>_eol…jpg + metadata/rarespecies-catalog.csv; "
+                "or BioCLIP's annotation metadata.csv "
                 "(,kingdom,phylum,cls,order,family,genus,species,common_name,filepath,class) with "
-                "image paths relative to it (Imageomics/bioclip data/annotation/rare_species/)"
+                "image paths relative to it (Imageomics/bioclip data/annotation/rare_species/); "
+                "or the release's top-level metadata.csv (file_name + catalog columns)"
             ),
         ),
         BenchmarkSpec(
@@ -688,11 +931,13 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             loader=load_camera_trap,
             protocols=_SPECIES,
             marker="",
+            text_type="taxon_com",
             layout=(
                 "IDLE-OO Camera Traps release: <set>-balanced.csv for desert-lion, ENA24, island, "
-                "ohio-small-animals, orinoquia; images in data/test/<set>/ (HF dataset card) or "
-                "images/<set>/ (bioclip-2 slurm/eval.sh). CSV read as a BioCLIP CSV (filepath, "
-                "class, optional ranks); its exact columns were not verified against the release"
+                "ohio-small-animals, orinoquia (url_gcp … common_name, kingdom, phylum, cls, "
+                "order, family, genus, species, filepath; no class column: the class is the "
+                "taxon_com text of the ranks and common_name); filepath <set>/<uuid>.png "
+                "relative to data/test/ (HF dataset card) or images/ (bioclip-2 slurm/eval.sh)"
             ),
         ),
         BenchmarkSpec(
@@ -741,10 +986,11 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             protocols=("gcd",),
             marker="small-train",
             layout=(
-                "GCD layout: small-train/<class>/, small-validation/<class>/ and "
-                "herbarium_19_class_splits.pkl ({'Old': [...], 'New': [...]}) "
-                "(Imageomics/bioclip-2 src/evaluation/herbarium19.py, from sgvaze/"
-                "generalized-category-discovery)"
+                "GCD layout: small-train/<class>/ and herbarium_19_class_splits.pkl "
+                "({'Old': [...], 'New': [...]} over the sorted class folders); BioCLIP 2's "
+                "protocol: a seeded 80 % of the Old-class small-train images labelled, the rest "
+                "of small-train scored; small-validation/ unused (Imageomics/bioclip-2 "
+                "src/evaluation/herbarium19.py, from sgvaze/generalized-category-discovery)"
             ),
         ),
         BenchmarkSpec(
@@ -762,13 +1008,11 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     )
 }
 
-#: BioCLIP 2's published results. Per-benchmark numbers were NOT found in a source we could
-#: quote (the Imageomics/bioclip-2 README has no results table; the per-benchmark tables
-#: are in the paper, arXiv 2505.23883, which we could not read here), so only the two means
-#: restated in docs/reference.md#published-numbers (from that paper) are included. Percent.
+#: BioCLIP 2's two published means (percent); every published number, per benchmark and
+#: model, is in :mod:`taxoclip.evaluate.published_numbers`.
 PUBLISHED: dict[str, float] = {
-    "zero_shot_species_mean_10": 55.6,
-    "beyond_species_mean": 57.5,
+    "zero_shot_species_mean_10": published_numbers.ZERO_SHOT["BioCLIP 2"][-1],
+    "beyond_species_mean": published_numbers.BEYOND["BioCLIP 2"][-1],
 }
 
 
@@ -788,6 +1032,8 @@ def _absent_reason(spec: BenchmarkSpec, root: Path) -> str | None:
             return f"{spec.name}: {folder} holds no <set>-balanced.csv"
         return None
     if spec.name == "nabirds" and (folder / "metadata.csv").is_file():
+        return None
+    if spec.name == "rare_species" and (folder / RARE_SPECIES_CATALOG).is_file():
         return None
     if spec.marker and not (folder / spec.marker).exists():
         return f"{spec.name}: {folder} has no {spec.marker}"
@@ -819,3 +1065,20 @@ def load_benchmark(name: str, root: str | Path) -> Loaded:
     if not folder.is_dir():
         raise InputError(f"{name}: no folder {folder}")
     return spec.loader(folder)
+
+
+def load_parts(name: str, root: str | Path) -> list[tuple[str, Callable[[], EvalSet]]]:
+    """Benchmark ``name`` as separately loadable parts ``(set name, load)``: one per set for
+    the suites of several sets (camera traps, Meta-Album), so that one unreadable set is
+    reported while the others run; a single part otherwise."""
+    if name not in BENCHMARKS:
+        raise InputError(f"unknown benchmark {name!r}; known: {', '.join(BENCHMARKS)}")
+    folder = Path(root) / BENCHMARKS[name].directory
+    if name == "camera_trap":
+        return [(f"camera_trap/{s}", lambda s=s: load_camera_trap_set(folder, s))
+                for s in camera_trap_sets(folder)]  # fmt: skip
+    if name == "meta_album":
+        return [(f"meta_album/{ours}", lambda d=d, o=ours: load_meta_album_set(d, o))
+                for ours, d in _meta_album_dirs(folder)]  # fmt: skip
+
+    return [(name, lambda: load_benchmark(name, root))]  # type: ignore[list-item]

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from taxoclip.config import StageConfig, StageResult, command, option, shared
+from taxoclip.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
 
 SUITES = ("synth", "bioclip2")
 LABEL_TEXTS = ("index", "as-given", "sci", "com", "taxon", "sci_com", "taxon_com")
@@ -42,7 +43,8 @@ class EvalConfig(StageConfig):
     label_text: str = option(
         "index",
         choices=LABEL_TEXTS,
-        help="how classes are described to the text tower (default: pybioclip's index text)",
+        help="how classes are described to the text tower (default: pybioclip's index text; "
+        "with --suite bioclip2, BioCLIP 2's text for each benchmark)",
     )
     baseline: bool = option(
         True, flag="--no-baseline", negate=True, help="skip the untrained baseline"
@@ -86,6 +88,27 @@ class EvalResult(StageResult):
         if self.out:
             lines.append(f"results: {self.out}/results.json, {self.out}/results.csv")
         return lines
+
+    def _failed_and_ran(self) -> tuple[list[Any], list[Any]]:
+        ours = [r for r in self.rows if getattr(r, "model", "") in ("trained", "untrained")]
+        failed = [r for r in ours if getattr(r, "note", "").startswith(("not read", "not run"))]
+        return failed, [r for r in ours if not getattr(r, "note", "")]
+
+    def warnings(self) -> list[str]:
+        failed, ran = self._failed_and_ran()
+        tasks = sorted({r.task for r in failed})
+        if not tasks:
+            return []
+        return [f"{len(tasks)} benchmark(s) could not be read or run: {', '.join(tasks)}; "
+                f"{'the others ran' if ran else 'none ran'} (reasons in the notes)"]  # fmt: skip
+
+    @property
+    def exit_code(self) -> int:
+        """3 when some benchmark could not be read or run and others ran; 1 when none ran."""
+        failed, ran = self._failed_and_ran()
+        if failed:
+            return EXIT_PARTIAL if ran else EXIT_FAILED
+        return EXIT_OK
 
 
 def format_table(rows: list[Any]) -> str:

@@ -36,6 +36,7 @@ class Result:
     value: float
     model: str = "trained"
     n: int = 0
+    note: str = ""  # why there is no value: "not on disk", "not read: …", "not run: …"
 
 
 @dataclass
@@ -248,10 +249,19 @@ def write_results(rows: list[Result], out: Path) -> tuple[Path, Path]:
 
 
 def side_by_side(rows: list[Result]) -> list[dict]:
-    """One row per (suite, task, metric) with the trained and untrained values."""
+    """One row per (suite, task, metric) with the trained and untrained values, then any
+    other models' (the published numbers); a row without a value shows its note's head
+    ("not on disk", "not read", …)."""
     table: dict[tuple[str, str, str], dict] = {}
     for r in rows:
         entry = table.setdefault((r.suite, r.task, r.metric), {"suite": r.suite, "task": r.task,
                                                                 "metric": r.metric, "n": r.n})  # fmt: skip
-        entry[r.model] = round(r.value, 4) if r.value == r.value else "nan"
-    return list(table.values())
+        if r.note:
+            entry[r.model] = r.note.split(":")[0]
+        else:
+            entry[r.model] = round(r.value, 4) if r.value == r.value else "nan"
+    first = ("suite", "task", "metric", "n", "trained", "untrained")
+    return [
+        {**{k: e[k] for k in first if k in e}, **{k: v for k, v in e.items() if k not in first}}
+        for e in table.values()
+    ]
