@@ -8,9 +8,10 @@ import sys
 import numpy as np
 import pytest
 
+from taxoclip.evaluate import EvalConfig
+from taxoclip.evaluate import run as run_eval
 from taxoclip.evaluate.dataset import read_metadata_folder
 from taxoclip.evaluate.features import image_features
-from taxoclip.evaluate.runner import run_eval
 from taxoclip.synth import SynthConfig, generate
 from tests.helpers import saved_model
 
@@ -32,8 +33,9 @@ def trained(synth, tmp_path_factory):
 
 
 def test_synth_suite_reports_every_task_beside_the_baseline(synth, trained, tmp_path):
-    rows, _ = run_eval(str(trained), data=str(synth), suite="synth", out=str(tmp_path / "res"),
-                       cache_dir=str(tmp_path / "cache"), progress=False)  # fmt: skip
+    rows = run_eval(EvalConfig(model=str(trained), data=str(synth), suite="synth",
+                               out=str(tmp_path / "res"), cache_dir=str(tmp_path / "cache"),
+                               device="cpu", progress=False)).rows  # fmt: skip
     tasks = {(r.task, r.metric, r.model) for r in rows}
     for model in ("trained", "untrained"):
         for task, metric in [("seen species", "zero-shot top-1"), ("seen species", "zero-shot top-5"),

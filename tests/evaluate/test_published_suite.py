@@ -2,7 +2,8 @@
 
 import pytest
 
-from taxoclip.evaluate.runner import run_eval
+from taxoclip.evaluate import EvalConfig
+from taxoclip.evaluate import run as run_eval
 from tests.helpers import saved_model
 
 from .test_benchmarks import make_awa2, make_fishnet, make_herbarium19, make_newt, make_rare_species
@@ -18,8 +19,10 @@ def test_runs_what_exists_and_says_what_it_skipped(model_dir, tmp_path):
     root.mkdir()
     for make in (make_rare_species, make_newt, make_fishnet, make_awa2, make_herbarium19):
         make(root)
-    rows, notes = run_eval(str(model_dir), suite="bioclip2", root=str(root), out=str(tmp_path / "out"),
-                           baseline=False, cache_dir=str(tmp_path / "cache"), progress=False)  # fmt: skip
+    result = run_eval(EvalConfig(model=str(model_dir), suite="bioclip2", root=str(root),
+                                 out=str(tmp_path / "out"), baseline=False, device="cpu",
+                                 cache_dir=str(tmp_path / "cache"), progress=False))  # fmt: skip
+    rows, notes = result.rows, result.notes
     by_task = {(r.task, r.metric): r.value for r in rows}
     assert any(task.startswith("rare") and metric == "zero-shot top-1" for task, metric in by_task)
     # NeWT's fixture is too small for an SVM search: reported, and the suite goes on.

@@ -25,7 +25,6 @@ _LAZY = {
     ),
     **dict.fromkeys(("EvalSet", "read_metadata_folder"), "dataset"),
     **dict.fromkeys(("class_embeddings", "image_features", "default_cache_dir"), "features"),
-    "run_eval": "runner",
     "bioclip2_suite": "published",
 }  # fmt: skip
 

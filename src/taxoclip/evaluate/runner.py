@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from taxoclip.models import load_model, untrained_twin
 from taxoclip.models.device import resolve_device
@@ -13,7 +12,7 @@ from .config import EvalConfig, EvalResult, format_table
 from .features import default_cache_dir
 from .suites import EvalContext, Result, folder_suite, synth_suite, write_results
 
-__all__ = ["format_table", "run", "run_eval"]
+__all__ = ["format_table", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +42,3 @@ def run(config: EvalConfig) -> EvalResult:
     if config.out:
         write_results(rows, Path(config.out))
     return EvalResult(rows=rows, notes=notes, out=config.out)
-
-
-def run_eval(model: str, **options: Any) -> tuple[list[Result], list[str]]:
-    """:func:`run` with the config's fields as arguments (``device`` defaults to cpu here):
-    ``(rows, notes)``."""
-    options.setdefault("device", "cpu")
-    result = run(EvalConfig(model=model, **options))
-    return result.rows, result.notes
