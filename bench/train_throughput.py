@@ -1,4 +1,5 @@
-"""Training throughput: ``taxoclip train`` against open_clip's own trainer, side by side.
+"""Training throughput: ``taxoclip train`` against open_clip's own trainer (and, with
+``--old-src``, against an older taxoclip's data path), side by side.
 
 Same shards (SynthToL), same model config and initial weights (a saved
 ``taxoclip-vit-t32`` folder), same batch size, one CPU process each, the same number of
@@ -11,7 +12,12 @@ Stock open_clip training cannot read WebDataset shards with current webdataset (
 docs/reference.md#measured-here), so its subprocess gets webdataset 0.2.86 first on ``PYTHONPATH``
 (``.venv/compat/webdataset-0.2.86``, installed by the Makefile).
 
+``--old-src DIR`` adds a third trainer: ``taxoclip train`` from another checkout's
+``src/`` on ``PYTHONPATH`` (e.g. the random-access data path of git fcddbec, extracted
+with ``git archive fcddbec src | tar -x -C /tmp/old``), same arguments, same shards.
+
     python bench/train_throughput.py [--steps 40] [--batch-size 128] [--workers 1] [--rounds 2]
+        [--old-src /tmp/old/src]
 """
 
 from __future__ import annotations
@@ -50,8 +56,8 @@ def prepare(args) -> tuple[str, Path, int]:
     return str(data / "shards" / "shard-{000000..000007}.tar"), model_dir, n_train
 
 
-def run_ours(shards: str, model: Path, args, tag: str) -> list[float]:
-    run = OUT / f"ours-{tag}"
+def run_ours(shards: str, model: Path, args, tag: str, src: str | None = None) -> list[float]:
+    run = OUT / f"ours-{tag}" if src is None else OUT / f"old-{tag}"
     shutil.rmtree(run, ignore_errors=True)
     command = [
         sys.executable, "-m", "taxoclip", "train", "--data", shards, "--model", str(model),
@@ -59,7 +65,10 @@ def run_ours(shards: str, model: Path, args, tag: str) -> list[float]:
         "--workers", str(args.workers), "--log-every", str(args.log_every), "--warmup", "100",
         "--lr", "5e-4", "-q",
     ]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     # The first record is step 0 alone (start-up); the next window includes warm-up.
     return [r["samples_per_second"] for r in records if "loss" in r][2:]
@@ -93,16 +102,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--log-every", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--old-src", default=None, help="another taxoclip's src/ to compare")
     args = parser.parse_args()
     if not COMPAT.exists():
         raise SystemExit(f"missing {COMPAT}: run `make venv` first")
     OUT.mkdir(parents=True, exist_ok=True)
     shards, model, n_train = prepare(args)
 
-    ours, theirs = [], []
+    ours, theirs, old = [], [], []
     started = time.perf_counter()
     for round_ in range(args.rounds):
         ours += run_ours(shards, model, args, str(round_))
+        if args.old_src:
+            old += run_ours(shards, model, args, str(round_), src=args.old_src)
         theirs += run_open_clip(shards, model, args, str(round_))
     ours_rate, theirs_rate = statistics.median(ours), statistics.median(theirs)
 
@@ -110,13 +122,18 @@ def main() -> None:
 
     cpu = cpu_name()
     print(f"command: python bench/train_throughput.py --steps {args.steps} --batch-size "
-          f"{args.batch_size} --workers {args.workers} --rounds {args.rounds}")  # fmt: skip
+          f"{args.batch_size} --workers {args.workers} --rounds {args.rounds}"
+          + (f" --old-src {args.old_src}" if args.old_src else ""))  # fmt: skip
     print(f"machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}, one process, "
           f"fp32; SynthToL {n_train} training images in 8 shards; {time.perf_counter() - started:.0f} s")  # fmt: skip
     print()
     print("| trainer | images/s (median of windows) | windows | ratio |")
     print("|---|---:|---:|---:|")
     print(f"| taxoclip train | {ours_rate:.0f} | {len(ours)} | {ours_rate / theirs_rate:.2f}× |")
+    if old:
+        old_rate = statistics.median(old)
+        print(f"| taxoclip train ({args.old_src}) | {old_rate:.0f} | {len(old)} | "
+              f"{old_rate / theirs_rate:.2f}× |")  # fmt: skip
     print(f"| open_clip_train.main | {theirs_rate:.0f} | {len(theirs)} | 1.00× |")
 
 

@@ -3,9 +3,12 @@
 ``RUN/checkpoints/epoch_N.pt`` at epoch ends (all kept) and ``step_NNNNNNNN.pt`` every
 ``--checkpoint-every`` steps (the last K kept). Each file holds ``epoch, name,
 state_dict, optimizer, scaler`` as open_clip writes them (``state_dict`` is the bare
-CLIP, so open_clip and ``load_model`` read it), and ``step``, ``replay_proj``,
-``torch_rng``, ``counters`` and the ``config`` for resuming. Only tensors and plain
-Python values go in, so ``torch.load(weights_only=True)`` reads them.
+CLIP, whole tensors even under FSDP, so open_clip and ``load_model`` read it), and
+``step``, ``replay_proj``, ``torch_rng``, ``counters``, the ``config``, the ``layout``
+(processes, readers per process, FSDP) and every data reader's position (``readers``,
+``replay_readers``; see data.py) for resuming. Under FSDP ``optimizer`` is the whole
+optimiser state keyed by parameter name. Only tensors and plain Python values go in, so
+``torch.load(weights_only=True)`` reads them.
 ``checkpoints/latest.json`` names the newest complete checkpoint; it is replaced only
 after that checkpoint is on disk, so a kill at any moment leaves a loadable pair.
 """

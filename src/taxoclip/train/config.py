@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ LOGIT_SCALE_MAX = math.log(100)
 TRAJECTORY_FIELDS = (
     "data", "model", "pretrained", "batch_size", "replay", "replay_batch_size", "text_type",
     "epochs", "steps", "lr", "weight_decay", "betas", "eps", "warmup", "grad_clip",
-    "precision", "seed", "caption_positives", "squash",
+    "precision", "seed", "caption_positives", "squash", "shuffle_buffer",
 )  # fmt: skip
 
 
@@ -105,8 +105,13 @@ class TrainConfig(StageConfig):
     precision: str = option("fp32", choices=PRECISIONS, help="fp32 or bf16 autocast")
     grad_checkpointing: bool = option(False, help="trade compute for memory")
     compile: bool = option(False, help="torch.compile the model")
-    fsdp: bool = option(False, help="shard the model with FSDP (CUDA) instead of DDP")
-    workers: int = option(2, help="DataLoader workers per process (default 2)")
+    fsdp: bool = option(False, help="shard the model with FSDP2 instead of DDP (CUDA or CPU)")
+    workers: int = option(
+        2, help="DataLoader workers per process, each reading its own shards (default 2)"
+    )
+    shuffle_buffer: int = option(
+        1000, metavar="N", help="samples per reader's shuffle block (default 1000)"
+    )
     seed: int = shared.seed()
     caption_positives: bool = option(
         False, help="count identical captions in a batch as positives (not in the paper)"
@@ -186,6 +191,8 @@ def _range_problems(c: TrainConfig) -> list[str]:
         problems.append(f"--replay-ratio must be in (0, 1) (got {c.replay_ratio})")
     if c.workers < 0:
         problems.append(f"--workers must be 0 or more (got {c.workers})")
+    if c.shuffle_buffer < 1:
+        problems.append(f"--shuffle-buffer must be at least 1 (got {c.shuffle_buffer})")
     if c.keep_checkpoints < 1:
         problems.append(f"--keep-checkpoints must be at least 1 (got {c.keep_checkpoints})")
     if c.checkpoint_every < 0 or c.log_every < 1:
@@ -218,6 +225,8 @@ class TrainResult(StageResult):
     model_dir: Path
     samples_per_second: float
     n_substituted: int
+    n_read_errors: int = 0  # samples lost to truncated or unreadable shards
+    bad_shards: list[str] = field(default_factory=list)
     val_top1: float | None = None
     val: str | None = None  # the --val folder val_top1 was measured on
     rank: int = 0
@@ -230,6 +239,9 @@ class TrainResult(StageResult):
             lines.append(f"zero-shot top-1 on {self.val}: {self.val_top1:.3f}")
         if self.n_substituted:
             lines.append(f"{self.n_substituted} corrupt samples were skipped (see the log)")
+        if self.n_read_errors:
+            lines.append(f"{self.n_read_errors} samples lost to damaged shards: "
+                         + ", ".join(self.bad_shards))  # fmt: skip
         lines.append(f"run: {self.run}  (metrics.jsonl, tensorboard/, checkpoints/)")
         lines.append(f"model: {self.model_dir}  (open_clip local-dir: layout)")
         return lines

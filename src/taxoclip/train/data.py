@@ -1,47 +1,60 @@
-"""Training data: indexed WebDataset shards read by random access, batches by step.
+"""Training data: WebDataset shards streamed in a seeded order, batches made by readers.
 
-Why not a streaming pipeline: exact resume. Every batch is a pure function of
-``(seed, step)`` — the epoch's permutation, the slice for this rank, the caption type
-and every augmentation — so a run restarted from a checkpoint at step ``s`` sees exactly
-the batches an uninterrupted run would, whatever the number of DataLoader workers. The
-shards stay the standard TreeOfLife layout; the index (member offsets inside each tar)
-is built once at start-up from tar headers (``taxoclip.data.scan_tar``, which groups
-members into samples exactly as the streaming reader does).
+Nothing here grows with the number of samples N: the shards are known by their URL and
+their size in ``sizes.json`` (no tar is opened to plan the run), each *reader* (one per
+DataLoader worker on each rank) streams its own shards, and a batch is the next
+``batch_size`` samples of one reader's shuffle buffer.
+
+Readers, shards and epochs
+    There are ``R = world_size × max(1, workers)`` readers; reader ``t`` reads the shards
+    ``G[t], G[t+R], G[t+2R], …`` of the endless sequence ``G = P0 ++ P1 ++ …`` where ``Pe``
+    is the permutation of all K shards seeded by ``(seed, e)``. Each pass ``Pe`` is thus
+    read exactly once, by all readers together, whatever K and R: when K is not a
+    multiple of R the readers that got one shard fewer in a pass start the next pass
+    earlier (the pass is *padded from the next pass*, nothing is dropped or repeated
+    within a pass, no reader ever runs dry; even R > K works). An epoch is nominal:
+    ``N // global_batch`` steps, open_clip's ``--train-num-samples`` epoch.
+
+Shuffle buffer
+    A reader fills a block of ``shuffle_buffer`` samples from its stream (crossing shard
+    boundaries), emits it in a permutation seeded by ``(seed, reader, block number)``,
+    then fills the next block. Its position is therefore four numbers — which of its
+    shards and which sample of it the block starts at, the block number, and how many
+    samples of the block were emitted — and resuming re-reads at most one block (from
+    its start: the shard is streamed up to that sample without decoding).
+
+Batches and steps
+    Step ``s`` of a rank is made by its reader ``s mod W`` (W streams per rank): with W
+    DataLoader workers, worker ``w`` of a run started at step ``s0`` plays stream
+    ``(w + s0) mod W``, so the DataLoader's round-robin order gives steps in order. The
+    caption type is drawn per step from ``(seed, step)`` (the same on every rank) and
+    each crop is seeded by ``(seed, step, rank, position)``. Every batch carries its
+    reader's position after it; the trainer keeps the latest per reader and checkpoints
+    them, so a resumed run sees exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import IterableDataset, get_worker_info
 
-from taxoclip.data import (
-    IMAGE_SUFFIXES,
-    decode_member,
-    decode_rgb,
-    expand_urls,
-    local_path,
-    read_member,
-    scan_tar,
-)
+from taxoclip.data import IMAGE_SUFFIXES, decode_member, decode_rgb, expand_urls, local_path
+from taxoclip.data.read import ReadStats, read_shards, scan_tar, shard_sizes
 from taxoclip.errors import InputError, UsageError
 from taxoclip.taxonomy import TRAINING_TEXT_TYPES, TextType
 
 log = logging.getLogger(__name__)
 
 _MAX_SUBSTITUTES = 16
-
-
-#: Members the training index records for each sample.
-INDEX_SUFFIXES = ("jpg", "txt", *(f"{t.value}.txt" for t in TRAINING_TEXT_TYPES))
 
 
 def text_type_for_step(seed: int, step: int, fixed: str = "random") -> str:
@@ -53,178 +66,272 @@ def text_type_for_step(seed: int, step: int, fixed: str = "random") -> str:
     return TRAINING_TEXT_TYPES[int(rng.integers(len(TRAINING_TEXT_TYPES)))].value
 
 
-@dataclass
-class ShardIndex:
-    """Where each sample's members lie: shard number and (offset, size) per suffix."""
+# ------------------------------------------------------------------- shards and order
 
-    paths: list[str]
-    shard: np.ndarray  # (N,) int32
-    keys: list[str]
-    members: dict[str, np.ndarray]  # suffix → (N, 2) int64 offset, size; -1 if absent
 
-    def __len__(self) -> int:
-        return len(self.keys)
+@dataclass(frozen=True)
+class ShardList:
+    """The training shards: URLs and sample counts (from ``sizes.json``; never per sample)."""
+
+    urls: tuple[str, ...]
+    sizes: tuple[int, ...]
+
+    @property
+    def n_samples(self) -> int:
+        return sum(self.sizes)
 
     @classmethod
-    def build(cls, spec: str | Sequence[str], suffixes: Sequence[str]) -> ShardIndex:
-        """Index local shards (paths or ``file:`` URLs, brace patterns, ``::`` lists)."""
+    def resolve(cls, spec: str | Sequence[str]) -> ShardList:
+        """Expand ``spec`` (brace patterns, ``::`` lists; local, ``pipe:``, http(s), fsspec)
+        and find each shard's size in the ``sizes.json`` beside it. A local shard that no
+        ``sizes.json`` lists is counted from its tar headers (once, at start-up)."""
         urls = expand_urls(spec)
-        paths = []
         for url in urls:
             path = local_path(url)
-            if path is None:
-                raise UsageError(
-                    f"training reads shards by random access; stage {url} on a local or "
-                    "network file system and pass its path"
-                )
-            if not Path(path).is_file():
+            if path is not None and not Path(path).is_file():
                 raise InputError(f"training shard not found: {path}")
-            paths.append(path)
-        shard_ids: list[int] = []
-        keys: list[str] = []
-        found: dict[str, list[tuple[int, int]]] = {s: [] for s in suffixes}
-        for number, path in enumerate(paths):
-            for key, parts in scan_tar(path):
-                image = next((parts[s] for s in IMAGE_SUFFIXES if s in parts), None)
-                if image is None:
-                    continue
-                shard_ids.append(number)
-                keys.append(key)
-                for suffix in suffixes:
-                    found[suffix].append(image if suffix == "jpg" else parts.get(suffix, (-1, -1)))
-        if not keys:
-            raise InputError(f"no samples with an image in {len(paths)} shard(s): {spec}")
-        return cls(
-            paths=paths,
-            shard=np.asarray(shard_ids, dtype=np.int32),
-            keys=keys,
-            members={s: np.asarray(v, dtype=np.int64).reshape(-1, 2) for s, v in found.items()},
-        )
+        sizes = shard_sizes(urls)
+        out = []
+        for url, size in zip(urls, sizes, strict=True):
+            if size is None:
+                path = local_path(url)
+                if path is None:
+                    raise UsageError(
+                        f"no sizes.json lists {url}: put a sizes.json (shard name → sample "
+                        "count, as taxoclip and open_clip write it) beside the shards"
+                    )
+                log.warning("%s is not in a sizes.json; counting its samples", path)
+                size = sum(1 for _ in scan_tar(path))
+            out.append(size)
+        if not sum(out):
+            raise InputError(f"no samples in {len(urls)} shard(s): {spec}")
+        return cls(urls=tuple(urls), sizes=tuple(out))
 
 
-class StepBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Yields, for each step from ``start_step``, this rank's ``(sample, step)`` pairs.
-
-    Epoch ``e`` is a permutation seeded by ``(seed, e)``; step ``s`` takes the global
-    batch ``perm[b·G : (b+1)·G]`` (``b = s mod steps_per_epoch``, the tail dropped) and
-    this rank its contiguous slice, so ranks never share samples and the union over
-    ranks is the same global batch a single process would draw.
-    """
-
-    def __init__(
-        self,
-        n_samples: int,
-        global_batch: int,
-        total_steps: int,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        start_step: int = 0,
-    ) -> None:
-        if global_batch % world_size:
-            raise UsageError(f"global batch {global_batch} is not divisible by {world_size} ranks")
-        if n_samples < global_batch:
-            raise UsageError(
-                f"{n_samples} training samples cannot fill one global batch of {global_batch}"
-            )
-        self.n_samples, self.global_batch = n_samples, global_batch
-        self.total_steps, self.seed = total_steps, seed
-        self.rank, self.world_size, self.start_step = rank, world_size, start_step
-        self.steps_per_epoch = n_samples // global_batch
-        self.local_batch = global_batch // world_size
-
-    def __len__(self) -> int:
-        return max(0, self.total_steps - self.start_step)
-
-    def global_indices(self, step: int) -> np.ndarray:
-        epoch, within = divmod(step, self.steps_per_epoch)
-        perm = np.random.default_rng(np.random.SeedSequence([self.seed, 3, epoch])).permutation(
-            self.n_samples
-        )
-        return perm[within * self.global_batch : (within + 1) * self.global_batch]
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for step in range(self.start_step, self.total_steps):
-            indices = self.global_indices(step)
-            mine = indices[self.rank * self.local_batch : (self.rank + 1) * self.local_batch]
-            yield [(int(i), step) for i in mine]
+@lru_cache(maxsize=8)
+def shard_order(seed: int, epoch: int, n_shards: int) -> np.ndarray:
+    """Pass ``epoch``'s permutation of the shards: seeded by ``(seed, epoch)``."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 11, epoch]))
+    return rng.permutation(n_shards).astype(np.int32)
 
 
-class ShardTrainDataset(Dataset):
-    """Map-style view of indexed shards: item ``(index, step)`` → image tensor + captions.
+def reader_shard(seed: int, n_shards: int, reader: int, n_readers: int, k: int) -> int:
+    """The ``k``-th shard reader ``reader`` of ``n_readers`` reads (see the module doc)."""
+    position = reader + k * n_readers
+    epoch, within = divmod(position, n_shards)
+    return int(shard_order(seed, epoch, n_shards)[within])
 
-    Augmentation is seeded by ``(seed, step, index)``, so it does not depend on which
-    worker draws the item. A sample that cannot be decoded is logged and replaced by the
-    next readable one (the batch keeps its size, which the distributed loss needs); the
-    item records how many were replaced so the trainer can count them.
-    """
+
+# ------------------------------------------------------------------- one reader
+
+
+def fresh_state() -> dict[str, Any]:
+    """A reader's position before it has read anything."""
+    return {"shard": 0, "offset": 0, "block": 0, "taken": 0, "counted": -1, "n_read_errors": 0,
+            "n_missing": 0, "n_skipped": 0, "n_substituted": 0, "bad_shards": []}  # fmt: skip
+
+
+class ShardReader:
+    """One reader's endless stream of raw samples (bytes), shuffled by blocks; see the
+    module doc. :meth:`state` is its exact position; a reader built from it goes on
+    with the same samples."""
 
     def __init__(
         self,
-        index: ShardIndex,
-        transform: Callable[[Image.Image, np.random.Generator], torch.Tensor],
+        shards: ShardList,
         seed: int,
-        text_type: str | None = "random",
+        reader: int,
+        n_readers: int,
+        buffer: int,
+        state: dict[str, Any] | None = None,
+        retries: int = 3,
     ) -> None:
-        self.index, self.transform, self.seed = index, transform, seed
-        self.text_type = text_type
-        self._files: dict[int, io.BufferedReader] = {}
+        self.shards, self.seed, self.reader, self.n_readers = shards, seed, reader, n_readers
+        self.buffer, self.retries = max(1, buffer), retries
+        self._state = dict(state or fresh_state())
+        self._state["bad_shards"] = list(self._state["bad_shards"])
+        self._block: list[dict[str, Any]] = []
+        self._order: np.ndarray | None = None
+        self._next = (self._state["shard"], self._state["offset"])  # where the next block starts
+        self._samples: Iterator[dict[str, Any]] | None = None
+        self._stats: ReadStats | None = None
+        self._stats_shard = -1
+        self._cursor: tuple[int, int] | None = None  # where the open stream stands
 
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_files"] = {}  # file handles do not cross into worker processes
+    def state(self) -> dict[str, Any]:
+        state = dict(self._state)
+        state["bad_shards"] = list(state["bad_shards"])
         return state
 
-    def _read(self, index: int, suffix: str) -> bytes | None:
-        offset, size = self.index.members[suffix][index]
-        if offset < 0:
-            return None
-        shard = int(self.index.shard[index])
-        handle = self._files.get(shard)
-        if handle is None:
-            handle = self._files[shard] = open(self.index.paths[shard], "rb")  # noqa: SIM115
-        return read_member(handle, int(offset), int(size))
+    def url(self, k: int) -> str:
+        shard = reader_shard(self.seed, len(self.shards.urls), self.reader, self.n_readers, k)
+        return self.shards.urls[shard]
 
-    def _load(self, index: int, step: int, caption_key: str) -> tuple[torch.Tensor, str]:
-        image = decode_rgb(self._read(index, "jpg"))
-        caption = self._read(index, caption_key)
-        if caption is None:
-            caption = self._read(index, "txt")
-        if caption is None:
-            raise ValueError(f"no {caption_key} or txt caption")
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 5, step, index]))
-        return self.transform(image, rng), decode_member("txt", caption)
+    def next_sample(self) -> dict[str, Any]:
+        if self._order is None:  # a new reader: re-read the block its position is in
+            self._fill(skip=self._state["taken"])
+        if self._state["taken"] >= len(self._block):
+            self._state["shard"], self._state["offset"] = self._next
+            self._state["block"] += 1
+            self._fill(skip=0)
+        sample = self._block[int(self._order[self._state["taken"]])]
+        self._state["taken"] += 1
+        return sample
 
-    def get(self, index: int, step: int, caption_key: str) -> tuple[torch.Tensor, str, int]:
-        substitutes = 0
-        for attempt in range(_MAX_SUBSTITUTES):
-            candidate = (index + attempt) % len(self.index)
-            try:
-                image, caption = self._load(candidate, step, caption_key)
-                return image, caption, substitutes
-            except Exception as exc:  # one unreadable sample must not stop training
-                substitutes += 1
-                shard = self.index.paths[int(self.index.shard[candidate])]
-                log.warning(
-                    "skipping corrupt sample %s in %s (%s: %s)",
-                    self.index.keys[candidate],
-                    shard,
-                    type(exc).__name__,
-                    exc,
-                )
-        raise InputError(f"{_MAX_SUBSTITUTES} consecutive unreadable samples near {index}")
+    def _fill(self, skip: int) -> None:
+        """Read the block that starts at the recorded position; ``skip`` of it are done."""
+        shard, offset = self._state["shard"], self._state["offset"]
+        if self._samples is None or self._cursor != (shard, offset):  # else: read on
+            self._open(shard, offset)
+        block: list[dict[str, Any]] = []
+        empty_run = 0  # shards in a row that gave nothing: all of them broken means stop
+        while len(block) < self.buffer:
+            sample = next(self._samples, None)
+            if sample is None:
+                empty_run = empty_run + 1 if offset == 0 else 0
+                if empty_run > len(self.shards.urls):
+                    raise InputError(f"no readable samples in any of {len(self.shards.urls)} "
+                                     "training shards")  # fmt: skip
+                shard, offset = shard + 1, 0
+                self._open(shard, 0)
+                continue
+            block.append(sample)
+            offset += 1
+        self._next = self._cursor = (shard, offset)
+        self._block = block
+        rng = np.random.default_rng(
+            np.random.SeedSequence([self.seed, 13, self.reader, self._state["block"]])
+        )
+        self._order = rng.permutation(len(block))
+        self._state["taken"] = skip
 
-    def __getitem__(self, item: tuple[int, int]):
-        index, step = item
-        if self.text_type is None:  # general image-caption pairs (replay): plain ``txt``
+    def count_substituted(self, n: int) -> None:
+        self._state["n_substituted"] += n
+
+    def _open(self, k: int, skip: int) -> None:
+        self._account()
+        url = self.url(k)
+        self._stats, self._stats_shard = ReadStats(max_messages=10), k
+        samples = read_shards([url], decode=False, stats=self._stats, require=(),
+                              retries=self.retries)  # fmt: skip
+        for _ in range(skip):  # resuming inside a shard: stream up to the sample, no decoding
+            if next(samples, None) is None:
+                break
+        self._samples = samples
+
+    def _account(self) -> None:
+        """Add a finished shard's losses to the reader's counts, once per shard (a resume
+        re-reads the shard its block starts in, and must not count it twice)."""
+        stats, k = self._stats, self._stats_shard
+        self._stats = None
+        if stats is None or k <= self._state["counted"]:
+            return
+        self._state["counted"] = k
+        self._state["n_read_errors"] += stats.n_read_errors
+        self._state["n_missing"] += stats.n_missing
+        self._state["n_skipped"] += stats.n_skipped
+        for url in sorted(stats.bad_shards):
+            if url not in self._state["bad_shards"] and len(self._state["bad_shards"]) < 100:
+                self._state["bad_shards"].append(url)
+                log.warning("training shard %s is damaged: %s", url, stats.summary())
+
+
+# ------------------------------------------------------------------- batches
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What a rank's loader streams: which shards, how, and which steps."""
+
+    shards: ShardList
+    seed: int
+    text_type: str | None  # None: replay corpus, plain ``txt`` captions
+    batch_size: int
+    rank: int
+    world_size: int
+    n_streams: int  # readers per rank: max(1, DataLoader workers)
+    start_step: int
+    total_steps: int
+    buffer: int
+    retries: int = 3
+
+    @property
+    def n_readers(self) -> int:
+        return self.world_size * self.n_streams
+
+
+class StreamingBatches(IterableDataset):
+    """The batches of this rank's steps ``start_step .. total_steps - 1``, each made by one
+    reader (see the module doc) and carrying that reader's position after it."""
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        transform: Callable[[Any, np.random.Generator], torch.Tensor],
+        collate: Collate,
+        states: Sequence[dict[str, Any] | None] | None = None,
+    ) -> None:
+        self.spec, self.transform, self.collate = spec, transform, collate
+        self.states = list(states) if states is not None else [None] * spec.n_readers
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        spec = self.spec
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        stream = (worker + spec.start_step) % spec.n_streams
+        reader_id = spec.rank * spec.n_streams + stream
+        reader = ShardReader(spec.shards, spec.seed, reader_id, spec.n_readers, spec.buffer,
+                             self.states[reader_id], spec.retries)  # fmt: skip
+        for step in range(spec.start_step + worker, spec.total_steps, spec.n_streams):
+            items, substituted = self._batch(reader, step)
+            reader.count_substituted(substituted)
+            batch = self.collate(items)
+            batch.update(step=step, reader=reader_id, reader_state=reader.state(),
+                         n_substituted=substituted)  # fmt: skip
+            yield batch
+
+    def _batch(self, reader: ShardReader, step: int) -> tuple[list[tuple[Any, str]], int]:
+        spec = self.spec
+        if spec.text_type is None:
             caption_key = "txt"
         else:
-            caption_key = f"{text_type_for_step(self.seed, step, self.text_type)}.txt"
-        image, caption, substitutes = self.get(index, step, caption_key)
-        return image, caption, substitutes, step
+            caption_key = f"{text_type_for_step(spec.seed, step, spec.text_type)}.txt"
+        items: list[tuple[Any, str]] = []
+        substituted = in_a_row = 0
+        while len(items) < spec.batch_size:
+            sample = reader.next_sample()
+            try:
+                rng = np.random.default_rng(
+                    np.random.SeedSequence([spec.seed, 5, step, spec.rank, len(items)])
+                )
+                items.append(load_sample(sample, caption_key, self.transform, rng))
+                in_a_row = 0
+            except Exception as exc:  # one unreadable sample must not stop training
+                substituted += 1
+                in_a_row += 1
+                log.warning("skipping corrupt sample %s in %s (%s: %s)", sample.get("__key__"),
+                            sample.get("__url__"), type(exc).__name__, exc)  # fmt: skip
+                if in_a_row >= _MAX_SUBSTITUTES:
+                    raise InputError(
+                        f"{_MAX_SUBSTITUTES} consecutive unreadable samples in "
+                        f"{sample.get('__url__')}"
+                    ) from exc
+        return items, substituted
+
+
+def load_sample(
+    sample: dict[str, Any], caption_key: str, transform, rng: np.random.Generator
+) -> tuple[torch.Tensor, str]:
+    """A raw sample's augmented image and its ``caption_key`` caption (``txt`` if absent)."""
+    image = next((sample[s] for s in IMAGE_SUFFIXES if s in sample), None)
+    if image is None:
+        raise ValueError("no image member")
+    caption = sample.get(caption_key, sample.get("txt"))
+    if caption is None:
+        raise ValueError(f"no {caption_key} or txt caption")
+    if isinstance(caption, bytes | bytearray):
+        caption = decode_member("txt", bytes(caption))
+    return transform(decode_rgb(image), rng), caption
 
 
 def caption_ids(captions: Sequence[str]) -> torch.Tensor:
@@ -233,7 +340,7 @@ def caption_ids(captions: Sequence[str]) -> torch.Tensor:
 
 
 class Collate:
-    """Stacks images, tokenizes the step's captions, carries caption ids and skip counts.
+    """Stacks images, tokenizes the step's captions, carries caption ids.
 
     Captions repeat (every image of a species shares them) and open_clip's tokenizer
     costs ~0.4 ms per caption in Python, so token rows are cached per process.
@@ -252,12 +359,15 @@ class Collate:
             self._tokens.update(zip(new, self.tokenizer(new), strict=True))
         return torch.stack([self._tokens[c] for c in captions])
 
-    def __call__(self, items):
-        images, captions, substitutes, steps = zip(*items, strict=True)
+    def __call__(self, items: Sequence[tuple[torch.Tensor, str]]) -> dict[str, Any]:
+        images, captions = zip(*items, strict=True)
         return {
             "images": torch.stack(images),
             "tokens": self.tokenize(captions),
             "caption_ids": caption_ids(captions),
-            "n_substituted": int(sum(substitutes)),
-            "step": int(steps[0]),
         }
+
+
+def unbatched(batch: dict[str, Any]) -> dict[str, Any]:
+    """The DataLoader's collate for already-made batches (``batch_size=None``)."""
+    return batch

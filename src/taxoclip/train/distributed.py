@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from taxoclip.errors import UsageError
+from taxoclip.errors import InputError, UsageError
 
 
 @dataclass
@@ -61,10 +62,20 @@ def mean_over_ranks(value: torch.Tensor, env: DistEnv) -> float:
     return float(value)
 
 
+def gather_objects(value: Any, env: DistEnv) -> list[Any]:
+    """``value`` from every rank, in rank order (a collective: every rank must call it)."""
+    if not env.distributed:
+        return [value]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, value)
+    return out
+
+
 def wrap_model(module: nn.Module, env: DistEnv, fsdp: bool, compile: bool) -> nn.Module:
     """What runs forward: ``module`` under FSDP or DDP (several processes), compiled if asked.
 
-    Checkpoints and the exported model read ``module`` itself, never the wrapper.
+    Under DDP (and in one process) checkpoints and the exported model read ``module``
+    itself; under FSDP its parameters are shards, so they read :func:`full_model_state`.
     """
     wrapped = module
     if fsdp:
@@ -78,16 +89,88 @@ def wrap_model(module: nn.Module, env: DistEnv, fsdp: bool, compile: bool) -> nn
     return wrapped
 
 
+_SCALARS = ("logit_scale", "logit_bias")
+
+
 def _wrap_fsdp(module: nn.Module, env: DistEnv) -> nn.Module:
-    if env.device.type != "cuda":
-        raise UsageError("--fsdp needs CUDA devices; on CPU use plain DDP (the default)")
+    """FSDP2 (``fully_shard``): NCCL on CUDA, gloo on CPU (tested under torchrun on CPU)."""
     from torch.distributed.fsdp import fully_shard
 
+    if not env.distributed:
+        raise UsageError("--fsdp shards the model over processes: launch with torchrun "
+                         "--nproc_per_node N (N >= 2)")  # fmt: skip
+    clip = module.clip
+    blocks = [
+        block
+        for tower in (getattr(clip, "visual", None), clip)
+        for block in getattr(getattr(tower, "transformer", None), "resblocks", [])
+    ]
+    if not blocks:
+        raise UsageError(f"--fsdp needs transformer towers; {type(clip).__name__} has none")
+    # fully_shard refuses 0-d parameters: the logit scale (and bias) become shape (1,)
+    # while sharded; full_model_state gives them back their open_clip shape.
+    for name in _SCALARS:
+        param = getattr(clip, name, None)
+        if isinstance(param, nn.Parameter) and param.dim() == 0:
+            setattr(clip, name, nn.Parameter(param.detach().reshape(1)))
     # One shard unit per residual block of both towers, then the rest (embeddings,
-    # projections, logit scale) in the root unit.
-    for block in list(module.clip.visual.transformer.resblocks) + list(
-        module.clip.transformer.resblocks
-    ):
+    # projections, logit scale, the replay projection) in the root unit.
+    for block in blocks:
         fully_shard(block)
     fully_shard(module)
     return module
+
+
+def _options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_model_state(module: nn.Module, fsdp: bool) -> dict[str, torch.Tensor]:
+    """The whole (unsharded) state dict of ``module`` on CPU. Under FSDP a collective:
+    every rank must call it (each gets the whole tensors)."""
+    if not fsdp:
+        return {k: v.detach() for k, v in module.state_dict().items()}
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    state = get_model_state_dict(module, options=_options())
+    for key, value in state.items():
+        if key.rsplit(".", 1)[-1] in _SCALARS and value.shape == (1,):
+            state[key] = value.reshape(())
+    return state
+
+
+def optimizer_state(module: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool) -> dict:
+    """The optimiser state to checkpoint: open_clip's layout, or under FSDP the whole
+    state keyed by parameter name (a collective)."""
+    if not fsdp:
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(module, optimizer, options=_options())
+
+
+def load_optimizer_state(
+    module: nn.Module, optimizer: torch.optim.Optimizer, checkpoint: dict[str, Any], fsdp: bool
+) -> None:
+    """Restore what :func:`optimizer_state` saved (after wrapping)."""
+    try:
+        if not fsdp:
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            return
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_optimizer_state_dict,
+        )
+
+        set_optimizer_state_dict(module, optimizer, checkpoint["optimizer"],
+                                 options=StateDictOptions(full_state_dict=True))  # fmt: skip
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise InputError(f"checkpoint optimiser state does not fit this model: {exc}") from exc
+
+
+def local_value(tensor: torch.Tensor) -> torch.Tensor:
+    """A replicated scalar as a plain tensor (under FSDP parameters are DTensors)."""
+    full = getattr(tensor, "full_tensor", None)
+    return full() if full is not None else tensor

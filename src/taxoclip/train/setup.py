@@ -1,13 +1,15 @@
 """Everything a run needs before its first step, built once: :func:`setup`.
 
-The run directory (and the checkpoint to resume from), the data index and the step plan,
-the model and optimiser (restored from the checkpoint if any), the wrapped model, the
-loaders.
+The run directory (and the checkpoint to resume from), the shard list and the step plan,
+the model (restored from the checkpoint if any), the wrapped model (DDP or FSDP), the
+optimiser built on the wrapped parameters and restored, the streaming loaders placed at
+the checkpoint's reader positions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,8 +26,8 @@ from taxoclip.models.io import is_model_name
 
 from .checkpoint import checkpoint_dir, find_latest, load_checkpoint
 from .config import TrainConfig, write_params
-from .data import INDEX_SUFFIXES, Collate, ShardIndex, ShardTrainDataset, StepBatchSampler
-from .distributed import DistEnv, wrap_model
+from .data import Collate, ShardList, StreamingBatches, StreamSpec, unbatched
+from .distributed import DistEnv, load_optimizer_state, wrap_model
 from .model import ContrastiveModel
 from .optim import build_optimizer
 from .runlog import METRICS_FILE, truncate_metrics
@@ -64,31 +66,47 @@ class TrainState:
     replay_batches: Iterator[dict[str, Any]] | None
     autocast: contextlib.AbstractContextManager
     counters: dict[str, int]  # samples seen, corrupt samples substituted
+    # Each reader's position after the last batch this rank consumed (see data.py);
+    # a checkpoint gathers them from every rank.
+    readers: dict[int, dict[str, Any]]
+    replay_readers: dict[int, dict[str, Any]]
+    n_readers: int  # world size × streams per rank
+    unsharded: nn.Module | None = None  # under FSDP: a whole CLIP for export and validation
 
 
 def setup(config: TrainConfig, env: DistEnv) -> TrainState:
     """Check and prepare the run, build (or restore) everything the loop needs."""
     run, checkpoint = prepare_run(config, env)
+    n_streams = max(1, config.workers)
+    if checkpoint is not None:
+        check_same_layout(checkpoint, env, n_streams, config.fsdp, Path(config.out))
     torch.manual_seed(config.seed)
-    index = ShardIndex.build(config.data, INDEX_SUFFIXES)
-    replay_index = ShardIndex.build(config.replay, INDEX_SUFFIXES) if config.replay else None
-    plan = make_plan(config, env, len(index), checkpoint)
+    shards = ShardList.resolve(config.data)
+    replay_shards = ShardList.resolve(config.replay) if config.replay else None
+    plan = make_plan(config, env, shards.n_samples, checkpoint)
 
     loaded = build_model(config, checkpoint)
     clip = loaded.model.to(env.device)
     if config.grad_checkpointing:
         clip.set_grad_checkpointing(True)
-    module = ContrastiveModel(clip, replay=replay_index is not None).to(env.device)
-    optimizer = build_optimizer(module, config.lr, config.weight_decay, config.betas, config.eps)
+    module = ContrastiveModel(clip, replay=replay_shards is not None).to(env.device)
     counters = {"n_substituted": 0, "samples": 0}
     if checkpoint is not None:
-        counters.update(restore(checkpoint, module, optimizer))
+        counters.update(restore(checkpoint, module))
+    unsharded = copy.deepcopy(clip).cpu() if config.fsdp else None
+    model = wrap_model(module, env, config.fsdp, config.compile)
+    # After wrapping: FSDP replaces the parameters with sharded ones.
+    optimizer = build_optimizer(module, config.lr, config.weight_decay, config.betas, config.eps)
+    if checkpoint is not None:
+        load_optimizer_state(module, optimizer, checkpoint, config.fsdp)
 
     if env.is_main:
-        write_params(run / "params.json", config, _run_facts(plan, env, loaded))
+        write_params(run / "params.json", config, _run_facts(plan, env, loaded, n_streams))
         truncate_metrics(run / METRICS_FILE, plan.start_step)
-    model = wrap_model(module, env, config.fsdp, config.compile)
-    loader, replay_batches = _loaders(config, env, loaded, index, replay_index, plan)
+    readers = _reader_states(checkpoint, "readers")
+    replay_readers = _reader_states(checkpoint, "replay_readers")
+    loader, replay_batches = _loaders(config, env, loaded, shards, replay_shards, plan,
+                                      readers, replay_readers)  # fmt: skip
     autocast = (
         torch.autocast(env.device.type, dtype=torch.bfloat16)
         if config.precision == "bf16"
@@ -97,8 +115,46 @@ def setup(config: TrainConfig, env: DistEnv) -> TrainState:
     return TrainState(
         config=config, env=env, run=run, plan=plan, loaded=loaded, module=module, model=model,
         optimizer=optimizer, loader=loader, replay_batches=replay_batches, autocast=autocast,
-        counters=counters,
+        counters=counters, readers=_mine(readers, env, n_streams),
+        replay_readers=_mine(replay_readers, env, n_streams),
+        n_readers=env.world_size * n_streams, unsharded=unsharded,
     )  # fmt: skip
+
+
+def check_same_layout(
+    checkpoint: dict[str, Any], env: DistEnv, n_streams: int, fsdp: bool, run: Path
+) -> None:
+    """The data order depends on processes × readers per process, so a resume must keep
+    them (and the optimiser layout depends on FSDP): refuse with the difference."""
+    layout = checkpoint.get("layout") or {}
+    then = (layout.get("world_size"), layout.get("streams"), layout.get("fsdp"))
+    now = (env.world_size, n_streams, fsdp)
+    if then == now:
+        return
+    differences = [
+        f"{name}: {a} in the checkpoint, {b} now"
+        for name, a, b in zip(("processes", "readers per process (--workers)", "--fsdp"),
+                              then, now, strict=True)
+        if a != b
+    ]  # fmt: skip
+    raise UsageError(
+        f"cannot resume {run}: the run was started with another layout ("
+        + "; ".join(differences)
+        + "); the data order depends on processes × DataLoader workers, so resume it with "
+        "the same torchrun --nproc_per_node, --workers and --fsdp"
+    )
+
+
+def _reader_states(checkpoint: dict[str, Any] | None, key: str) -> list[dict | None] | None:
+    return None if checkpoint is None else checkpoint.get(key)
+
+
+def _mine(states: list[dict | None] | None, env: DistEnv, n_streams: int) -> dict[int, dict]:
+    """This rank's readers' positions, by reader number."""
+    if not states:
+        return {}
+    first = env.rank * n_streams
+    return {t: s for t, s in enumerate(states) if first <= t < first + n_streams and s}
 
 
 def prepare_run(config: TrainConfig, env: DistEnv) -> tuple[Path, dict[str, Any] | None]:
@@ -169,25 +225,24 @@ def build_model(config: TrainConfig, checkpoint: dict[str, Any] | None = None) -
     return load_model(config.model, pretrained=config.pretrained)
 
 
-def restore(
-    checkpoint: dict[str, Any], module: ContrastiveModel, optimizer: torch.optim.Optimizer
-) -> dict[str, int]:
-    """Load weights, optimiser and global RNG state; returns the checkpoint's counters."""
+def restore(checkpoint: dict[str, Any], module: ContrastiveModel) -> dict[str, int]:
+    """Load the whole weights (before any sharding) and the global RNG state; returns the
+    checkpoint's counters. The optimiser is restored after wrapping (distributed.py)."""
     try:
         module.clip.load_state_dict(checkpoint["state_dict"])
         if module.replay_proj is not None:
             module.replay_proj.data.copy_(checkpoint["replay_proj"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
     except (RuntimeError, KeyError, ValueError) as exc:
         raise InputError(f"checkpoint does not fit this model: {exc}") from exc
     torch.set_rng_state(checkpoint["torch_rng"])
     return dict(checkpoint.get("counters", {}))
 
 
-def _run_facts(plan: Plan, env: DistEnv, loaded: LoadedModel) -> dict[str, Any]:
+def _run_facts(plan: Plan, env: DistEnv, loaded: LoadedModel, n_streams: int) -> dict[str, Any]:
     """What params.json records beside the config."""
     return {
         "world_size": env.world_size,
+        "readers": env.world_size * n_streams,
         "global_batch": plan.global_batch,
         "steps_per_epoch": plan.steps_per_epoch,
         "total_steps": plan.total_steps,
@@ -200,51 +255,41 @@ def _loaders(
     config: TrainConfig,
     env: DistEnv,
     loaded: LoadedModel,
-    index: ShardIndex,
-    replay_index: ShardIndex | None,
+    shards: ShardList,
+    replay_shards: ShardList | None,
     plan: Plan,
+    readers: list[dict | None] | None,
+    replay_readers: list[dict | None] | None,
 ) -> tuple[DataLoader, Iterator[dict[str, Any]] | None]:
     """The bio loader, and an iterator over the replay loader: the loop takes one replay
-    batch per bio batch with ``next``; both samplers run the same steps."""
+    batch per bio batch with ``next``; both stream the same steps."""
     transform = train_transform(loaded, config.squash)
 
-    def loader(source: ShardIndex, text_type: str | None, batch: int, seed: int) -> DataLoader:
-        return _make_loader(
-            source, transform, loaded.tokenizer, text_type, config.workers, env, batch,
-            plan.total_steps, plan.start_step, seed,
+    def loader(source: ShardList, text_type: str | None, batch: int, seed: int,
+               states: list[dict | None] | None) -> DataLoader:  # fmt: skip
+        spec = StreamSpec(
+            shards=source, seed=seed, text_type=text_type, batch_size=batch, rank=env.rank,
+            world_size=env.world_size, n_streams=max(1, config.workers),
+            start_step=plan.start_step, total_steps=plan.total_steps,
+            buffer=config.shuffle_buffer,
         )  # fmt: skip
+        dataset = StreamingBatches(spec, transform, Collate(loaded.tokenizer), states)
+        return DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=config.workers,
+            collate_fn=unbatched,
+            persistent_workers=False,
+            prefetch_factor=4 if config.workers else None,
+        )
 
-    bio = loader(index, config.text_type, config.batch_size, config.seed)
-    if replay_index is None:
+    bio = loader(shards, config.text_type, config.batch_size, config.seed, readers)
+    if replay_shards is None:
         return bio, None
     replay_batch = config.resolved_replay_batch()
-    return bio, iter(loader(replay_index, None, replay_batch, config.seed + REPLAY_SEED_OFFSET))
-
-
-def _make_loader(
-    index: ShardIndex,
-    transform,
-    tokenizer,
-    text_type: str | None,
-    workers: int,
-    env: DistEnv,
-    batch: int,
-    total_steps: int,
-    start_step: int,
-    seed: int,
-) -> DataLoader:
-    sampler = StepBatchSampler(
-        len(index), batch * env.world_size, total_steps, seed, env.rank, env.world_size, start_step
-    )
-    dataset = ShardTrainDataset(index, transform, seed, text_type)
-    return DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=workers,
-        collate_fn=Collate(tokenizer),
-        persistent_workers=False,
-        prefetch_factor=4 if workers else None,
-    )
+    replay = loader(replay_shards, None, replay_batch, config.seed + REPLAY_SEED_OFFSET,
+                    replay_readers)  # fmt: skip
+    return bio, iter(replay)
 
 
 def train_transform(loaded: LoadedModel, squash: bool) -> RandomResizedCropTransform:

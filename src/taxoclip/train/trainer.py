@@ -3,15 +3,20 @@
 :func:`train` is the whole run: :func:`~taxoclip.train.setup.setup` (distributed, model,
 optimiser, data, resume), then per batch :func:`train_step`, :func:`log_step` and
 :func:`maybe_checkpoint` (which validates at epoch ends), then :func:`finish` exports
-``RUN/model/``. Every batch is a pure function of ``(seed, step)`` and checkpoints hold
-the optimiser and RNG state, so a resumed run is bit-identical to an uninterrupted one.
+``RUN/model/``. Batches stream from shards (data.py); every batch carries its reader's
+position, checkpoints hold all readers' positions with the optimiser and RNG state, so a
+resumed run sees the same batches and ends bit-identical to an uninterrupted one. The
+loss is reduced over ranks only at log steps; under FSDP checkpoints, validation and the
+export use the whole tensors gathered from every rank.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,7 +29,15 @@ from taxoclip.models import save_model
 from .checkpoint import find_latest, save_checkpoint
 from .config import LOGIT_SCALE_MAX, TrainConfig, TrainResult, bioclip2_recipe
 from .data import text_type_for_step
-from .distributed import close_distributed, init_distributed, mean_over_ranks
+from .distributed import (
+    close_distributed,
+    full_model_state,
+    gather_objects,
+    init_distributed,
+    local_value,
+    mean_over_ranks,
+    optimizer_state,
+)
 from .loss import clip_loss
 from .optim import cosine_lr
 from .runlog import RunLog, last_val
@@ -66,17 +79,16 @@ def _loop(state: TrainState) -> TrainResult:
     loss = math.nan
     state.module.train()
     try:
-        # The sampler yields only the steps still to do: start_step .. total_steps - 1.
+        # The loader yields only the steps still to do: start_step .. total_steps - 1.
         for batch in state.loader:
             step = batch["step"]
             out = train_step(state, batch, step)
             n_samples = batch["images"].shape[0] * env.world_size
             state.counters["samples"] += n_samples
             state.counters["n_substituted"] += batch["n_substituted"]
-            # A collective, on every rank every step: the logged loss is the global batch's.
-            loss = mean_over_ranks(out.loss, env)
+            state.readers[batch["reader"]] = batch["reader_state"]
             runlog.tick(n_samples)
-            log_step(state, runlog, step, out, loss)
+            loss = log_step(state, runlog, step, out, loss)
             maybe_checkpoint(state, runlog, done=step + 1)
     finally:
         runlog.close()
@@ -104,7 +116,7 @@ def train_step(state: TrainState, batch: dict[str, Any], step: int) -> StepOutpu
         grad_norm = torch.nn.utils.clip_grad_norm_(state.module.parameters(), config.grad_clip)
     optimizer.step()
     with torch.no_grad():  # CLIP's cap on the temperature: logit scale at most 100
-        state.module.clip.logit_scale.clamp_(0, LOGIT_SCALE_MAX)
+        state.module.clip.logit_scale.clamp_(0, LOGIT_SCALE_MAX)  # a DTensor under FSDP
     return StepOutput(loss, grad_norm, lr)
 
 
@@ -114,7 +126,10 @@ def _forward_loss(state: TrainState, batch: dict[str, Any]) -> torch.Tensor:
     images = batch["images"].to(device, non_blocking=True)
     tokens = batch["tokens"].to(device, non_blocking=True)
     ids = batch["caption_ids"].to(device) if state.config.caption_positives else None
-    replay = next(state.replay_batches) if state.replay_batches is not None else None
+    replay = None
+    if state.replay_batches is not None:
+        replay = next(state.replay_batches)
+        state.replay_readers[replay["reader"]] = replay["reader_state"]
     with state.autocast:
         if replay is None:
             out = state.model(images, tokens)
@@ -138,26 +153,38 @@ def _forward_loss(state: TrainState, batch: dict[str, Any]) -> torch.Tensor:
     return loss
 
 
-def log_step(state: TrainState, runlog: RunLog, step: int, out: StepOutput, loss: float) -> None:
-    """Every --log-every steps, the first and the last: a metrics line and the bar's text."""
+def log_step(
+    state: TrainState, runlog: RunLog, step: int, out: StepOutput, last_loss: float
+) -> float:
+    """Every --log-every steps, the first and the last: the loss reduced over ranks (the
+    only per-step collective outside the model, so only here), a metrics line and the
+    bar's text. Returns the logged loss, or ``last_loss`` on steps that do not log."""
     config, plan, done = state.config, state.plan, step + 1
     if not (done % config.log_every == 0 or done in (plan.total_steps, plan.start_step + 1)):
-        return
+        return last_loss
+    loss = mean_over_ranks(out.loss, state.env)  # every rank logs the same steps
     throughput = runlog.measure_throughput()
+    grad_norm = local_value(out.grad_norm) if out.grad_norm is not None else None
     record = {
         "step": step,
         "epoch": step / plan.steps_per_epoch,
         "loss": loss,
         "lr": out.lr,
-        "logit_scale": float(state.module.clip.logit_scale.detach().exp()),
+        "logit_scale": float(local_value(state.module.clip.logit_scale.detach()).exp()),
         "text_type": text_type_for_step(config.seed, step, config.text_type),
         "samples_per_second": throughput,
-        "grad_norm": float(out.grad_norm) if out.grad_norm is not None else None,
+        "grad_norm": float(grad_norm) if grad_norm is not None else None,
         "n_substituted": state.counters["n_substituted"],
+        "shard_read_errors": _read_errors(state.readers.values()),  # this rank's readers
     }
     scalars = ("loss", "lr", "logit_scale", "samples_per_second")
     runlog.write(record, {f"train/{key}": record[key] for key in scalars})
     runlog.bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{throughput:.0f}")
+    return loss
+
+
+def _read_errors(readers) -> int:
+    return sum(r["n_read_errors"] + r["n_missing"] for r in readers)
 
 
 def maybe_checkpoint(state: TrainState, runlog: RunLog, done: int) -> None:
@@ -168,41 +195,94 @@ def maybe_checkpoint(state: TrainState, runlog: RunLog, done: int) -> None:
     periodic = config.checkpoint_every and done % config.checkpoint_every == 0
     if not (epoch_end or periodic):
         return
-    optimizer_state = state.optimizer.state_dict()
+    # Collectives first, on every rank: the readers' positions and (FSDP) whole tensors.
+    weights = full_model_state(state.module, config.fsdp)
+    optimizer = optimizer_state(state.module, state.optimizer, config.fsdp)
+    readers = _all_readers(state, state.readers)
+    replay_readers = _all_readers(state, state.replay_readers)
     if state.env.is_main:
         name = f"epoch_{done // steps_per_epoch}.pt" if epoch_end else f"step_{done:08d}.pt"
-        save_checkpoint(state.run, _checkpoint_state(state, done, optimizer_state), name,
-                        config.keep_checkpoints)  # fmt: skip
-    if epoch_end and config.val and state.env.is_main:
-        validate(state, runlog, step=done - 1)
+        checkpoint = _checkpoint_state(state, done, weights, optimizer, readers, replay_readers)
+        save_checkpoint(state.run, checkpoint, name, config.keep_checkpoints)
+    if epoch_end and config.val:
+        validate(state, runlog, step=done - 1, weights=weights)
+    _test_kill_hook(state, done)
+
+
+def _all_readers(state: TrainState, mine: dict[int, dict]) -> list[dict | None] | None:
+    """Every reader's position, gathered from the ranks (a collective)."""
+    merged: dict[int, dict] = {}
+    for part in gather_objects(mine, state.env):
+        merged.update(part)
+    return [merged.get(t) for t in range(state.n_readers)]
+
+
+def _test_kill_hook(state: TrainState, done: int) -> None:
+    """For tests of exact resume: ``TAXOCLIP_TEST_KILL_AT=N`` kills rank 0 with SIGKILL
+    right after the checkpoint of step N is written (a deterministic ``kill -9``)."""
+    kill_at = os.environ.get("TAXOCLIP_TEST_KILL_AT")
+    if kill_at and int(kill_at) == done and state.env.is_main:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _checkpoint_state(
-    state: TrainState, done: int, optimizer_state: dict[str, Any]
+    state: TrainState,
+    done: int,
+    weights: dict[str, torch.Tensor],
+    optimizer: dict[str, Any],
+    readers: list[dict | None] | None,
+    replay_readers: list[dict | None] | None,
 ) -> dict[str, Any]:
     """open_clip's checkpoint keys, plus what exact resume needs (see checkpoint.py)."""
-    module = state.module
     return {
         "epoch": done // state.plan.steps_per_epoch,
         "step": done,
         "name": state.run.name,
-        "state_dict": module.clip.state_dict(),
-        "replay_proj": module.replay_proj.detach() if module.replay_proj is not None else None,
-        "optimizer": optimizer_state,
+        "state_dict": _clip_weights(weights),
+        "replay_proj": weights.get("replay_proj"),
+        "optimizer": optimizer,
         "scaler": None,
         "torch_rng": torch.get_rng_state(),
         "counters": dict(state.counters),
         "config": state.config.to_json(),
+        "layout": {
+            "world_size": state.env.world_size,
+            "fsdp": state.config.fsdp,
+            "streams": state.n_readers // state.env.world_size,
+        },  # fmt: skip
+        "readers": readers,
+        "replay_readers": replay_readers if state.replay_batches is not None else None,
     }
 
 
-def validate(state: TrainState, runlog: RunLog, step: int) -> float:
-    """Zero-shot top-1 on --val (rank 0), logged at ``step``; the model trains on after."""
+def _clip_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The bare CLIP's keys (open_clip's) from the ContrastiveModel's state dict."""
+    return {k[len("clip.") :]: v for k, v in weights.items() if k.startswith("clip.")}
+
+
+def _whole_clip(state: TrainState, weights: dict[str, torch.Tensor] | None) -> torch.nn.Module:
+    """An unsharded CLIP with the current weights: the module itself, or under FSDP the
+    whole copy loaded with the gathered tensors."""
+    if state.unsharded is None:
+        return state.module.clip
+    state.unsharded.load_state_dict(_clip_weights(weights))
+    return state.unsharded
+
+
+def validate(
+    state: TrainState, runlog: RunLog, step: int, weights: dict[str, torch.Tensor] | None = None
+) -> float | None:
+    """Zero-shot top-1 on --val, logged at ``step``, on rank 0 with an unsharded model (no
+    collective inside: under FSDP ``weights`` were gathered on every rank before)."""
     from .validate import zero_shot_top1
 
     config, loaded = state.config, state.loaded
-    top1 = zero_shot_top1(state.module.clip, loaded.preprocess_val, loaded.tokenizer,
-                          Path(config.val), state.env.device)  # fmt: skip
+    if not state.env.is_main:
+        return None
+    clip = _whole_clip(state, weights)
+    device = state.env.device if state.unsharded is None else torch.device("cpu")
+    top1 = zero_shot_top1(clip, loaded.preprocess_val, loaded.tokenizer, Path(config.val),
+                          device)  # fmt: skip
     runlog.write({"step": step, "val_zeroshot_top1": top1}, {"val/zeroshot_top1": top1})
     log.info("epoch %d: zero-shot top-1 on %s = %.3f",
              (step + 1) // state.plan.steps_per_epoch, config.val, top1)  # fmt: skip
@@ -218,10 +298,17 @@ def finish(state: TrainState, loss: float, throughput: float) -> TrainResult:
         log.warning("%d corrupt samples were skipped", n_substituted)
     model_dir = run / "model"
     val_top1 = None
+    weights = full_model_state(state.module, True) if config.fsdp else None  # a collective
+    readers = [r for r in _all_readers(state, state.readers) if r]
+    n_read_errors = _read_errors(readers)
+    bad_shards = sorted({url for r in readers for url in r["bad_shards"]})
+    if n_read_errors:
+        log.warning("%d samples lost to damaged shards: %s", n_read_errors, ", ".join(bad_shards))
     if env.is_main:
         if model_dir.exists():
             shutil.rmtree(model_dir)
-        save_model(state.module.clip, model_dir, loaded.model_cfg, loaded.preprocess_cfg)
+        save_model(_whole_clip(state, weights), model_dir, loaded.model_cfg,
+                   loaded.preprocess_cfg)  # fmt: skip
         if config.val:
             val_top1 = last_val(run)
     if env.distributed:
@@ -233,6 +320,8 @@ def finish(state: TrainState, loss: float, throughput: float) -> TrainResult:
         model_dir=model_dir,
         samples_per_second=throughput,
         n_substituted=n_substituted,
+        n_read_errors=n_read_errors,
+        bad_shards=bad_shards,
         val_top1=val_top1,
         val=config.val,
         rank=env.rank,
