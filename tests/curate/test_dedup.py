@@ -286,3 +286,66 @@ def test_empty_inputs_give_empty_results():
     assert leaks([], one) == {} and leaks(one, []) == {} and leaks(one, one) == {0: 0}
     with pytest.raises(UsageError, match="priority has 2 keys for 1 records"):
         near_duplicates(one, [0, 1])
+
+
+# --------------------------------------------------------------------------- group-by path
+# The pipeline finds near duplicates with group-bys over band keys (no faiss); these
+# tests hold it to the in-memory faiss path: the same drops, the same keepers.
+
+
+def groupby_near_duplicates(
+    ids: list[str], pixels: list[int], codes: np.ndarray, radius: int, tmp_path: Path
+) -> dict[str, tuple[str, int]]:
+    """The pipeline's stages called directly: band rows → group by band key (one partition
+    per bucket, as Ray's group-by hands them over) → verified pairs → greedy keepers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from taxoclip.curate import stages
+    from taxoclip.curate.dedup import greedy_keepers
+
+    table = pa.table({"record_id": ids, "pixels": pa.array(pixels, pa.int64()),
+                      "md5": [""] * len(ids), "pdq": [c.tobytes() for c in codes],
+                      "stage": [""] * len(ids), "reason": [""] * len(ids)})  # fmt: skip
+    rows = stages.band_rows(table, radius, buckets=3)
+    for bucket in range(3):
+        group = rows.filter(pa.compute.equal(rows.column("bucket"), bucket))
+        if group.num_rows:
+            stages.pairs_group(group, radius, str(tmp_path))
+    edges = pa.concat_tables([pq.read_table(p) for p in sorted(tmp_path.glob("pairs-*"))])
+    priority = {r: (-p, r) for r, p in zip(ids, pixels, strict=True)}
+    triples = list(zip(*(edges.column(c).to_pylist() for c in ("a", "b", "distance")),
+                       strict=True))  # fmt: skip
+    assert len(set((min(a, b), max(a, b)) for a, b, _ in triples)) == len(triples)  # once each
+    return greedy_keepers(priority, triples)
+
+
+@pytest.mark.parametrize("radius", [0, 4, 10])
+def test_groupby_path_drops_what_the_faiss_path_drops(planted, radius, tmp_path):
+    codes = planted[0].copy()
+    rng = np.random.default_rng(radius)
+    ids = [f"r{i:05d}" for i in range(len(codes))]
+    pixels = rng.integers(1, 4, len(codes)).tolist()  # many ties: the id decides
+    # chains a~b~c (a and c 2r apart) where greedy keepers and components differ
+    for start in range(0, 30, 3):
+        base = codes[start]
+        codes[start + 1] = flip_bits(base, radius, rng)
+        codes[start + 2] = flip_bits(codes[start + 1], radius, rng)
+    expected = near_duplicates(codes, [(-p, r) for p, r in zip(pixels, ids, strict=True)],
+                               radius=radius)  # fmt: skip
+    got = groupby_near_duplicates(ids, pixels, codes, radius, tmp_path)
+    assert expected  # the planted pairs are there
+    assert {ids[i]: ids[k] for i, k in expected.items()} == {r: k for r, (k, _) in got.items()}
+    for dropped, (keeper, distance) in got.items():
+        assert distance == int(np.unpackbits(codes[ids.index(dropped)]
+                                             ^ codes[ids.index(keeper)]).sum()) <= radius  # fmt: skip
+
+
+def test_band_bounds_cover_every_bit_once():
+    from taxoclip.curate.dedup import band_bounds
+
+    for radius in (0, 1, 10, 31, 64):
+        bounds = band_bounds(radius)
+        assert len(bounds) == radius + 1
+        assert bounds[0][0] == 0 and bounds[-1][1] == 256
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))

@@ -156,11 +156,51 @@ def test_shards_hold_the_kept_records_with_their_lineage(curated) -> None:
 
 
 def test_rerun_gives_identical_shards_and_ledgers(raw, curated, ray_local, tmp_path) -> None:
-    result, _, _ = curated
-    again = curate(config_for(raw, tmp_path / "again"), progress=False)
+    result, manifest, rejected = curated
+    again = curate(config_for(raw, tmp_path / "again", keep_work=True), progress=False)
     assert shard_digests(again.out) == shard_digests(result.out)
+    assert (again.out / "sizes.json").read_text() == (result.out / "sizes.json").read_text()
     for name in ("manifest.parquet", "rejected.parquet"):
         assert pq.read_table(again.out / name).equals(pq.read_table(result.out / name))
+    assert_kept_as_the_faiss_path_keeps(again.out / ".work" / "images", raw, manifest, rejected)
+
+
+def assert_kept_as_the_faiss_path_keeps(images: Path, raw: Path, manifest, rejected) -> None:
+    """The records the image stage passed, deduplicated in memory as before the group-by
+    pipeline (faiss multi-index hashing, leaks first, then exact, then near): the same
+    kept set and the same reasons as the pipeline's group-bys."""
+    import numpy as np
+
+    from taxoclip.curate import dedup
+
+    rows = pq.read_table(images, columns=["record_id", "stage", "width", "height", "md5",
+                                          "pdq"]).to_pylist()  # fmt: skip
+    rows = sorted((r for r in rows if not r["stage"]), key=lambda r: r["record_id"])
+    ids = [r["record_id"] for r in rows]
+    codes = dedup.as_codes([r["pdq"] for r in rows])
+    expected: dict[str, str] = {}
+    eval_codes, names, _ = dedup.hash_folder(raw / "test")
+    for index, eval_index in dedup.leaks(codes, eval_codes, radius=10).items():
+        expected[ids[index]] = (
+            f"near-duplicate of evaluation image {raw / 'test' / names[eval_index]}"
+        )
+    left = [i for i in range(len(rows)) if ids[i] not in expected]
+    priority = [(-(rows[i]["width"] * rows[i]["height"]), ids[i]) for i in left]
+    exact = dedup.exact_duplicates([rows[i]["md5"] for i in left], priority)
+    for index, keeper in exact.items():
+        expected[ids[left[index]]] = f"exact duplicate of {ids[left[keeper]]}"
+    left2 = [i for j, i in enumerate(left) if j not in exact]
+    near = dedup.near_duplicates(
+        codes[left2], [p for j, p in enumerate(priority) if j not in exact]
+    )
+    for index, keeper in near.items():
+        a, b = left2[index], left2[keeper]
+        distance = int(np.unpackbits(codes[a] ^ codes[b]).sum())
+        expected[ids[a]] = f"near duplicate of {ids[b]} (PDQ Hamming {distance})"
+    assert exact and near and len(expected) > len(exact) + len(near)  # all three happen
+    assert set(manifest) == set(ids) - set(expected)
+    got = {rid: r["reason"] for rid, r in rejected.items() if r["stage"] in ("leak", "dedup")}
+    assert got == expected
 
 
 def test_killed_run_resumes_without_duplicates_or_losses(raw, curated, tmp_path) -> None:
@@ -174,12 +214,12 @@ def test_killed_run_resumes_without_duplicates_or_losses(raw, curated, tmp_path)
                              stderr=subprocess.DEVNULL)  # fmt: skip
     parts = out / ".work" / "images"
     deadline = time.monotonic() + 300  # a hang guard: Ray starts slowly on a loaded machine
-    while time.monotonic() < deadline and len(list(parts.glob("part-*.parquet"))) < 3:
+    while time.monotonic() < deadline and len(list(parts.glob("*.parquet"))) < 3:
         assert first.poll() is None, "the run finished before it could be killed"
         time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)  # the driver and its Ray processes, mid-stage
     first.wait()
-    done_before = len(list(parts.glob("part-*.parquet")))
+    done_before = len(list(parts.glob("*.parquet")))
     assert done_before >= 3 and not (out / "manifest.parquet").exists()
 
     second = subprocess.run(command, capture_output=True, text=True, timeout=300)

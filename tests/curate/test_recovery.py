@@ -12,6 +12,7 @@ import pytest
 from taxoclip.curate import dedup
 from taxoclip.curate.images import inspect_image
 from taxoclip.synth import SynthConfig, generate
+from tests.curate.test_dedup import groupby_near_duplicates
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,9 @@ def raw(tmp_path_factory) -> Path:
     return root
 
 
-def test_near_duplicates_and_leaks_are_found_and_clean_images_are_not(raw: Path) -> None:
+def test_near_duplicates_and_leaks_are_found_and_clean_images_are_not(
+    raw: Path, tmp_path: Path
+) -> None:
     rows = list(csv.DictReader((raw / "raw" / "truth.csv").open(newline="")))
     media = raw / "raw" / "dwca"
     wanted = [r for r in rows if r["faults"] in ("", "near_duplicate", "leak")]
@@ -41,6 +44,12 @@ def test_near_duplicates_and_leaks_are_found_and_clean_images_are_not(raw: Path)
     assert found / len(near) >= 0.95, (found, len(near))
     clean_lost = [i for i in dropped if wanted[i]["faults"] != "near_duplicate"]
     assert not clean_lost
+    # the pipeline's group-by path (band keys, verified pairs, greedy keepers) drops the
+    # same records for the same keepers
+    ids = [f"{int(r['gbifID']):08d}" for r in wanted]
+    pixels = [s.width * s.height for s in seen]
+    got = groupby_near_duplicates(ids, pixels, codes, 10, tmp_path)
+    assert {r: k for r, (k, _) in got.items()} == {ids[i]: ids[k] for i, k in dropped.items()}
 
     eval_codes, names, problems = dedup.hash_folder(raw / "test")
     assert not problems

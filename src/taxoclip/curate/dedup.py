@@ -1,7 +1,10 @@
 """Exact and near-duplicate removal, and leak detection against evaluation images.
 
 Near duplicates are PDQ hashes (256 bits, from :mod:`taxoclip.curate.images`) within a
-Hamming radius, found with faiss multi-index hashing, not an all-pairs loop.
+Hamming radius, found by multi-index hashing, not an all-pairs loop: in memory with faiss
+(``HammingIndex``, ``near_duplicates``), and as group-bys over Ray Data in the curation
+pipeline (``band_keys`` → candidate pairs → ``hamming`` → ``greedy_keepers``), which
+keeps exactly the records ``near_duplicates`` keeps.
 
 Measured on SynthToL, 32 px images squash-upscaled to 288 px (tests/curate/test_dedup.py
 builds the same sample):
@@ -191,6 +194,95 @@ def leaks(
                 found[record] = eval_index
                 break
     return found
+
+
+# --------------------------------------------------------------------------- bands
+# Multi-index hashing as group-bys: the 256 bits are cut into radius + 1 disjoint bands, so
+# two codes within the radius agree exactly on at least one band (pigeonhole). Records equal
+# on a band are candidate pairs; each pair is verified at full length and reported once,
+# by the first band it agrees on.
+
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def band_bounds(radius: int) -> list[tuple[int, int]]:
+    """``radius + 1`` contiguous bit ranges ``[start, stop)`` covering the 256 bits."""
+    if not 0 <= radius < CODE_BITS:
+        raise UsageError(f"Hamming radius must be within 0..{CODE_BITS - 1}, got {radius}")
+    n = radius + 1
+    edges = [round(k * CODE_BITS / n) for k in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def band_keys(codes: np.ndarray | Sequence[bytes], radius: int) -> list[list[bytes]]:
+    """Per band, per code: the band's bits packed into bytes, prefixed by the band number
+    (one byte), so one key column holds every band and equal keys mean the same band."""
+    bits = np.unpackbits(as_codes(codes), axis=1)
+    keys = []
+    for band, (start, stop) in enumerate(band_bounds(radius)):
+        packed = np.packbits(bits[:, start:stop], axis=1)
+        prefix = bytes([band])
+        keys.append([prefix + row.tobytes() for row in packed])
+    return keys
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distances between rows of ``a`` and ``b`` (uint8 (n, 32) each, or broadcast)."""
+    return _POPCOUNT[np.bitwise_xor(a, b)].sum(axis=-1, dtype=np.int32)
+
+
+def first_common_band(a: bytes, b: bytes, radius: int) -> int:
+    """The first band on which two codes agree exactly, or -1."""
+    for band, keys in enumerate(band_keys([a, b], radius)):
+        if keys[0] == keys[1]:
+            return band
+    return -1
+
+
+def greedy_keepers(
+    priority: dict[str, Any], edges: Sequence[tuple[str, str, int]]
+) -> dict[str, tuple[str, int]]:
+    """The greedy keeper rule of ``near_duplicates`` on an explicit candidate graph.
+
+    ``priority`` gives each record in the graph its sort key (unique, e.g. ``(-pixels,
+    record_id)``), ``edges`` the verified pairs ``(a, b, distance)``. Records are visited
+    in priority order; one not yet dropped is kept and drops every not-yet-kept neighbour.
+    Returns ``{dropped: (keeper, distance)}``; records outside the graph are all kept.
+    """
+    neighbours: dict[str, list[tuple[str, int]]] = {}
+    for a, b, distance in edges:
+        neighbours.setdefault(a, []).append((b, distance))
+        neighbours.setdefault(b, []).append((a, distance))
+    dropped: dict[str, tuple[str, int]] = {}
+    kept: set[str] = set()
+    for keep in sorted(neighbours, key=lambda r: priority[r]):
+        if keep in dropped:
+            continue
+        kept.add(keep)
+        for candidate, distance in neighbours[keep]:
+            if candidate not in kept and candidate not in dropped:
+                dropped[candidate] = (keep, distance)
+    return dropped
+
+
+def nearest_within(
+    codes: np.ndarray, eval_codes: np.ndarray, radius: int, chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each code, the nearest evaluation code within ``radius`` (ties: lowest index):
+    ``(indices, distances)``, index -1 where none is that close. Brute force in chunks —
+    evaluation sets are small and broadcast to every worker."""
+    n = len(codes)
+    best = np.full(n, -1, dtype=np.int64)
+    best_d = np.full(n, CODE_BITS + 1, dtype=np.int32)
+    for start in range(0, len(eval_codes), chunk):
+        part = eval_codes[start : start + chunk]
+        d = hamming(codes[:, None, :], part[None, :, :])  # (n, chunk)
+        j = d.argmin(axis=1)
+        dj = d[np.arange(n), j]
+        better = dj < best_d  # strict: an earlier chunk wins ties (lower index)
+        best[better], best_d[better] = j[better] + start, dj[better]
+    best[best_d > radius] = -1
+    return best, best_d
 
 
 def hash_folder(folder: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], list[str]]:

@@ -151,22 +151,47 @@ def ingest(
         path = Path(raw).expanduser()
         kind = detect_kind(path)
         label = _unique_label(path, labels)
-        if kind == "synth":
-            path, kind = path / "raw" / "dwca", "dwca"
-        if kind == "dwca":
-            rows, bad = read_dwca(path, label, extract_dir)
-        elif kind == "manifest":
-            rows, bad = read_manifest(path, label, columns)
-        else:
-            rows, bad = read_folder(path, label)
-        tables.append(_to_table(rows))
+        table, bad, description = read_source(path, kind, label, columns, extract_dir)
+        tables.append(table)
         rejected.extend(bad)
-        described.append({"source": label, "path": str(path), "kind": kind,
-                          "records": len(rows), "rejected": len(bad)})  # fmt: skip
+        described.append(description)
     records = pa.concat_tables(tables) if tables else RECORD_SCHEMA.empty_table()
-    records, dup_rejects = _drop_repeated_ids(records)
-    rejected.extend(dup_rejects)
     return Ingested(records=records, rejected=rejected, sources=described)
+
+
+def source_labels(sources: Iterable[str | Path]) -> list[tuple[Path, str, str]]:
+    """``(path, kind, label)`` of each source: what it is and its unique label (raises
+    InputError for a source that is none of the known kinds)."""
+    labels: set[str] = set()
+    out = []
+    for raw in sources:
+        path = Path(raw).expanduser()
+        out.append((path, detect_kind(path), _unique_label(path, labels)))
+    return out
+
+
+def read_source(
+    path: Path,
+    kind: str,
+    label: str,
+    columns: Mapping[str, str] | None = None,
+    extract_dir: Path | None = None,
+) -> tuple[pa.Table, list[dict[str, str]], dict[str, object]]:
+    """One source's records (ids unique within it: a repeat is rejected), its rejected
+    rows and its description for stats.json. Ids are prefixed with ``label``, so records
+    of different sources never share an id."""
+    if kind == "synth":
+        path, kind = path / "raw" / "dwca", "dwca"
+    if kind == "dwca":
+        rows, bad = read_dwca(path, label, extract_dir)
+    elif kind == "manifest":
+        rows, bad = read_manifest(path, label, columns)
+    else:
+        rows, bad = read_folder(path, label)
+    table, repeats = _drop_repeated_ids(_to_table(rows))
+    description = {"source": label, "path": str(path), "kind": kind,
+                   "records": len(rows), "rejected": len(bad)}  # fmt: skip
+    return table, bad + repeats, description
 
 
 # --------------------------------------------------------------------------- readers

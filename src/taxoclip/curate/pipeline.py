@@ -1,30 +1,45 @@
 """``taxoclip curate``: raw records → resolved, filtered, deduplicated WebDataset shards.
 
-Stages, in order (each record leaves as kept, or rejected with the stage and a reason):
+Every stage is a Ray Data dataset persisted as Parquet parts under ``OUT/.work/<stage>/``;
+the driver only plans, counts and renames. It never holds image bytes or a Python row per
+record: what comes back to it are part names, per-block counts and per-bucket or per-shard
+sizes. Stages, in order (each record leaves as kept, or rejected with a stage and reason):
 
-1. ingest   read the sources into records (``curate.ingest``), on the driver
-2. names    each distinct name resolved once against the backbone — Ray Data
-3. category museum specimen / camera trap / citizen science from the metadata
-4. images   fetch, decode checks, size, bomb guard, mode conversion, squash-resize, MD5,
-            PDQ, optional model filter — Ray Data, the heavy stage; its results are
-            persisted batch by batch under ``OUT/.work`` so a killed run resumes there
-5. leak     near-duplicates of evaluation images (``--exclude-eval``) — faiss index
-6. dedup    exact (MD5) then near (PDQ Hamming ≤ radius) duplicates within the data
-7. shard    deterministic shuffle, WebDataset shards, ``manifest.parquet``,
-            ``rejected.parquet``, ``stats.json``
+1. ingest     one Ray task per source → ``ingest/s<k>-<n>.parquet`` record parts (and
+              ``ingest-rejected/``)
+2. names      the distinct (name, given ranks) queries by a group-by, each resolved once by
+              an actor pool holding the backbone → ``names/``
+3. records    per ingest part: the resolution joined back (the names table is small — one
+              row per distinct name — and read by each actor), the category, rejections of
+              stages ``names``/``category`` → ``records/<part>``
+4. images     per records part: fetch, decode checks, size, bomb guard, mode conversion,
+              squash-resize, MD5, PDQ, optional model filter → ``images/<part>`` (bytes
+              included). The unit of resumption: a killed run redoes only missing parts.
+5. leak       evaluation PDQ hashes broadcast to a map over the image results → ``leak/``
+6. exact      a group-by on MD5: most pixels, then smallest id kept → ``exact/``
+7. pairs      PDQ multi-index hashing: radius + 1 bands, records equal on a band are
+              candidates (a group-by per band key), verified by Hamming ≤ radius → ``pairs/``
+8. near       the greedy keeper rule over the candidate graph (one task; only records with
+              a near pair are in it) → ``near/``
+9. final      image results ⋈ leak/dedup decisions, partitioned by a seeded order key into
+              contiguous key ranges (buckets) → ``final/kept-<b>`` sorted by the key,
+              ``final/rejected-<b>``
+10. shards    contiguous ranks of that order, one Ray task per shard: ``shard-<n>.tar`` and
+              its manifest part; the driver writes ``sizes.json``
+11. ledger    every ledger row sorted by record id (Ray Data sort) and streamed into
+              ``manifest.parquet`` and ``rejected.parquet`` by one task, counted as it
+              passes; records in = kept + rejected is checked from those counts.
 
-The per-record stages are callable classes over Arrow batches (``NameStage``,
-``ImageStage``): Ray Data runs them in worker processes, locally or on a cluster
-(``ray_address``), and tests can call them directly. The global stages (dedup, shard)
-run on the driver over compact columns (hashes, sizes).
+``.work/state.json`` records which whole stages are done; a stage that is redone clears the
+stages after it. ``.work`` is removed after success unless ``--keep-work``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from collections import Counter
@@ -32,155 +47,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
 from taxoclip import __version__
 from taxoclip.curate.config import CurateConfig, CurateResult, available_cores
-from taxoclip.curate.ingest import ingest, parse_column_map
-from taxoclip.curate.records import (
-    GIVEN_RANKS,
-    REJECT_COLUMNS,
-    REJECT_STAGES,
-    STATUS_HIGHER_RANK,
-    STATUS_UNRESOLVED,
-    rejection,
-)
+from taxoclip.curate.records import GIVEN_RANKS, REJECT_STAGES
+from taxoclip.curate.stages import ImageStage, NameStage, shard_key  # noqa: F401 - re-exported
 from taxoclip.errors import InputError, TaxoclipError, UsageError
-from taxoclip.files import write_parquet_atomic, write_text_atomic
-from taxoclip.taxonomy import RANK_NAMES, Lineage
+from taxoclip.files import write_text_atomic
 
 log = logging.getLogger("taxoclip.curate")
 
 WORK_DIR = ".work"
-LINEAGE_COLUMNS = tuple(f"lineage_{r}" for r in RANK_NAMES)
-_IMAGE_RESULT_SCHEMA = pa.schema(
-    [
-        ("record_id", pa.string()),
-        ("stage", pa.string()),
-        ("reason", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("mode", pa.string()),
-        ("md5", pa.string()),
-        ("pdq", pa.binary()),
-        ("jpeg", pa.binary()),
-        ("attempts", pa.int32()),
-        ("cached", pa.bool_()),
-    ]
-)
-
-
-# --------------------------------------------------------------------------- stages
-
-
-class NameStage:
-    """Resolve a batch of distinct (name, given ranks) queries; one backbone per worker."""
-
-    def __init__(self, backbone: str) -> None:
-        from taxoclip.curate.names import Backbone, NameResolver
-
-        self.resolver = NameResolver(Backbone.load(Path(backbone)))
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        queries = [(r["scientific_name"], {k: r[k] for k in GIVEN_RANKS}) for r in rows]
-        resolutions = self.resolver.resolve_many(queries)
-        out = {
-            "query": [r["query"] for r in rows],
-            "status": [x.status for x in resolutions],
-            "taxon_id": [x.taxon_id for x in resolutions],
-            "accepted_name": [x.accepted_name for x in resolutions],
-            "common_name": [x.common_name for x in resolutions],
-            "score": [float(x.score) for x in resolutions],
-            "note": [x.note for x in resolutions],
-            "backbone_version": [x.backbone_version for x in resolutions],
-        }
-        for i, column in enumerate(LINEAGE_COLUMNS):
-            out[column] = [x.lineage.ranks[i] for x in resolutions]
-        return pa.table(out)
-
-
-class ImageStage:
-    """Fetch, check and hash a batch of records; shrink the good images for the shards."""
-
-    def __init__(self, options: dict) -> None:
-        from taxoclip.curate.fetch import Fetcher
-
-        self.options = options
-        cache = options.get("cache_dir")
-        self.fetcher = Fetcher(
-            Path(cache) if cache else None,
-            per_host=options["per_host"],
-            retries=options["retries"],
-            timeout=options["timeout"],
-        )
-        self.model_filter = None
-        if options.get("model_filter"):
-            from taxoclip.curate.modelfilter import ZeroShotOrganismFilter
-
-            self.model_filter = ZeroShotOrganismFilter.from_model(
-                options["model_filter"], threshold=options["filter_threshold"]
-            )
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        from taxoclip.curate.images import inspect_image
-
-        ids = batch.column("record_id").to_pylist()
-        boxes = batch.column("bbox").to_pylist()
-        fetched = self.fetcher.fetch_many(batch.column("url").to_pylist())
-        rows = []
-        for record_id, box, got in zip(ids, boxes, fetched, strict=True):
-            row = _empty_image_row(record_id, got.attempts, got.cached)
-            if got.error or got.data is None:
-                row.update(stage="fetch", reason=got.error or "no data")
-                rows.append(row)
-                continue
-            seen = inspect_image(
-                got.data,
-                min_size=self.options["min_size"],
-                max_pixels=self.options["max_pixels"],
-                out_size=self.options["image_size"],
-                bbox=_parse_bbox(box),
-                jpeg_quality=self.options["jpeg_quality"],
-            )
-            row.update(width=seen.width, height=seen.height, mode=seen.mode, md5=seen.md5)
-            if seen.reason:
-                row.update(stage="image", reason=seen.reason)
-            else:
-                row.update(pdq=seen.pdq, jpeg=seen.jpeg)
-            rows.append(row)
-        if self.model_filter is not None:
-            self._apply_model_filter(rows)
-        return pa.Table.from_pylist(rows, schema=_IMAGE_RESULT_SCHEMA)
-
-    def _apply_model_filter(self, rows: list[dict]) -> None:
-        import io
-
-        from PIL import Image
-
-        good = [r for r in rows if not r["stage"]]
-        if not good:
-            return
-        images = [Image.open(io.BytesIO(r["jpeg"])).convert("RGB") for r in good]
-        for row, reason in zip(good, self.model_filter(images), strict=True):
-            if reason:
-                row.update(stage="model_filter", reason=reason, jpeg=b"")
-
-
-def _empty_image_row(record_id: str, attempts: int, cached: bool) -> dict:
-    return {"record_id": record_id, "stage": "", "reason": "", "width": 0, "height": 0,
-            "mode": "", "md5": "", "pdq": b"", "jpeg": b"",
-            "attempts": int(attempts), "cached": bool(cached)}  # fmt: skip
-
-
-def _parse_bbox(text: str) -> tuple[int, int, int, int] | None:
-    if not text:
-        return None
-    x, y, w, h = (int(v) for v in text.split(","))
-    return x, y, w, h
+# Whole stages after the images, in order; each one redone clears those after it.
+_GLOBAL_STAGES = ("eval", "exact", "pairs", "near", "final", "shards")
+_PER_PART = ("records", "images")
+_ORDER = ("ingest", "names", *_PER_PART, *_GLOBAL_STAGES)
+_EXTRA_DIRS = {"ingest": ("ingest-rejected",), "shards": ("manifest", "shard-tmp")}
+_BUCKET_ROWS = 8192  # kept records per order bucket (one group of the final join)
+_GROUP_ROWS = 200_000  # rows per partition of the dedup group-bys
 
 
 # --------------------------------------------------------------------------- running
@@ -202,16 +85,58 @@ def ray_session(address: str | None, workers: int) -> Iterator[None]:
             # workers import taxoclip from the same environment as the driver
             ray.init(num_cpus=workers, **kwargs)
         started = True
-    # Ray Data logs every dataset's start and finish at INFO; our own log says what matters
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
+    _quiet_ray_data()
     try:
         yield
     finally:
         if started:
             ray.shutdown()
+
+
+def _quiet_ray_data() -> None:
+    import ray.data
+    from ray.data.context import ShuffleStrategy
+
+    # Ray Data logs every dataset's start and finish at INFO; our own log says what matters
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    # Group-bys and the ledger sort shuffle with plain tasks: Ray 2.60's default hash
+    # shuffle starts aggregator actors for every group-by (measured here: ~14 s per
+    # group-by on a busy 2-core machine against ~2 s for the task-based shuffle).
+    context.shuffle_strategy = ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+
+
+class _Work:
+    """``OUT/.work``: stage folders and ``state.json`` (what is done, with its counts)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.path = root / "state.json"
+        self.state: dict = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def dir(self, name: str) -> Path:
+        return self.root / name
+
+    def done(self, name: str) -> dict | None:
+        return self.state.get(name)
+
+    def mark(self, name: str, info: dict) -> None:
+        self.state[name] = info
+        write_text_atomic(self.path, json.dumps(self.state, indent=1, sort_keys=True) + "\n")
+
+    def clear(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            self.state.pop(name, None)
+            shutil.rmtree(self.root / name, ignore_errors=True)
+
+    def mark_all(self) -> None:
+        write_text_atomic(self.path, json.dumps(self.state, indent=1, sort_keys=True) + "\n")
+
+    def files(self, name: str, pattern: str = "*.parquet") -> list[str]:
+        return sorted(str(p) for p in (self.root / name).glob(pattern))
 
 
 def curate(config: CurateConfig, progress: bool | None = None) -> CurateResult:
@@ -229,7 +154,11 @@ def curate(config: CurateConfig, progress: bool | None = None) -> CurateResult:
     out = Path(config.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
-    work = out / WORK_DIR
+    from taxoclip.curate.ingest import parse_column_map, source_labels
+
+    columns = parse_column_map(config.columns)
+    sources = source_labels(config.sources)  # bad sources fail here, before Ray starts
+    work = _Work(out / WORK_DIR)
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -239,159 +168,218 @@ def curate(config: CurateConfig, progress: bool | None = None) -> CurateResult:
         return now
 
     t = started
-    ingested = ingest(config.sources, parse_column_map(config.columns), work / "sources")
-    records = ingested.records
-    rejected: list[dict] = list(ingested.rejected)
-    n_in = records.num_rows + len(rejected)
-    work.mkdir(parents=True, exist_ok=True)
-    log.info("ingest: %d records from %d source(s), %d rejected", records.num_rows,
-             len(ingested.sources), len(rejected))  # fmt: skip
-    t = lap("ingest", t)
-
     with ray_session(config.ray_address, config.workers):
-        names, names_info = _resolve_names(records, backbone, config)
+        run = _Run(config, work, progress)
+        ingested = run.ingest(sources, columns)
+        t = lap("ingest", t)
+        names_info = run.names(backbone)
         t = lap("names", t)
-        records, names_rejected = _attach_names(records, names, config)
-        rejected += names_rejected
-        records, category_rejected = _attach_categories(records, config)
-        rejected += category_rejected
-        images = _run_image_stage(records, work, config, progress)
+        run.records()
+        run.images()
         t = lap("images", t)
-
-    by_id = {row["record_id"]: row for row in records.to_pylist()}
-    kept_ids: list[str] = []
-    for record_id, result in images.items():
-        if result["stage"]:
-            row = by_id[record_id]
-            rejected.append(_reject(row, result["stage"], result["reason"]))
-        else:
-            kept_ids.append(record_id)
-    kept_ids.sort()
-    kept_ids, dedup_rejected, dedup_info = _deduplicate(kept_ids, images, config)
-    rejected += [_reject(by_id[rid], stage, reason) for rid, stage, reason in dedup_rejected]
-    t = lap("dedup", t)
-
-    shard_pattern, keys = _write_outputs(kept_ids, by_id, images, out, config, progress)
-    t = lap("shard", t)
-    stats = _stats(config, ingested.sources, n_in, kept_ids, by_id, rejected, names_info,
-                   dedup_info, images, timings, time.perf_counter() - started)  # fmt: skip
-    _write_ledgers(out, kept_ids, by_id, images, keys, rejected)
+        dedup_info = run.dedup()
+        t = lap("dedup", t)
+        shard_pattern = run.shards(out)
+        ledger = run.ledger(out)
+        t = lap("shard", t)
+        fetch = run.fetch_counts()
+    n_in = ingested["records_in"]
+    stats = _stats(config, ingested["sources"], n_in, ledger, names_info, dedup_info, fetch,
+                   timings, time.perf_counter() - started)  # fmt: skip
     write_text_atomic(out / "stats.json", json.dumps(stats, indent=2, sort_keys=True) + "\n")
-    _check_invariant(n_in, kept_ids, rejected)
+    _check_invariant(n_in, ledger)
     if not config.keep_work:
-        shutil.rmtree(work, ignore_errors=True)
-    if not kept_ids:
+        shutil.rmtree(work.root, ignore_errors=True)
+    if not ledger["kept"]:
         raise TaxoclipError(
-            f"curate: no record survived ({len(rejected)} rejected); see {out / 'rejected.parquet'}"
+            f"curate: no record survived ({ledger['rejected']} rejected); "
+            f"see {out / 'rejected.parquet'}"
         )
     return CurateResult(out=out, stats=stats, shard_pattern=shard_pattern)
 
 
-# --------------------------------------------------------------------------- names
+class _Run:
+    """The stages of one run, on the Ray session that is open."""
 
+    def __init__(self, config: CurateConfig, work: _Work, progress: bool) -> None:
+        import ray
 
-def _query_key(row: dict) -> str:
-    return json.dumps([row["scientific_name"], *(row[k] for k in GIVEN_RANKS)], ensure_ascii=False)
+        self.config = config
+        self.work = work
+        self.progress = progress
+        cpus = int(ray.cluster_resources().get("CPU", config.workers or 1))
+        self.pool = max(1, cpus if config.ray_address else min(cpus, config.workers or cpus))
 
+    # ----------------------------------------------------------------------- helpers
 
-def _resolve_names(
-    records: pa.Table, backbone: Path, config: CurateConfig
-) -> tuple[dict[str, dict], dict]:
-    """Each distinct (name, given ranks) once, on Ray Data; returns query key → resolution."""
-    import ray.data
+    def _actors(self, work_items: int | None = None):
+        """An actor pool as large as the cluster allows. Over a list of parts (nothing
+        upstream needs a CPU) it starts whole: an autoscaling pool starting at one actor
+        leaves CPUs idle on short stages; after upstream tasks it grows from one, since a
+        pool holding every CPU would starve them (a deadlock)."""
+        import ray.data
 
-    columns = ["scientific_name", *GIVEN_RANKS]
-    distinct: dict[str, dict] = {}
-    for row in records.select(columns).to_pylist():
-        distinct.setdefault(_query_key(row), row)
-    if not distinct:
-        return {}, {"distinct_names": 0, "names_per_second": 0.0}
-    table = pa.Table.from_pylist([{"query": key, **row} for key, row in sorted(distinct.items())])
-    started = time.perf_counter()
-    ds = ray.data.from_arrow(_blocks(table, config.batch_size * 16, config.workers))
-    ds = ds.map_batches(
-        NameStage,
-        fn_constructor_kwargs={"backbone": str(backbone)},
-        batch_size=config.batch_size * 16,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.workers),
-    )
-    resolved = {}
-    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-        for row in batch.to_pylist():
-            resolved[row.pop("query")] = row
-    seconds = time.perf_counter() - started
-    statuses = Counter(r["status"] for r in resolved.values())
-    log.info("names: %d distinct names resolved in %.1f s (%s)", len(resolved), seconds,
-             ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))  # fmt: skip
-    version = next((r["backbone_version"] for r in resolved.values()), "")
-    return resolved, {
-        "distinct_names": len(resolved),
-        "names_seconds": round(seconds, 3),
-        "backbone_version": version,
-        "distinct_by_status": dict(sorted(statuses.items())),
-    }
+        if work_items is None:  # upstream tasks need CPUs too: grow as they free them
+            return ray.data.ActorPoolStrategy(min_size=1, max_size=self.pool)
+        size = max(1, min(self.pool, work_items))  # the input is a list of parts: no tasks
+        return ray.data.ActorPoolStrategy(min_size=size, max_size=size)
 
+    def _partitions(self, rows: int) -> int:
+        return max(self.pool, math.ceil(rows / _GROUP_ROWS))
 
-def _attach_names(
-    records: pa.Table, resolved: dict[str, dict], config: CurateConfig
-) -> tuple[pa.Table, list[dict]]:
-    rows = records.to_pylist()
-    keep, rejected = [], []
-    for row in rows:
-        res = resolved[_query_key(row)]
-        if res["status"] == STATUS_UNRESOLVED:
-            rejected.append(_reject(row, "names", f"unresolved: {res['note']}"))
-            continue
-        if res["status"] == STATUS_HIGHER_RANK and not config.keep_higher_rank:
-            rejected.append(_reject(row, "names", f"higher rank only: {res['note']}"))
-            continue
-        row.update({k: res[k] for k in ("status", "taxon_id", "accepted_name", "common_name",
-                                        "score", "note", "backbone_version", *LINEAGE_COLUMNS)})  # fmt: skip
-        keep.append(row)
-    return _table(keep, records.schema.names), rejected
+    def _redo(self, name: str) -> None:
+        """``name`` is about to be computed: it and every stage after it are cleared. A
+        per-part stage being resumed keeps its finished parts (and so do the per-part
+        stages after it); a whole stage being redone clears them too."""
+        whole = name not in _PER_PART
+        for stage in _ORDER[_ORDER.index(name) :]:
+            if stage in _PER_PART and not whole:
+                self.work.state.pop(stage, None)
+                continue
+            self.work.clear((stage, *_EXTRA_DIRS.get(stage, ())))
+        self.work.mark_all()
 
+    def _sum(self, ds) -> Counter:
+        """Sum the per-block counts (``counts`` column, JSON) a dataset's blocks return."""
+        total: Counter = Counter()
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for text in batch.column("counts").to_pylist():
+                total.update(json.loads(text))
+        return total
 
-def _attach_categories(records: pa.Table, config: CurateConfig) -> tuple[pa.Table, list[dict]]:
-    from taxoclip.curate.images import category_of
+    def _per_part(self, stage: str, source: str, fn, kwargs: dict, actors: bool) -> None:
+        """Run ``fn`` over every part of ``source`` that has no part in ``stage`` yet."""
+        import ray.data
+        from tqdm import tqdm
 
-    rows = records.to_pylist()
-    keep, rejected = [], []
-    for row in rows:
-        row["category"] = category_of(
-            row["basis_of_record"], row["event_remarks"], row["publisher"]
-        )
-        if config.categories and row["category"] not in config.categories:
-            rejected.append(_reject(row, "category", f"category {row['category']} not asked for"))
-        else:
-            keep.append(row)
-    return _table(keep, records.schema.names), rejected
+        target = self.work.dir(stage)
+        target.mkdir(parents=True, exist_ok=True)
+        parts = self.work.files(source)
+        done = {Path(p).name for p in self.work.files(stage)}
+        todo = [p for p in parts if Path(p).name not in done]
+        if done and todo:
+            log.info("%s: resuming, %d parts already done, %d to go", stage, len(done), len(todo))
+        if todo:
+            kwargs = {**kwargs, "out_dir": str(target)}
+            options: dict = {"batch_size": 1, "batch_format": "pyarrow"}
+            if actors:
+                options.update(fn_constructor_kwargs=kwargs, compute=self._actors(len(todo)))
+            else:
+                options.update(fn_kwargs=kwargs)
+            ds = ray.data.from_items([{"part": p} for p in todo]).map_batches(fn, **options)
+            disable = not self.progress or stage != "images"
+            with tqdm(total=len(todo), unit="part", desc=stage, disable=disable) as bar:
+                for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    bar.update(batch.num_rows)
+        missing = [p for p in parts if not (target / Path(p).name).is_file()]
+        if missing:
+            raise TaxoclipError(f"curate: {stage} stage lost {len(missing)} parts (bug)")
+        self.work.mark(stage, {"parts": len(parts)})
 
+    def _fresh(self, name: str) -> Path:
+        """An empty folder for whole stage ``name`` (which, and all after it, is redone)."""
+        self._redo(name)
+        target = self.work.dir(name)
+        target.mkdir(parents=True)
+        return target
 
-# --------------------------------------------------------------------------- images
+    # ----------------------------------------------------------------------- stages
 
+    def ingest(self, sources: list[tuple[Path, str, str]], columns: dict | None) -> dict:
+        import ray
 
-def _run_image_stage(
-    records: pa.Table, work: Path, config: CurateConfig, progress: bool
-) -> dict[str, dict]:
-    """Image results for every record, reusing the batches an earlier run persisted."""
-    import ray.data
-    from tqdm import tqdm
+        from taxoclip.curate.stages import ingest_source
 
-    parts = work / "images"
-    parts.mkdir(parents=True, exist_ok=True)
-    done = _load_parts(parts)
-    wanted = set(records.column("record_id").to_pylist())
-    todo = records
-    if done:
-        todo = records.filter(
-            pc.invert(pc.is_in(records.column("record_id"), pa.array(list(done))))
-        )
-    if done:
-        log.info("images: resuming, %d records already done, %d to go", len(done), todo.num_rows)
-    if todo.num_rows:
+        done = self.work.done("ingest")
+        if done:
+            log.info("ingest: resuming, %d records already read", done["records_in"])
+            return done
+        self._redo("ingest")
+        workers = self.config.workers or 1
+        # a part is the unit of work and of resumption of the image stage: several per
+        # worker, from one batch up to 64 batches (4,096 records by default) each: the
+        # driver's Ray Data bookkeeping grows with the number of parts (~1 MB a part
+        # measured), not with the records
+        sizing = {"most": self.config.batch_size * 64, "least": self.config.batch_size,
+                  "workers": max(workers, self.pool)}  # fmt: skip
+        task = ray.remote(num_cpus=1)(ingest_source)
+        refs = [
+            task.remote(i, str(path), kind, label, columns, str(self.work.root), **sizing)
+            for i, (path, kind, label) in enumerate(sources)
+        ]
+        described = ray.get(refs)
+        for item in described:
+            if "error" in item:
+                raise (UsageError if item["error"] == "UsageError" else InputError)(item["message"])
+        records = sum(d["rows"] for d in described)
+        rejected = sum(d["rejected"] + d["records"] - d["rows"] for d in described)
+        descriptions = [{k: d[k] for k in ("source", "path", "kind", "records", "rejected")}
+                        for d in described]  # fmt: skip
+        info = {"records_in": records + rejected, "records": records, "sources": descriptions}
+        log.info("ingest: %d records from %d source(s), %d rejected", records,
+                 len(sources), rejected)  # fmt: skip
+        self.work.mark("ingest", info)
+        return info
+
+    def names(self, backbone: Path) -> dict:
+        from taxoclip.curate.stages import with_query, write_names
+
+        done = self.work.done("names")
+        if done:
+            return done
+        started = time.perf_counter()
+        target = self._fresh("names")
+        rows = self.work.done("ingest")["records"]
+        columns = ["scientific_name", *GIVEN_RANKS]
+        ds = (
+            read_parts(self.work.files("ingest"), columns=columns)
+            .map_batches(with_query, batch_format="pyarrow")
+            .groupby("query", num_partitions=self._partitions(rows))
+            .count()
+            .select_columns(["query"])
+            .map_batches(NameStage, fn_constructor_kwargs={"backbone": str(backbone)},
+                         batch_size=self.config.batch_size * 16, batch_format="pyarrow",
+                         compute=self._actors())
+            .map_batches(write_names, fn_kwargs={"out_dir": str(target)},
+                         batch_size=None, batch_format="pyarrow")
+        )  # fmt: skip
+        counts = self._sum(ds)
+        seconds = time.perf_counter() - started
+        statuses = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("status:")}
+        versions = sorted(k.split(":", 1)[1] for k in counts if k.startswith("version:"))
+        info = {
+            "distinct_names": counts["distinct"],
+            "names_seconds": round(seconds, 3),
+            "backbone_version": versions[0] if versions else "",
+            "distinct_by_status": dict(sorted(statuses.items())),
+        }
+        log.info("names: %d distinct names resolved in %.1f s (%s)", counts["distinct"], seconds,
+                 ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))  # fmt: skip
+        self.work.mark("names", info)
+        return info
+
+    def records(self) -> None:
+        from taxoclip.curate.stages import attach_parts
+
+        if self.work.done("records"):
+            return
+        self._redo("records")
+        kwargs = {
+            "names_dir": str(self.work.dir("names")),
+            "keep_higher_rank": self.config.keep_higher_rank,
+            "categories": self.config.categories,
+        }
+        self._per_part("records", "ingest", attach_parts, kwargs, actors=False)
+
+    def images(self) -> None:
+        from taxoclip.curate.stages import ImagePartStage
+
+        if self.work.done("images"):
+            return
+        self._redo("images")
+        config = self.config
         options = {
-            "cache_dir": str(work / "fetch-cache"),
+            "cache_dir": str(self.work.dir("fetch-cache")),
             "per_host": config.per_host,
             "retries": config.retries,
             "timeout": config.timeout,
@@ -402,299 +390,252 @@ def _run_image_stage(
             "model_filter": config.model_filter,
             "filter_threshold": config.filter_threshold,
         }
-        columns = todo.select(["record_id", "url", "bbox"])
-        ds = ray.data.from_arrow(_blocks(columns, config.batch_size, config.workers))
-        ds = ds.map_batches(
-            ImageStage,
-            fn_constructor_kwargs={"options": options},
-            batch_size=config.batch_size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.workers),
-        )
-        next_part = _next_part_number(parts)
-        with tqdm(total=todo.num_rows, unit="img", desc="images", disable=not progress) as bar:
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                write_parquet_atomic(parts / f"part-{next_part:06d}.parquet", batch)
-                next_part += 1
-                for row in batch.to_pylist():
-                    done.setdefault(row["record_id"], row)
-                bar.update(batch.num_rows)
-    missing = wanted - done.keys()
-    if missing:
-        raise TaxoclipError(
-            f"curate: image stage lost {len(missing)} records (bug): {sorted(missing)[:5]}"
-        )
-    return {rid: done[rid] for rid in sorted(wanted)}
+        kwargs = {"options": options, "batch_size": config.batch_size}
+        self._per_part("images", "records", ImagePartStage, kwargs, actors=True)
 
+    def dedup(self) -> dict:
+        """Leaks, exact and near duplicates: maps and group-bys over compact columns."""
+        import ray
 
-def _load_parts(parts: Path) -> dict[str, dict]:
-    """Results persisted by earlier runs; an unreadable part (a kill mid-write) is dropped."""
-    done: dict[str, dict] = {}
-    for path in sorted(parts.glob("part-*.parquet")):
-        try:
-            table = pq.read_table(path)
-        except Exception as exc:  # noqa: BLE001 - any damage means: redo those records
-            log.warning("images: ignoring damaged %s (%s); its records are redone", path.name, exc)
-            path.unlink(missing_ok=True)
-            continue
-        for row in table.to_pylist():
-            done.setdefault(row["record_id"], row)
-    return done
+        from taxoclip.curate import dedup, stages
 
+        config = self.config
+        if not self.work.done("exact"):  # leaks (a map) and exact duplicates (a group-by)
+            info: dict = {}
+            eval_dir = self._fresh("eval")
+            task = ray.remote(num_cpus=1)(stages.hash_eval_folder)
+            hashed = ray.get([task.remote(i, str(folder), str(eval_dir))
+                              for i, folder in enumerate(config.exclude_eval)])  # fmt: skip
+            eval_files = sum(h["images"] for h in hashed)
+            unreadable = [u for h in hashed for u in h["unreadable"]]
+            if unreadable:
+                log.warning("--exclude-eval: %d evaluation files could not be hashed, e.g. %s",
+                            len(unreadable), unreadable[0])  # fmt: skip
+            target = self._fresh("exact")
+            rows = self.work.done("ingest")["records"]
+            parts = self._partitions(rows)
+            columns = ["record_id", "stage", "width", "height", "md5", "pdq"]
+            ds = (
+                read_parts(self.work.files("images"), columns=columns)
+                .map_batches(stages.leak_rows, fn_kwargs={"eval_dir": str(eval_dir),
+                                                          "radius": config.radius},
+                             batch_format="pyarrow")
+                .map_batches(stages.with_md5_bucket, fn_kwargs={"buckets": parts},
+                             batch_format="pyarrow")
+                .groupby("bucket", num_partitions=parts)
+                .map_groups(stages.exact_group, fn_kwargs={"out_dir": str(target)},
+                            batch_format="pyarrow")
+            )  # fmt: skip
+            counts = self._sum(ds)
+            if config.exclude_eval:
+                info.update(eval_images=eval_files, eval_unreadable=unreadable,
+                            leaks=counts["leak"])  # fmt: skip
+            info["exact_duplicates"] = counts["dedup"]
+            self.work.mark("exact", {"info": info, "left": counts[""]})
+        exact = self.work.done("exact")
+        info = dict(exact["info"])
+        left = exact["left"]
 
-def _next_part_number(parts: Path) -> int:
-    numbers = [int(p.stem.split("-")[1]) for p in parts.glob("part-*.parquet")]
-    return max(numbers, default=-1) + 1
+        if not self.work.done("pairs"):  # candidate pairs: a group-by per band key
+            target = self._fresh("pairs")
+            bands = len(dedup.band_bounds(config.radius))
+            parts = self._partitions(left * bands)
+            if left:
+                ds = (
+                    read_parts(self.work.files("exact"), columns=list(stages.DEDUP_SCHEMA.names))
+                    .map_batches(stages.band_rows, fn_kwargs={"radius": config.radius,
+                                                              "buckets": parts},
+                                 batch_format="pyarrow")
+                    .groupby("bucket", num_partitions=parts)
+                    .map_groups(stages.pairs_group, fn_kwargs={"radius": config.radius,
+                                                               "out_dir": str(target)},
+                                batch_format="pyarrow")
+                )  # fmt: skip
+                pairs = self._sum(ds)["pairs"]
+            else:
+                pairs = 0
+            self.work.mark("pairs", {"pairs": pairs})
 
+        if not self.work.done("near"):  # the greedy keeper rule over the candidate graph
+            target = self._fresh("near")
+            task = ray.remote(num_cpus=1)(stages.resolve_near)
+            n = ray.get(task.remote(self.work.files("pairs"), str(target / "near.parquet")))
+            self.work.mark("near", {"dedup": n})
+        info["near_duplicates"] = self.work.done("near")["dedup"]
+        log.info("dedup: %d exact, %d near duplicates, %d leaks removed; %d candidate pairs",
+                 info["exact_duplicates"], info["near_duplicates"], info.get("leaks", 0),
+                 self.work.done("pairs")["pairs"])  # fmt: skip
+        return info
 
-# --------------------------------------------------------------------------- dedup
+    def shards(self, out: Path) -> str | None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        import ray.data
 
+        from taxoclip.curate import stages
+        from taxoclip.data import ShardSet
 
-def _deduplicate(
-    kept_ids: list[str], images: dict[str, dict], config: CurateConfig
-) -> tuple[list[str], list[tuple[str, str, str]], dict]:
-    """Leaks against evaluation sets first, then exact and near duplicates within the data."""
-    from taxoclip.curate import dedup
-
-    rejected: list[tuple[str, str, str]] = []
-    info: dict[str, object] = {}
-    codes = dedup.as_codes([images[r]["pdq"] for r in kept_ids])
-
-    def drop(removed: dict[int, int]) -> None:
-        nonlocal kept_ids, codes
-        keep = [i for i in range(len(kept_ids)) if i not in removed]
-        kept_ids, codes = [kept_ids[i] for i in keep], codes[keep]
-
-    if config.exclude_eval:
-        leaked: dict[int, int] = {}
-        eval_files, unreadable = 0, []
-        for folder in config.exclude_eval:
-            eval_codes, names, problems = dedup.hash_folder(Path(folder))
-            eval_paths = [str(Path(folder) / name) for name in names]
-            eval_files += len(eval_paths)
-            unreadable += [f"{folder}/{p}" for p in problems]
-            hits = dedup.leaks(codes, eval_codes, radius=config.radius)
-            for index, eval_index in sorted(hits.items()):
-                if index not in leaked:
-                    leaked[index] = eval_index
-                    rejected.append((kept_ids[index], "leak",
-                                     f"near-duplicate of evaluation image {eval_paths[eval_index]}"))  # fmt: skip
-        if unreadable:
-            log.warning("--exclude-eval: %d evaluation files could not be hashed, e.g. %s",
-                        len(unreadable), unreadable[0])  # fmt: skip
-        info.update(eval_images=eval_files, eval_unreadable=unreadable, leaks=len(leaked))
-        drop(leaked)
-
-    priority = [(-(images[r]["width"] * images[r]["height"]), r) for r in kept_ids]
-    exact = dedup.exact_duplicates([images[r]["md5"] for r in kept_ids], priority)
-    for index, keeper in sorted(exact.items()):
-        rejected.append((kept_ids[index], "dedup", f"exact duplicate of {kept_ids[keeper]}"))
-    priority = [p for i, p in enumerate(priority) if i not in exact]
-    drop(exact)
-
-    near = dedup.near_duplicates(codes, priority, radius=config.radius)
-    for index, keeper in sorted(near.items()):
-        distance = int(np.unpackbits(codes[index] ^ codes[keeper]).sum())
-        rejected.append((kept_ids[index], "dedup",
-                         f"near duplicate of {kept_ids[keeper]} (PDQ Hamming {distance})"))  # fmt: skip
-    drop(near)
-    info.update(exact_duplicates=len(exact), near_duplicates=len(near))
-    log.info("dedup: %d exact, %d near duplicates, %d leaks removed; %d kept", len(exact),
-             len(near), info.get("leaks", 0), len(kept_ids))  # fmt: skip
-    return kept_ids, rejected, info
-
-
-# --------------------------------------------------------------------------- outputs
-
-
-def shard_key(record_id: str) -> str:
-    """A stable sample key: the same record gets the same key in every run."""
-    return hashlib.sha1(record_id.encode("utf-8")).hexdigest()[:20]
-
-
-def _write_outputs(
-    kept_ids: list[str],
-    by_id: dict[str, dict],
-    images: dict[str, dict],
-    out: Path,
-    config: CurateConfig,
-    progress: bool,
-) -> tuple[str | None, dict[str, tuple[str, str]]]:
-    from tqdm import tqdm
-
-    from taxoclip.data import ShardSample, write_shards
-
-    order = np.random.default_rng(config.seed).permutation(len(kept_ids))
-    shuffled = [kept_ids[i] for i in order]
-    if not shuffled:
-        return None, {}
-
-    def samples():
-        for record_id in tqdm(shuffled, unit="img", desc="shards", disable=not progress):
-            row = by_id[record_id]
-            yield ShardSample(
-                key=shard_key(record_id),
-                jpg=images[record_id]["jpeg"],
-                lineage=_lineage(row),
-                common_name=row["common_name"] or row["vernacular_name"],
-                meta={
-                    "record_id": record_id,
-                    "source": row["source"],
-                    "status": row["status"],
-                    "taxon_id": row["taxon_id"],
-                    "category": row["category"],
-                    "backbone_version": row["backbone_version"],
-                },  # fmt: skip
+        config = self.config
+        if not self.work.done("final"):
+            target = self._fresh("final")
+            buckets = max(self.pool, math.ceil(self.work.done("exact")["left"] / _BUCKET_ROWS))
+            images = self.work.files("images")
+            base = pq.read_schema(images[0])
+            schema = pa.schema([*base, pa.field("order_key", pa.string()),
+                                pa.field("bucket", pa.int64()), pa.field("decided", pa.bool_())])  # fmt: skip
+            kwargs = {"seed": config.seed, "buckets": buckets, "schema": schema}
+            decisions = self.work.files("exact") + self.work.files("near")
+            ds = read_parts(images).map_batches(stages.with_order, fn_kwargs=kwargs,
+                                                batch_format="pyarrow")  # fmt: skip
+            ds = ds.union(read_parts(decisions, columns=["record_id", "stage", "reason"])
+                          .map_batches(stages.with_order, fn_kwargs=kwargs,
+                                       batch_format="pyarrow"))  # fmt: skip
+            ds = ds.groupby("bucket", num_partitions=min(buckets, 2 * self.pool)).map_groups(
+                stages.final_bucket, fn_kwargs={"out_dir": str(target)}, batch_format="pyarrow"
             )
+            kept_per_bucket: dict[str, int] = {}
+            fetch: Counter = Counter()
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for text in batch.column("counts").to_pylist():  # one row per bucket
+                    counts = json.loads(text)
+                    kept_per_bucket[str(counts.pop("bucket"))] = counts.pop("kept")
+                    fetch.update({k: counts.get(k, 0) for k in ("records", "from_cache",
+                                                                 "retried")})  # fmt: skip
+            self.work.mark("final", {"kept_per_bucket": kept_per_bucket, "fetch": dict(fetch)})
+        final = self.work.done("final")
+        kept_per_bucket = {int(b): k for b, k in final["kept_per_bucket"].items()}
 
-    shard_set = write_shards(samples(), out, samples_per_shard=config.samples_per_shard)
-    keys: dict[str, tuple[str, str]] = {}
-    position = 0
-    for path, size in zip(shard_set.paths, shard_set.sizes, strict=True):
-        for record_id in shuffled[position : position + size]:
-            keys[record_id] = (Path(path).name, shard_key(record_id))
-        position += size
-    return shard_set.pattern, keys
+        done = self.work.done("shards")
+        if not done:
+            self._fresh("shards")
+            (self.work.dir("manifest")).mkdir(parents=True, exist_ok=True)
+            plan = _shard_plan(kept_per_bucket, self.work.dir("final"), config.samples_per_shard)
+            names = [f"shard-{i:06d}.tar" for i in range(len(plan))]
+            if plan:
+                from tqdm import tqdm
 
+                ds = ray.data.from_items(
+                    [{"shard": i, "pieces": json.dumps(p)} for i, p in enumerate(plan)]
+                ).map_batches(stages.write_shard_rows, batch_size=1, batch_format="pyarrow",
+                              fn_kwargs={"out_dir": str(out), "work_dir": str(self.work.root)})  # fmt: skip
+                with tqdm(total=len(plan), unit="shard", desc="shards",
+                          disable=not self.progress) as bar:  # fmt: skip
+                    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                        bar.update(batch.num_rows)
+            sizes = {name: sum(stop - start for _, start, stop in p)
+                     for name, p in zip(names, plan, strict=True)}  # fmt: skip
+            for stale in out.glob("shard-*.tar"):
+                if stale.name not in sizes:
+                    stale.unlink()
+            if sizes:
+                text = json.dumps(dict(sorted(sizes.items())), indent=1) + "\n"
+                write_text_atomic(out / "sizes.json", text)
+            self.work.mark("shards", {"sizes": sizes})
+            done = self.work.done("shards")
+        sizes = done["sizes"]
+        if not sizes:
+            return None
+        return ShardSet(paths=[out / n for n in sorted(sizes)],
+                        sizes=[sizes[n] for n in sorted(sizes)]).pattern  # fmt: skip
 
-def _lineage(row: dict) -> Lineage:
-    return Lineage.from_ranks([row[c] for c in LINEAGE_COLUMNS])
+    def ledger(self, out: Path) -> dict:
+        import ray
 
+        files = (self.work.files("manifest") + self.work.files("final", "rejected-*.parquet")
+                 + self.work.files("ingest-rejected"))  # fmt: skip
+        task = ray.remote(num_cpus=0)(_ledger_task)
+        return ray.get(task.remote(files, str(out)))
 
-def _write_ledgers(
-    out: Path,
-    kept_ids: list[str],
-    by_id: dict[str, dict],
-    images: dict[str, dict],
-    keys: dict[str, tuple[str, str]],
-    rejected: list[dict],
-) -> None:
-    kept_rows = []
-    for record_id in kept_ids:
-        row, image = by_id[record_id], images[record_id]
-        shard, key = keys[record_id]
-        kept_rows.append(
-            {
-                "record_id": record_id,
-                "source": row["source"],
-                "url": row["url"],
-                "scientific_name": row["scientific_name"],
-                **{c.removeprefix("lineage_"): row[c] for c in LINEAGE_COLUMNS},
-                "common_name": row["common_name"],
-                "status": row["status"],
-                "taxon_id": row["taxon_id"],
-                "accepted_name": row["accepted_name"],
-                "backbone_version": row["backbone_version"],
-                "category": row["category"],
-                "width": image["width"],
-                "height": image["height"],
-                "md5": image["md5"],
-                "pdq": image["pdq"].hex(),
-                "shard": shard,
-                "key": key,
-            }  # fmt: skip
-        )
-    kept_rows.sort(key=lambda r: r["record_id"])
-    _write_parquet(out / "manifest.parquet", kept_rows, _MANIFEST_COLUMNS)
-    rows = sorted(({k: r[k] for k in REJECT_COLUMNS} for r in rejected),
-                  key=lambda r: r["record_id"])  # fmt: skip
-    _write_parquet(out / "rejected.parquet", rows, REJECT_COLUMNS)
-
-
-_MANIFEST_COLUMNS = (
-    "record_id", "source", "url", "scientific_name", *RANK_NAMES, "common_name", "status",
-    "taxon_id", "accepted_name", "backbone_version", "category", "width", "height", "md5",
-    "pdq", "shard", "key",
-)  # fmt: skip
+    def fetch_counts(self) -> dict:
+        fetch = self.work.done("final")["fetch"]
+        return {k: fetch.get(k, 0) for k in ("records", "from_cache", "retried")}
 
 
-def _write_parquet(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
-    table = (
-        pa.Table.from_pylist(rows)
-        if rows
-        else pa.table({c: pa.array([], type=pa.string()) for c in columns})
+def read_parts(files: list[str], columns: list[str] | None = None):
+    """A dataset of Parquet parts, one block per part (see ``stages.read_part``)."""
+    import ray.data
+
+    from taxoclip.curate.stages import read_part
+
+    return ray.data.from_items([{"path": f} for f in files]).map_batches(
+        read_part, fn_kwargs={"columns": columns}, batch_size=1, batch_format="pyarrow"
     )
-    write_parquet_atomic(path, table.select(list(columns)))
+
+
+def _ledger_task(files: list[str], out: str) -> dict:
+    """Runs in a Ray worker: the ledger sort is driven from there, not from the driver."""
+    _quiet_ray_data()
+    from taxoclip.curate.stages import write_ledgers
+
+    return write_ledgers(files, out)
+
+
+def _shard_plan(kept_per_bucket: dict[int, int], final: Path, per_shard: int) -> list[list]:
+    """Shard i holds ranks [i·per_shard, (i+1)·per_shard) of the order: pieces
+    ``[bucket file, start, stop]`` from the bucket files, which are sorted and in key order."""
+    pieces: list[tuple[str, int]] = [
+        (str(final / f"kept-{b:06d}.parquet"), n) for b, n in sorted(kept_per_bucket.items()) if n
+    ]
+    plan: list[list] = []
+    current: list = []
+    room = per_shard
+    for path, n in pieces:
+        start = 0
+        while start < n:
+            take = min(room, n - start)
+            current.append([path, start, start + take])
+            start += take
+            room -= take
+            if room == 0:
+                plan.append(current)
+                current, room = [], per_shard
+    if current:
+        plan.append(current)
+    return plan
+
+
+# --------------------------------------------------------------------------- stats
 
 
 def _stats(
     config: CurateConfig,
     sources: list[dict],
     n_in: int,
-    kept_ids: list[str],
-    by_id: dict[str, dict],
-    rejected: list[dict],
+    ledger: dict,
     names_info: dict,
     dedup_info: dict,
-    images: dict[str, dict],
+    fetch: dict,
     timings: dict[str, float],
     seconds: float,
 ) -> dict:
-    by_stage = Counter(r["stage"] for r in rejected)
-    reasons = Counter(f"{r['stage']}: {_reason_kind(r['reason'])}" for r in rejected)
-    kept_rows = [by_id[r] for r in kept_ids]
-    fetched = list(images.values())
     return {
         "taxoclip_version": __version__,
         "config": config.parameters(),
         "sources": sources,
         "records_in": n_in,
-        "kept": len(kept_ids),
-        "rejected": len(rejected),
-        "rejected_by_stage": {s: by_stage.get(s, 0) for s in REJECT_STAGES},
-        "rejected_by_reason": dict(sorted(reasons.items())),
-        "kept_by_status": dict(sorted(Counter(r["status"] for r in kept_rows).items())),
-        "kept_by_category": dict(sorted(Counter(r["category"] for r in kept_rows).items())),
+        "kept": ledger["kept"],
+        "rejected": ledger["rejected"],
+        "rejected_by_stage": {s: ledger["stage"].get(s, 0) for s in REJECT_STAGES},
+        "rejected_by_reason": dict(sorted(ledger["reason"].items())),
+        "kept_by_status": dict(sorted(ledger["status"].items())),
+        "kept_by_category": dict(sorted(ledger["category"].items())),
         "names": names_info,
         "dedup": dedup_info,
-        "fetch": {
-            "records": len(fetched),
-            "from_cache": sum(bool(r["cached"]) for r in fetched),
-            "retried": sum(r["attempts"] > 1 for r in fetched),
-        },
+        "fetch": fetch,
         "seconds": round(seconds, 3),
         "stage_seconds": timings,
-        "invariant": f"{n_in} in = {len(kept_ids)} kept + {len(rejected)} rejected",
+        "invariant": f"{n_in} in = {ledger['kept']} kept + {ledger['rejected']} rejected",
     }
 
 
-def _reason_kind(reason: str) -> str:
-    """The reason's leading words (before details such as sizes or ids), for the histogram."""
-    head = reason.split(":", 1)[0]
-    for marker in (" of ", " (", " after "):
-        head = head.split(marker, 1)[0]
-    return head.strip()
-
-
-def _check_invariant(n_in: int, kept_ids: list[str], rejected: list[dict]) -> None:
-    ids = kept_ids + [r["record_id"] for r in rejected]
+def _check_invariant(n_in: int, ledger: dict) -> None:
     problems = []
-    if len(ids) != n_in:
-        problems.append(f"{n_in} records in but {len(kept_ids)} kept + {len(rejected)} rejected")
-    if len(set(ids)) != len(ids):
-        problems.append("a record left the pipeline twice")
-    if any(not r["stage"] or not r["reason"] for r in rejected):
+    if ledger["kept"] + ledger["rejected"] != n_in:
+        problems.append(f"{n_in} records in but {ledger['kept']} kept + "
+                        f"{ledger['rejected']} rejected")  # fmt: skip
+    if ledger["repeated"]:
+        problems.append(f"{ledger['repeated']} records left the pipeline twice")
+    if ledger["missing_reason"] or "" in ledger["stage"]:
         problems.append("a rejection has no stage or reason")
     if problems:
         raise TaxoclipError("curate: ledger invariant broken (bug): " + "; ".join(problems))
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _reject(row: dict, stage: str, reason: str) -> dict[str, str]:
-    return rejection(row["record_id"], row["source"], row["url"], stage, reason)
-
-
-def _table(rows: list[dict], base_columns: list[str]) -> pa.Table:
-    if rows:
-        return pa.Table.from_pylist(rows)
-    return pa.table({c: pa.array([], type=pa.string()) for c in base_columns})
-
-
-def _blocks(table: pa.Table, rows_per_block: int, workers: int) -> list[pa.Table]:
-    """Split into blocks so Ray Data can run several in parallel."""
-    n = max(1, min(-(-table.num_rows // rows_per_block), 4096))
-    n = max(n, min(workers * 2, table.num_rows))
-    size = -(-table.num_rows // n) if table.num_rows else 1
-    return [table.slice(i, size) for i in range(0, max(table.num_rows, 1), size)]
