@@ -1,7 +1,8 @@
 """Data layer: WebDataset shards in the TreeOfLife-200M layout (write, read, interop).
 
 ``layout`` says what a sample and a shard set are, ``write`` writes them, ``read`` reads
-them (streaming, or by random access for training). Importing this package is cheap:
+them (streaming, from local paths, http(s), ``pipe:`` and fsspec URLs; training streams
+them too, see ``taxoclip.train.data``). Importing this package is cheap:
 webdataset (which imports torch) and PIL load on first read.
 """
 
@@ -22,7 +23,6 @@ from .read import (
     decode_member,
     decode_rgb,
     log_and_continue,
-    read_member,
     read_shards,
     sample_to_record,
     scan_tar,
@@ -43,7 +43,6 @@ __all__ = [
     "expand_urls",
     "local_path",
     "log_and_continue",
-    "read_member",
     "read_shards",
     "sample_to_record",
     "scan_tar",

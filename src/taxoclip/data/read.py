@@ -599,12 +599,13 @@ def _read_remote_sizes(folder: str) -> dict[str, int] | None:
     return sizes if isinstance(sizes, dict) else None
 
 
-# ------------------------------------------------------------------- random access
+# ------------------------------------------------------------------- tar index
 
 
 def scan_tar(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, tuple[int, int]]]]:
     """``(key, {suffix: (offset, size)})`` per sample of a local tar, from its headers only,
-    grouped as ``read_shards`` groups them: the index random-access readers seek by."""
+    grouped as ``read_shards`` groups them (training counts a shard missing from sizes.json
+    with it, without decoding anything)."""
     try:
         with tarfile.open(path, "r:") as tar:
             current, parts = None, {}
@@ -622,12 +623,6 @@ def scan_tar(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, tupl
                 yield current, parts
     except (tarfile.TarError, OSError) as exc:
         raise InputError(f"cannot read shard {path}: {exc}") from exc
-
-
-def read_member(handle: BinaryIO, offset: int, size: int) -> bytes:
-    """The bytes of one member found by ``scan_tar``, from an open shard file."""
-    handle.seek(offset)
-    return handle.read(size)
 
 
 def sample_to_record(sample: dict[str, Any]) -> tuple[Lineage, str]:
