@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/model_throughput.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/predict_vs_pybioclip.py
+	$(BIN)/python bench/text_index.py
 	$(BIN)/python bench/rollup.py
 	$(BIN)/python bench/curate_throughput.py
 

@@ -1,20 +1,25 @@
 """``taxoclip predict`` against pybioclip, side by side on the same model, index and images.
 
-A tiny 224-px open_clip model and a tree-of-life index built by ``taxoclip index`` are
-staged in a local Hugging Face cache as ``hf-hub:imageomics/bioclip-2`` and its
-TreeOfLife-200M embeddings (pybioclip's tree-of-life mode accepts no other model), and
-both tools run offline on the same SynthToL images:
+An open_clip model (default ViT-B-16, BioCLIP's architecture, random weights: speed does
+not depend on them) and a tree-of-life index are staged in a local Hugging Face cache as
+``hf-hub:imageomics/bioclip-2`` and its TreeOfLife-200M embeddings (pybioclip's
+tree-of-life mode accepts no other model); the same weights are exported with
+``taxoclip export onnx --int8``. Every tool runs offline on the same SynthToL images:
 
 (a) CLI wall time of the whole command (start-up, model load, every image, CSV written),
-    each tool's default settings (pybioclip: batch 10 and torch.compile, timed with its
-    compile cache warm and cold; taxoclip: batch 32, no decoding workers on 2 cores);
-(b) API images/s of ``TreeOfLifeClassifier.predict`` after construction and a warm-up
-    call, batch 10 for both;
-(c) agreement: top-1 species identical for every image, every score within 1e-4.
+    each tool's default settings (pybioclip: batch 10 and torch.compile with its compile
+    cache warm — ``--cold`` adds a cold-cache run; taxoclip: batch 32) — for pybioclip,
+    taxoclip on torch, and taxoclip on ONNX Runtime fp32 and int8 (the exported folder);
+(b) API images/s of ``TreeOfLifeClassifier.predict`` (taxoclip's ONNX classes for the
+    ONNX runtimes) after construction and a warm-up call, batch 10 for all;
+(c) CLI start-up: the whole command on one image;
+(d) agreement: top-1 species identical and the largest score difference, taxoclip torch
+    against pybioclip and each ONNX runtime against taxoclip torch.
 
-Runs alternate between the tools; each figure is the best of ``--repeats``.
+Runs alternate between the tools; each figure is the best of ``--repeats``. Bounded: 200
+images and one repeat by default (``make bench``).
 
-    python bench/predict_vs_pybioclip.py [--images 500] [--repeats 2]
+    python bench/predict_vs_pybioclip.py [--images 200] [--repeats 1] [--arch ViT-B-16]
 """
 
 from __future__ import annotations
@@ -41,38 +46,47 @@ images, mode, index = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
 if mode == "pybioclip":
     from bioclip import Rank, TreeOfLifeClassifier
     classifier = TreeOfLifeClassifier(device="cpu")
-else:
+elif mode == "taxoclip":
     from taxoclip.predict import Rank, TreeOfLifeClassifier
     classifier = TreeOfLifeClassifier(model_str="hf-hub:imageomics/bioclip-2", workers=0)
-classifier.predict(images[:20], Rank.SPECIES, k=5)  # warm-up (pybioclip compiles here)
+else:  # onnx / onnx-int8 on the exported folder (sys.argv[4])
+    from taxoclip.predict.onnx_run import OnnxTreeOfLife
+    from taxoclip.taxonomy import Rank
+    classifier = OnnxTreeOfLife(sys.argv[4], index, mode)
+classifier.predict(images[:20], Rank.SPECIES, k=5, batch_size=10)  # warm-up (pybioclip compiles)
 start = time.perf_counter()
-classifier.predict(images, Rank.SPECIES, k=5)
+classifier.predict(images, Rank.SPECIES, k=5, batch_size=10)
 print(json.dumps({"seconds": time.perf_counter() - start}))
 """
 
 
-def prepare(n_images: int) -> tuple[list[str], dict[str, str]]:
-    from taxoclip.models import create_model, load_model, save_model
+def prepare(n_images: int, arch: str, n_taxa: int) -> tuple[list[str], dict[str, str], Path,
+                                                          Path]:  # fmt: skip
+    from taxoclip.models import create_model, save_model
     from taxoclip.models.hubcache import stage_index, stage_model_folder
-    from taxoclip.predict import build_index, read_taxa
+    from taxoclip.predict.config import IndexConfig
+    from taxoclip.predict.dispatch import run_index
+    from taxoclip.runtime.config import ExportOnnxConfig
+    from taxoclip.runtime.export import export_onnx
     from taxoclip.synth import SynthConfig, generate
 
-    data = OUT / "synth"
+    data = OUT / f"synth-{n_taxa}"
     if not (data / "synth.json").exists():
         shutil.rmtree(data, ignore_errors=True)
-        generate(
-            data,
-            SynthConfig(species=100, images_per_species=10, image_size=64, seed=1),
-            progress=False,
-        )
+        per_species = max(2, -(-n_images // n_taxa) + 1)
+        generate(data, SynthConfig(species=n_taxa, images_per_species=per_species,
+                                   image_size=64, seed=1), progress=False)  # fmt: skip
     images = sorted(str(p) for p in data.rglob("*.jpg"))[:n_images]
-    model_dir, index_dir, hf_home = OUT / "t224", OUT / "index", OUT / "hf"
+    model_dir, exported = OUT / arch, OUT / f"{arch}-onnx"
+    index_dir, hf_home = OUT / f"index-{arch}-{n_taxa}", OUT / f"hf-{arch}"
     if not model_dir.exists():
-        loaded = create_model("taxoclip-vit-t224", seed=0)
+        loaded = create_model(arch, seed=0)
         save_model(loaded.model, model_dir, loaded.model_cfg, loaded.preprocess_cfg)
-    if not index_dir.exists():
-        loaded = load_model(model_dir)
-        build_index(loaded.model, loaded.tokenizer, read_taxa(data / "species.csv")).save(index_dir)
+    if not (exported / "image_encoder.int8.onnx").exists():
+        export_onnx(ExportOnnxConfig(model=str(model_dir), out=str(exported), int8=True))
+    if not index_dir.exists():  # through the exported text tower: the fast way to build it
+        run_index(IndexConfig(model=str(exported), taxa=str(data / "species.csv"),
+                              out=str(index_dir), runtime="onnx", progress=False))  # fmt: skip
     stage_model_folder(hf_home, "imageomics/bioclip-2", model_dir)
     stage_index(hf_home, "imageomics/TreeOfLife-200M", index_dir)
     env = {
@@ -81,7 +95,7 @@ def prepare(n_images: int) -> tuple[list[str], dict[str, str]]:
         "HF_HUB_OFFLINE": "1",
         "TORCHINDUCTOR_CACHE_DIR": str(OUT / "inductor"),
     }
-    return images, env
+    return images, env, exported, index_dir
 
 
 def timed(command: list[str], env: dict[str, str]) -> float:
@@ -101,76 +115,93 @@ def read_predictions(path: Path) -> dict[str, list[dict]]:
     return rows
 
 
+def agreement(reference: dict[str, list[dict]], other: dict[str, list[dict]]) -> tuple[int, float]:
+    same = sum(reference[k][0]["species"] == other[k][0]["species"] for k in reference)
+    diff = max(abs(float(a["score"]) - float(b["score"]))
+               for k in reference for a, b in zip(reference[k], other[k], strict=True))  # fmt: skip
+    return same, diff
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--arch", default="ViT-B-16", help="open_clip model name (random weights)")
+    parser.add_argument("--taxa", type=int, default=30, help="taxa in the index")
+    parser.add_argument("--cold", action="store_true", help="also time pybioclip's cold "
+                        "torch.compile cache")  # fmt: skip
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    images, env = prepare(args.images)
+    images, env, exported, index_dir = prepare(args.images, args.arch, args.taxa)
     bin_dir = Path(sys.executable).parent
-    ours_csv, theirs_csv = OUT / "taxoclip.csv", OUT / "pybioclip.csv"
-    cli = {"taxoclip": [], "pybioclip": [], "pybioclip (cold compile cache)": []}
-    api = {"taxoclip": [], "pybioclip": []}
+    tools = ("pybioclip", "taxoclip", "onnx", "onnx-int8")
+    csvs = {tool: OUT / f"{tool}.csv" for tool in tools}
+
+    def command(tool: str, inputs: list[str], out: Path) -> list[str]:
+        if tool == "pybioclip":
+            return [str(bin_dir / "bioclip"), "predict", *inputs, "--output", str(out)]
+        model = ["--model", str(exported), "--index", str(index_dir), "--runtime", tool]
+        if tool == "taxoclip":
+            model = []  # the staged hf-hub:imageomics/bioclip-2 and its index, on torch
+        return [str(bin_dir / "taxoclip"), "predict", *inputs, *model, "--output", str(out),
+                "--offline", "-q"]  # fmt: skip
+
+    cli = {tool: [] for tool in tools}
+    startup = {tool: [] for tool in tools}
+    api = {tool: [] for tool in tools}
+    cold = []
     for _ in range(args.repeats):
-        # A first run, or any run in a fresh container: torch.compile starts from nothing.
-        cold = {**env, "TORCHINDUCTOR_CACHE_DIR": str(OUT / f"inductor-cold-{time.time_ns()}")}
-        cli["pybioclip (cold compile cache)"].append(
-            timed([str(bin_dir / "bioclip"), "predict", *images, "--output", str(theirs_csv)], cold)
-        )
-        shutil.rmtree(cold["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
-        cli["pybioclip"].append(
-            timed([str(bin_dir / "bioclip"), "predict", *images, "--output", str(theirs_csv)], env)
-        )
-        cli["taxoclip"].append(
-            timed(
-                [
-                    str(bin_dir / "taxoclip"),
-                    "predict",
-                    *images,
-                    "--output",
-                    str(ours_csv),
-                    "--offline",
-                    "-q",
-                ],
-                env,
-            )  # fmt: skip
-        )
-        for tool in ("pybioclip", "taxoclip"):
-            done = subprocess.run([sys.executable, "-c", API, json.dumps(images), tool, ""],
-                                  capture_output=True, text=True, env=env, check=True)  # fmt: skip
+        if args.cold:  # a first run, or any run in a fresh container: compile from nothing
+            cold_env = {**env, "TORCHINDUCTOR_CACHE_DIR": str(OUT / f"cold-{time.time_ns()}")}
+            cold.append(timed(command("pybioclip", images, csvs["pybioclip"]), cold_env))
+            shutil.rmtree(cold_env["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
+        for tool in tools:
+            cli[tool].append(timed(command(tool, images, csvs[tool]), env))
+            startup[tool].append(timed(command(tool, images[:1], OUT / "one.csv"), env))
+            done = subprocess.run([sys.executable, "-c", API, json.dumps(images), tool,
+                                   str(index_dir), str(exported)],
+                                  capture_output=True, text=True, env=env)  # fmt: skip
+            if done.returncode != 0:
+                raise SystemExit(f"API run of {tool} failed:\n{done.stderr[-3000:]}")
             api[tool].append(
                 len(images) / json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
             )
 
-    ours, theirs = read_predictions(ours_csv), read_predictions(theirs_csv)
-    same_top1 = sum(ours[k][0]["species"] == theirs[k][0]["species"] for k in theirs)
-    max_diff = max(
-        abs(float(a["score"]) - float(b["score"]))
-        for k in theirs
-        for a, b in zip(ours[k], theirs[k], strict=True)
-    )
+    rows = {tool: read_predictions(path) for tool, path in csvs.items()}
     import torch
 
-    cpu = cpu_name()
     best_cli = {tool: min(times) for tool, times in cli.items()}
+    best_start = {tool: min(times) for tool, times in startup.items()}
     best_api = {tool: max(rates) for tool, rates in api.items()}
-    print(
-        f"command: python bench/predict_vs_pybioclip.py --images {len(images)} --repeats {args.repeats}"
-    )
-    print(f"machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}; "
-          f"model taxoclip-vit-t224 staged as hf-hub:imageomics/bioclip-2; index of 100 taxa")  # fmt: skip
+    print(f"command: python bench/predict_vs_pybioclip.py --images {len(images)} "
+          f"--repeats {args.repeats} --arch {args.arch} --taxa {args.taxa}")  # fmt: skip
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}; model "
+          f"{args.arch} (random weights) staged as hf-hub:imageomics/bioclip-2; index of "
+          f"{args.taxa} taxa")  # fmt: skip
     print()
-    print("| measure | pybioclip 2.1.6 | taxoclip | ratio |")
-    print("|---|---:|---:|---:|")
-    for label, key in (("warm", "pybioclip"), ("cold", "pybioclip (cold compile cache)")):
-        print(f"| CLI wall time, {len(images)} images, pybioclip compile cache {label} (s) | "
-              f"{best_cli[key]:.1f} | {best_cli['taxoclip']:.1f} | "
-              f"{best_cli[key] / best_cli['taxoclip']:.2f}× faster |")  # fmt: skip
-    print(f"| API images/s | {best_api['pybioclip']:.0f} | {best_api['taxoclip']:.0f} | "
-          f"{best_api['taxoclip'] / best_api['pybioclip']:.2f}× |")  # fmt: skip
-    print(f"| identical top-1 | | {same_top1}/{len(theirs)} | |")
-    print(f"| largest score difference | | {max_diff:.2e} | |")
+    names = {"pybioclip": "pybioclip", "taxoclip": "taxoclip torch", "onnx": "taxoclip ONNX fp32",
+             "onnx-int8": "taxoclip ONNX int8"}  # fmt: skip
+    base_cli, base_api = best_cli["pybioclip"], best_api["pybioclip"]
+    print(f"| runtime | CLI wall, {len(images)} images (s) | CLI × pybioclip | CLI on 1 image (s) "
+          "| API img/s | API × pybioclip | top-1 same | largest score diff |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for tool in tools:
+        if tool == "pybioclip":
+            same, diff = len(rows[tool]), 0.0
+            versus = "(reference)"
+        else:
+            reference = rows["pybioclip" if tool == "taxoclip" else "taxoclip"]
+            same, diff = agreement(reference, rows[tool])
+            versus = f"{same}/{len(reference)} vs {'pybioclip' if tool == 'taxoclip' else 'torch'}"
+        print(f"| {names[tool]} | {best_cli[tool]:.1f} | {base_cli / best_cli[tool]:.2f}× | "
+              f"{best_start[tool]:.1f} | {best_api[tool]:.1f} | {best_api[tool] / base_api:.2f}× | "
+              f"{versus} | {diff:.1e} |")  # fmt: skip
+    if cold:
+        print(f"\npybioclip with a cold torch.compile cache: {min(cold):.1f} s")
+    record = {"cli_s": best_cli, "startup_s": best_start, "api_img_s": best_api,
+              "cold_pybioclip_s": min(cold) if cold else None, "images": len(images),
+              "arch": args.arch}  # fmt: skip
+    (OUT / "results.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """Test-wide settings."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 from hypothesis import settings
 
@@ -10,3 +13,9 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, max_examples=200, deadline=None)
 settings.register_profile("explore", max_examples=2000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Caches (evaluation features, custom-label embeddings) go to a throw-away folder, never to
+# the developer's ~/.cache; subprocesses inherit it.
+_CACHE = tempfile.mkdtemp(prefix="taxoclip-test-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)

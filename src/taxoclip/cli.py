@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,15 +34,20 @@ STAGE_CONFIGS = (
     "taxoclip.curate.config",
     "taxoclip.train.config",
     "taxoclip.predict.config",  # index, predict, embed
+    "taxoclip.runtime.config",  # export onnx
     "taxoclip.evaluate.config",
     "taxoclip.analyze.config",
     "taxoclip.study.config",
     "taxoclip.report.config",
+    "taxoclip.serve.config",
     "taxoclip.demo.config",
 )
 
 #: Help of command groups that only hold sub-commands.
-GROUPS = {"study": "studies across runs: scaling (metrics against training data size)"}
+GROUPS = {
+    "study": "studies across runs: scaling (metrics against training data size)",
+    "export": "export a model for other runtimes: onnx (ONNX Runtime, fp32 and int8)",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -114,8 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("taxoclip: interrupted", file=sys.stderr)
         return 130
-    for line in result.lines():
-        print(line)
+    try:
+        for line in result.lines():
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `taxoclip list-tol-taxa | head`: the reader left; that is not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     for line in result.warnings():
         print(line, file=sys.stderr)
     return result.exit_code

@@ -128,3 +128,10 @@ def _fsync(path: Path) -> None:
 
 def _glob_escape(text: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+def cache_dir(kind: str) -> Path:
+    """``$XDG_CACHE_HOME/taxoclip/<kind>`` (``~/.cache/taxoclip/<kind>``): the one place
+    caches live (evaluation features, custom-label text embeddings)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "taxoclip" / kind

@@ -9,6 +9,7 @@ from typing import Any
 
 from taxoclip.config import StageConfig, StageResult, command, option, shared
 from taxoclip.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
+from taxoclip.predict.config import runtime_option
 
 SUITES = ("synth", "bioclip2")
 LABEL_TEXTS = ("index", "as-given", "sci", "com", "taxon", "sci_com", "taxon_com")
@@ -56,6 +57,7 @@ class EvalConfig(StageConfig):
     device: str = shared.device()
     offline: bool = shared.offline()
     progress: bool = shared.progress()
+    runtime: str = runtime_option()  # the trained model's image tower; the twin stays torch
 
     def check(self) -> list[str]:
         problems = []

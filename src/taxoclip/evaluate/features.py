@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from taxoclip.files import replacing
+from taxoclip.files import cache_dir, replacing
 from taxoclip.models import LoadedModel
 from taxoclip.predict.images import encode_images
 
@@ -24,8 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "taxoclip" / "features"
+    return cache_dir("features")
 
 
 def model_fingerprint(loaded: LoadedModel) -> str:
@@ -73,11 +72,19 @@ def image_features(
     device: str = "cpu",
     progress: bool = False,
     fingerprint: str | None = None,
+    encoder=None,
 ) -> Features:
-    """Encode ``paths`` (L2-normalised), reading and writing the cache when one is given."""
+    """Encode ``paths`` (L2-normalised), reading and writing the cache when one is given.
+
+    With ``encoder`` (an ONNX image encoder, ``--runtime onnx``) the images go through it
+    instead of ``loaded.model``, decoded by the same torch-free code as predict's ONNX
+    path; its runtime is part of the cache key.
+    """
     key = None
     if cache_dir is not None:
         key = f"{fingerprint or model_fingerprint(loaded)}-{data_fingerprint(paths)}"
+        if encoder is not None:
+            key += f"-{encoder.runtime}"
         cached = Path(cache_dir) / f"{key}.npz"
         if cached.is_file():
             with np.load(cached, allow_pickle=False) as data:
@@ -86,16 +93,19 @@ def image_features(
                 )
                 log.info("features from cache %s", cached)
                 return Features(data["values"], data["ok"], errors)
-    encoded = encode_images(loaded.model, loaded.preprocess_val, paths, batch_size, workers, device,
-                            normalize=True, progress=progress)  # fmt: skip
-    values = (
-        encoded.features.numpy().astype(np.float32)
-        if encoded.ok_indices
-        else np.zeros((0, 0), np.float32)
-    )
-    features = Features(
-        values, np.asarray(encoded.ok_indices, dtype=np.int64), dict(encoded.errors)
-    )
+    if encoder is not None:
+        features = _encoder_features(encoder, paths, batch_size, workers)
+    else:
+        encoded = encode_images(loaded.model, loaded.preprocess_val, paths, batch_size, workers,
+                                device, normalize=True, progress=progress)  # fmt: skip
+        values = (
+            encoded.features.numpy().astype(np.float32)
+            if encoded.ok_indices
+            else np.zeros((0, 0), np.float32)
+        )
+        features = Features(
+            values, np.asarray(encoded.ok_indices, dtype=np.int64), dict(encoded.errors)
+        )
     if cache_dir is not None and key is not None:
         # A file handle, not a path: np.savez would append ".npz" to the temporary's name.
         with replacing(Path(cache_dir) / f"{key}.npz") as tmp, tmp.open("wb") as handle:
@@ -103,6 +113,19 @@ def image_features(
                      error_index=np.asarray(list(features.errors), dtype=np.int64),
                      error_reason=np.asarray(list(features.errors.values()), dtype=str))  # fmt: skip
     return features
+
+
+def _encoder_features(encoder, paths: list[str], batch_size: int, workers: int) -> Features:
+    from taxoclip.predict.imageio import iter_decoded
+
+    chunks, ok, errors = [], [], {}
+    for indices, pixels, failed in iter_decoded(paths, encoder.preprocess, batch_size, workers):
+        errors.update(failed)
+        if pixels:
+            chunks.append(encoder.encode_pixels(np.stack(pixels), normalize=True))
+            ok.extend(indices)
+    values = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+    return Features(values, np.asarray(ok, dtype=np.int64), errors)
 
 
 @torch.inference_mode()

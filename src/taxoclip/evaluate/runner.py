@@ -7,6 +7,7 @@ from pathlib import Path
 
 from taxoclip.models import load_model, untrained_twin
 from taxoclip.models.device import resolve_device
+from taxoclip.predict.dispatch import use_onnx
 
 from .config import EvalConfig, EvalResult, format_table
 from .features import default_cache_dir
@@ -26,10 +27,16 @@ def run(config: EvalConfig) -> EvalResult:
         models.append(("untrained", untrained_twin(models[0][1])))
     rows: list[Result] = []
     notes: list[str] = []
+    encoder = None
+    if use_onnx(config):  # the trained model's image tower in ONNX Runtime
+        from taxoclip.runtime.onnx import open_image_encoder
+
+        encoder = open_image_encoder(config.model, "onnx" if config.runtime == "auto"
+                                     else config.runtime)  # fmt: skip
     for name, loaded in models:
         loaded.model.eval()
         ctx = EvalContext(loaded, name, cache, config.batch_size, device, config.progress,
-                          config.label_text)  # fmt: skip
+                          config.label_text, encoder if name == "trained" else None)  # fmt: skip
         if config.suite == "synth":
             rows += synth_suite(ctx, Path(config.data))
         elif config.suite == "bioclip2":

@@ -12,6 +12,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,7 @@ class EvalContext:
     device: str = "cpu"
     progress: bool = False
     label_text: str = "index"
+    encoder: Any = None  # an ONNX image encoder (--runtime onnx) instead of loaded.model
 
 
 def class_text(label: str, lineage: Lineage | None, common: str, style: str) -> str:
@@ -69,7 +71,7 @@ def class_text(label: str, lineage: Lineage | None, common: str, style: str) -> 
 
 def _features(ctx: EvalContext, evalset: EvalSet) -> tuple[np.ndarray, np.ndarray]:
     features = image_features(ctx.loaded, evalset.filepaths, ctx.cache_dir, ctx.batch_size,
-                              device=ctx.device, progress=ctx.progress)  # fmt: skip
+                              device=ctx.device, progress=ctx.progress, encoder=ctx.encoder)  # fmt: skip
     for index, reason in features.errors.items():
         log.warning("%s: %s skipped: %s", evalset.name, evalset.filepaths[index], reason)
     return features.full(len(evalset))

@@ -20,9 +20,9 @@ from .config import (
 )
 
 _LAZY = {
-    "run_index": "run",
-    "run_predict": "run",
-    "run_embed": "run",
+    "run_index": "dispatch",  # picks the runtime (torch or ONNX) before importing torch
+    "run_predict": "dispatch",
+    "run_embed": "dispatch",
     "BIOCLIP_MODEL_STR": "classifiers",
     "TOL_MODELS": "classifiers",
     "BaseClassifier": "classifiers",

@@ -21,7 +21,16 @@ from taxoclip.models import load_model
 from taxoclip.taxonomy import RANK_NAMES, Rank
 
 from .images import ImageInput, SquashPreprocess, image_key, iter_encoded
-from .index import TextIndex, encode_class_texts, rollup_topk
+from .index import TextIndex, class_text_matrix, rollup_topk
+from .labels import cached_label_matrix
+from .rows import (  # the row vocabulary, torch-free (shared with the ONNX runtime)
+    ERROR_KEY,
+    PRED_CLASSIFICATION_KEY,
+    PRED_FILENAME_KEY,
+    PRED_SCORE_KEY,
+    SPECIES_COLUMNS,
+    tol_row,
+)
 
 BIOCLIP_MODEL_STR = "hf-hub:imageomics/bioclip-2"
 #: Models with a published tree-of-life index: their Hugging Face dataset repos.
@@ -32,11 +41,6 @@ TOL_MODELS = {
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
-PRED_FILENAME_KEY = "file_name"
-PRED_CLASSIFICATION_KEY = "classification"
-PRED_SCORE_KEY = "score"
-ERROR_KEY = "error"
-SPECIES_COLUMNS = (*RANK_NAMES[:-1], "species_epithet", "species", "common_name")
 
 ImagesArg = Sequence[ImageInput] | ImageInput
 
@@ -125,9 +129,10 @@ class CustomLabelsClassifier(BaseClassifier):
         self.classes = [str(c).strip() for c in cls_ary]
         if not self.classes or any(not c for c in self.classes):
             raise UsageError("custom labels must be non-empty strings")
-        self.txt_embeddings = encode_class_texts(
-            self.model, self.tokenizer, self.classes, self.device
-        ).to(self.device)
+        self.txt_embeddings = torch.from_numpy(cached_label_matrix(
+            self.loaded.weights, "torch", self.classes,
+            lambda labels: class_text_matrix(self.model, self.tokenizer, labels, self.device),
+        )).to(self.device)  # fmt: skip
 
     def _group(self, probs: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
         return probs, self.classes
@@ -187,7 +192,7 @@ class TreeOfLifeClassifier(BaseClassifier):
         if isinstance(index, TextIndex):
             self.index = index
         elif index is not None:
-            self.index = TextIndex.load(index)
+            self.index = TextIndex.load(index, model=self.model_str)
         else:
             self.index = TextIndex.load(self._published_index_folder())
         self.index.check_dim(self.loaded.embed_dim, self.model_str)
@@ -269,15 +274,7 @@ class TreeOfLifeClassifier(BaseClassifier):
     # ----------------------------------------------------------------- prediction
 
     def _row(self, key: str, rank: Rank, names: Sequence[str], common: str, score: float) -> dict:
-        row = {PRED_FILENAME_KEY: key}
-        depth = int(rank) + 1
-        for name, value in zip(RANK_NAMES[:depth], names[:depth], strict=False):
-            row[name if name != "species" else "species_epithet"] = value
-        if rank is Rank.SPECIES:
-            row["species"] = f"{names[5]} {names[6]}"
-            row["common_name"] = common
-        row[PRED_SCORE_KEY] = score
-        return row
+        return tol_row(key, rank, names, common, score)
 
     def _top_at_rank(self, probs: torch.Tensor, rank: Rank, k: int, min_prob: float):
         """(values, labels) per image: top-k species, or top-k taxa at ``rank`` by summed

@@ -12,6 +12,16 @@ from taxoclip.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 
 
+#: ``--runtime``: auto = ONNX Runtime for an exported folder (``taxoclip export onnx``),
+#: torch otherwise (docs/reference.md#onnx-runtime).
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
+
+
+def runtime_option():
+    return option("auto", choices=RUNTIMES, help="auto (ONNX for a folder made by `taxoclip "
+                  "export onnx`, else torch), torch, onnx (fp32) or onnx-int8")  # fmt: skip
+
+
 def exit_for(n_inputs: int, n_failed: int) -> int:
     """0 when every input worked, 3 when some failed (the rest written), 1 when all failed."""
     if n_failed == 0:
@@ -27,7 +37,7 @@ def exit_for(n_inputs: int, n_failed: int) -> int:
         "normalised, averaged, renormalised) and write txt_emb_species.npy (D×N) and "
         "txt_emb_species.json, the files pybioclip reads."
     ),
-    run="taxoclip.predict.run:run_index",
+    run="taxoclip.predict.dispatch:run_index",
 )
 @dataclass(kw_only=True)
 class IndexConfig(StageConfig):
@@ -44,6 +54,7 @@ class IndexConfig(StageConfig):
     device: str = shared.device()
     offline: bool = shared.offline()
     progress: bool = shared.progress()
+    runtime: str = runtime_option()
 
     def check(self) -> list[str]:
         return [] if self.batch_size >= 1 else ["--batch-size must be at least 1"]
@@ -73,7 +84,7 @@ class IndexResult(StageResult):
         "Inputs may be files, directories (recursive) or globs. Unreadable images get a "
         "row with an error and exit status 3; the others are predicted."
     ),
-    run="taxoclip.predict.run:run_predict",
+    run="taxoclip.predict.dispatch:run_predict",
 )
 @dataclass(kw_only=True)
 class PredictConfig(StageConfig):
@@ -104,10 +115,39 @@ class PredictConfig(StageConfig):
                              help="provenance record (.json) or appended text log")  # fmt: skip
     offline: bool = shared.offline()
     progress: bool = shared.progress()
+    runtime: str = runtime_option()
+    # MegaDetector and regional lists (docs/ecologists.md)
+    detections: str | None = option(None, metavar="MD.json", help="MegaDetector batch output: "
+                                    "classify its animal boxes; IMAGES_OR_DIRS is then the one "
+                                    "folder its file paths are relative to, and --output the "
+                                    ".json to write (a flat .csv is written beside it)")  # fmt: skip
+    detection_threshold: float = option(0.2, metavar="CONF", help="with --detections: classify "
+                                        "animal boxes with conf at or above this (0.2: "
+                                        "MegaDetector v5's typical threshold)")  # fmt: skip
+    crop_padding: float = option(0.0, metavar="FRACTION", help="with --detections: widen each "
+                                 "box by this fraction of its width/height on every side")  # fmt: skip
+    region: str | None = option(None, metavar="CSV", help="taxa known from the place (rank "
+                                "columns or scientificName): other species roll up to their "
+                                "nearest allowed ancestor (column rank_landed)")  # fmt: skip
+    deny: str | None = option(None, metavar="CSV", help="taxa that do not occur there (same "
+                              "format): they roll up past them")  # fmt: skip
 
     def check(self) -> list[str]:
         problems = []
         custom = "--cls" if self.cls else "--bins" if self.bins else None
+        if custom and (self.region or self.deny):
+            problems.append(f"--region and --deny apply to tree-of-life predictions, not {custom}")
+        if self.detections:
+            if len(self.images) != 1:
+                problems.append("with --detections, give one folder: the one MegaDetector ran "
+                                "on (its file paths are relative to it)")  # fmt: skip
+            if not (self.output or "").lower().endswith(".json"):
+                problems.append("with --detections, --output must name the .json to write")
+        if not 0.0 <= self.detection_threshold <= 1.0:
+            problems.append(f"--detection-threshold must be in [0, 1] (got "
+                            f"{self.detection_threshold})")  # fmt: skip
+        if not 0.0 <= self.crop_padding <= 1.0:
+            problems.append(f"--crop-padding must be in [0, 1] (got {self.crop_padding})")
         if custom and (self.subset or self.deepest_rank is not None):
             problems.append(
                 f"--subset and --deepest-rank apply to tree-of-life predictions, not {custom}"
@@ -126,13 +166,19 @@ class PredictResult(StageResult):
     n_images: int
     failed: list[Any] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list, repr=False)
+    summary: list[str] = field(default_factory=list)  # stdout lines (--detections)
+    notes: list[str] = field(default_factory=list)  # stderr lines (--region, --detections)
+
+    def lines(self) -> list[str]:
+        return list(self.summary)
 
     def warnings(self) -> list[str]:
         if not self.failed:
-            return []
+            return list(self.notes)
         return [
+            *self.notes,
             f"taxoclip predict: {len(self.failed)} of {self.n_images} images failed "
-            "(see the error column)"
+            "(see the error column)",
         ]
 
     @property
@@ -144,7 +190,7 @@ class PredictResult(StageResult):
     "embed",
     help="image embeddings to .npy, .parquet or pybioclip's JSON",
     description="Encode images with a model. Unreadable images are reported (exit status 3).",
-    run="taxoclip.predict.run:run_embed",
+    run="taxoclip.predict.dispatch:run_embed",
 )
 @dataclass(kw_only=True)
 class EmbedConfig(StageConfig):
@@ -159,6 +205,7 @@ class EmbedConfig(StageConfig):
     device: str = shared.device()
     offline: bool = shared.offline()
     progress: bool = shared.progress()
+    runtime: str = runtime_option()
 
     def check(self) -> list[str]:
         return [] if self.batch_size >= 1 else ["--batch-size must be at least 1"]
@@ -178,3 +225,46 @@ class EmbedResult(StageResult):
     @property
     def exit_code(self) -> int:
         return exit_for(self.n_images, self.n_images - self.n_ok)
+
+
+@command(
+    "list-models",
+    help="list models and pretrained tags (pybioclip's list-models)",
+    description=(
+        "As pybioclip: the models with a published tree-of-life index, then every model "
+        "open_clip knows (taxoclip's configs among them), one per line; with --model, that "
+        "model's pretrained tags. Any spec --model accepts elsewhere (run dirs, model "
+        "folders, hf-hub:) works too."
+    ),
+    run="taxoclip.predict.listing:run_list_models",
+)
+@dataclass(kw_only=True)
+class ListModelsConfig(StageConfig):
+    model: str | None = option(None, metavar="MODEL", help="list the pretrained tags of MODEL")
+
+
+@command(
+    "list-tol-taxa",
+    help="CSV of the taxa of a tree-of-life index (pybioclip's list-tol-taxa)",
+    description=(
+        "Print the taxa a tree-of-life index holds as pybioclip's CSV (kingdom, phylum, "
+        "class, order, family, genus, species_epithet, species, common_name): the model's "
+        "published index, or --index DIR (a model's own txt_emb_<model> files first)."
+    ),
+    run="taxoclip.predict.listing:run_list_tol_taxa",
+)
+@dataclass(kw_only=True)
+class ListTolTaxaConfig(StageConfig):
+    model: str = shared.model()
+    index: str | None = option(None, metavar="DIR", help="tree-of-life text index "
+                               "(default: the model's published one)")  # fmt: skip
+    output: str | None = option(None, metavar="FILE", help="write here instead of stdout")
+    offline: bool = shared.offline()
+
+
+@dataclass
+class ListingResult(StageResult):
+    text: str = field(default="", repr=False)
+
+    def lines(self) -> list[str]:
+        return self.text.splitlines()

@@ -1,20 +1,18 @@
-"""Image inputs and the one batched feature-extraction path (docs/architecture.md).
+"""The one batched torch feature-extraction path (docs/architecture.md).
 
-Predict, embed, evaluate, analyze and curation's model filter all encode images through
-:func:`encode_images`: decoding in DataLoader workers, batched ``inference_mode``
+Predict, embed, evaluate, analyze and curation's model filter all encode images with
+torch through :func:`encode_images`: decoding in DataLoader workers, batched ``inference_mode``
 forward passes, and bad images (unreadable, truncated, empty, not an image) reported
 with their reason while every other image is encoded. Nothing here is ever fatal for
-one image.
+one image. Collecting, decoding and the failure reasons are torch-free, in
+:mod:`.imageio`, shared with the ONNX runtime (``--runtime onnx``).
 """
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,80 +23,19 @@ from tqdm import tqdm
 
 from taxoclip.errors import UsageError
 
-log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"}
+# The torch-free half (collecting, decoding, reasons) is shared with the ONNX runtime;
+# re-exported here, where every caller has always found it.
+from .imageio import (  # noqa: F401
+    IMAGE_EXTENSIONS,
+    ImageInput,
+    auto_workers,
+    collect_images,
+    describe_error,
+    image_key,
+    load_rgb,
 )
 
-ImageInput = str | os.PathLike | Image.Image
-
-
-def collect_images(inputs: Sequence[str | os.PathLike]) -> list[str]:
-    """Expand files, directories (recursive, image extensions) and glob patterns, in order.
-
-    A path that does not exist is kept as given (it becomes a per-image error later, so
-    it is reported rather than silently dropped); a glob or directory that matches no
-    image is a usage error.
-    """
-    found: list[str] = []
-    for item in inputs:
-        text = os.fspath(item)
-        path = Path(text)
-        if path.is_dir():
-            files = sorted(
-                str(p)
-                for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
-            if not files:
-                raise UsageError(
-                    f"directory {text} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
-                )
-            found.extend(files)
-        elif any(ch in text for ch in "*?[") and not path.exists():
-            files = sorted(p for p in glob.glob(text, recursive=True) if Path(p).is_file())
-            if not files:
-                raise UsageError(f"pattern {text} matches no files")
-            found.extend(files)
-        else:
-            found.append(text)
-    if not found:
-        raise UsageError("no input images given")
-    return found
-
-
-def image_key(image: ImageInput, index: int) -> str:
-    """pybioclip's key: the path as given, or the position for in-memory images."""
-    return str(index) if isinstance(image, Image.Image) else os.fspath(image)
-
-
-def load_rgb(image: ImageInput) -> Image.Image:
-    """Open and fully decode an image as RGB; raises with a reason a person can act on."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    path = Path(image)
-    if not path.exists():
-        raise FileNotFoundError("no such file")
-    if path.is_dir():
-        raise IsADirectoryError("is a directory")
-    if path.stat().st_size == 0:
-        raise ValueError("empty file (0 bytes)")
-    with Image.open(path) as opened:
-        opened.load()  # decode now: truncated files fail here, not later
-        return opened.convert("RGB")
-
-
-def describe_error(exc: BaseException) -> str:
-    name = type(exc).__name__
-    text = str(exc).strip() or name
-    if isinstance(exc, Image.UnidentifiedImageError):
-        return "not a readable image"
-    if isinstance(exc, OSError) and "truncated" in text.lower():
-        return f"truncated image ({text})"
-    if isinstance(exc, (FileNotFoundError, IsADirectoryError, ValueError)):
-        return text
-    return f"{name}: {text}"
+log = logging.getLogger(__name__)
 
 
 class SquashPreprocess:
@@ -239,13 +176,3 @@ def encode_images(
 
 def as_numpy(features: torch.Tensor) -> np.ndarray:
     return features.detach().cpu().numpy().astype(np.float32, copy=False)
-
-
-def auto_workers(value: int | None) -> int:
-    """Decoding processes when ``--workers`` is not given: none on ≤ 2 cores (measured:
-    they only compete with the model for the CPU there), else up to 4."""
-    if value is not None:
-        return value
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
-    return 0 if cores <= 2 else min(4, cores // 2)

@@ -18,19 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from taxoclip.errors import InputError, UsageError
 from taxoclip.files import replacing_files
 from taxoclip.taxonomy import RANK_NAMES, Lineage, Rank, clean_name
 
+# File names and which files a folder's index is: torch-free, shared with the ONNX path.
+from .scoring import JSON_FILE, NPY_FILE, index_files, model_slug, read_index_arrays  # noqa: F401
 from .templates import OPENAI_IMAGENET_TEMPLATES
+from .textmatrix import TEXT_PASS, class_text_matrix_np
 
 log = logging.getLogger(__name__)
-
-NPY_FILE = "txt_emb_species.npy"
-JSON_FILE = "txt_emb_species.json"
 
 
 def taxon_text(ranks: Sequence[str], common: str) -> str:
@@ -56,27 +54,10 @@ class TextIndex:
         return int(self.embeddings.shape[0])
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> TextIndex:
-        folder = Path(folder)
-        npy, names_file = folder / NPY_FILE, folder / JSON_FILE
-        for path in (npy, names_file):
-            if not path.is_file():
-                raise InputError(f"text index {folder}: missing {path.name}")
-        try:
-            array = np.load(npy)
-        except (ValueError, OSError) as exc:
-            raise InputError(f"text index {npy}: cannot read ({exc})") from exc
-        try:
-            names = json.loads(names_file.read_text(encoding="utf-8"))
-        except (ValueError, OSError) as exc:
-            raise InputError(f"text index {names_file}: cannot read ({exc})") from exc
-        if array.ndim != 2:
-            raise InputError(f"text index {npy}: expected a (D, N) matrix, got shape {array.shape}")
-        if array.shape[1] != len(names):
-            raise InputError(
-                f"text index {folder}: {NPY_FILE} has N={array.shape[1]} columns but "
-                f"{JSON_FILE} lists {len(names)} taxa"
-            )
+    def load(cls, folder: str | os.PathLike, dtype: torch.dtype | None = None,
+             model: str | os.PathLike | None = None) -> TextIndex:  # fmt: skip
+        """Read an index folder; with ``model``, its own ``txt_emb_<model>`` files first."""
+        array, names = read_index_arrays(folder, model)
         tensor = torch.from_numpy(np.ascontiguousarray(array))
         if dtype is not None:
             tensor = tensor.to(dtype)
@@ -173,26 +154,32 @@ def rollup_topk(
 
 @torch.inference_mode()
 def encode_class_texts(
-    model: torch.nn.Module,
+    model: torch.nn.Module | None,
     tokenizer,
     labels: Sequence[str],
     device: str | torch.device = "cpu",
     batch_size: int = 32,
     progress: bool = False,
+    text_encoder=None,
 ) -> torch.Tensor:
     """(D, N) zero-shot classifier: each label through the 80 templates, normalised,
-    averaged, renormalised (CLIP's and pybioclip's recipe)."""
-    n_templates = len(OPENAI_IMAGENET_TEMPLATES)
-    columns = []
-    with tqdm(total=len(labels), unit="taxa", desc="index", disable=not progress) as bar:
-        for start in range(0, len(labels), batch_size):
-            chunk = labels[start : start + batch_size]
-            texts = [t.format(label) for label in chunk for t in OPENAI_IMAGENET_TEMPLATES]
-            features = F.normalize(model.encode_text(tokenizer(texts).to(device)).float(), dim=-1)
-            mean = features.view(len(chunk), n_templates, -1).mean(dim=1)
-            columns.append(F.normalize(mean, dim=-1).cpu())
-            bar.update(len(chunk))
-    return torch.cat(columns).T.contiguous()
+    averaged, renormalised (CLIP's and pybioclip's recipe); see :func:`class_text_matrix`."""
+    return torch.from_numpy(
+        class_text_matrix(model, tokenizer, labels, device, batch_size, progress, text_encoder)
+    )
+
+
+def class_text_matrix(model, tokenizer, labels: Sequence[str], device="cpu", batch_size: int = 32,
+                      progress: bool = False, text_encoder=None) -> np.ndarray:  # fmt: skip
+    """:func:`encode_class_texts` as numpy: tokenised once, passes sorted by length and
+    trimmed (:mod:`.textmatrix`); with ``text_encoder`` (the exported ONNX text tower)
+    ``model`` and ``tokenizer`` are not used. ``batch_size`` taxa × 80 captions / 2 per
+    pass, at least :data:`~.textmatrix.TEXT_PASS`."""
+    from taxoclip.runtime.text_torch import TorchTextEncoder
+
+    encoder = text_encoder or TorchTextEncoder(model, tokenizer, device)
+    per_pass = max(TEXT_PASS, batch_size * len(OPENAI_IMAGENET_TEMPLATES) // 2)
+    return class_text_matrix_np(encoder, labels, progress, per_pass)
 
 
 def build_index(

@@ -17,7 +17,7 @@ from taxoclip import __version__
 from taxoclip.errors import UsageError
 from taxoclip.files import replacing, write_parquet_atomic, write_text_atomic
 
-from .classifiers import ERROR_KEY
+from .rows import ERROR_KEY
 
 
 def columns_of(rows: Sequence[dict]) -> list[str]:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
-from taxoclip.errors import InputError
 from taxoclip.models import load_model, resolve_device
 
 from .classifiers import (
@@ -25,6 +22,7 @@ from .config import (
 )
 from .images import as_numpy, auto_workers, collect_images, encode_images
 from .index import build_index, read_taxa
+from .labels import read_bins, read_classes
 from .output import ProvenanceLog, emit_rows, write_embeddings
 
 
@@ -40,33 +38,14 @@ def run_index(config: IndexConfig) -> IndexResult:
                        dtype=config.dtype)  # fmt: skip
 
 
-def read_classes(value: str) -> list[str]:
-    """``--cls``: a file with one label per line, or a comma-separated list."""
-    path = Path(value)
-    if path.is_file():
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return [line.strip() for line in lines if line.strip()]
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
-def read_bins(path: str) -> dict[str, str]:
-    """``--bins``: a CSV of class,bin."""
-    try:
-        frame = pd.read_csv(path, index_col=0)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read --bins {path}: {exc}") from exc
-    if len(frame.columns) == 0:
-        raise InputError(f"--bins {path}: needs two columns (class, bin)")
-    return frame[frame.columns[0]].to_dict()
-
-
 def run_predict(config: PredictConfig) -> PredictResult:
     """Predict every image; rows go to ``config.output`` (or stdout) in ``config.format``."""
-    images = collect_images(config.images)
+    images = collect_images(config.images) if not config.detections else []
     common = dict(model_str=config.model, pretrained_str=config.pretrained,
                   device=resolve_device(config.device), workers=auto_workers(config.workers))  # fmt: skip
     log_record = ProvenanceLog(config.log, model=config.model, pretrained=config.pretrained,
                                index=config.index, n_images=len(images))  # fmt: skip
+    notes: list[str] = []
     if config.cls or config.bins:
         if config.cls:
             classifier = CustomLabelsClassifier(read_classes(config.cls), **common)
@@ -74,23 +53,39 @@ def run_predict(config: PredictConfig) -> PredictResult:
         else:
             classifier = CustomLabelsBinningClassifier(read_bins(config.bins), **common)
             log_record.record.update(mode="bins", bins=config.bins)
-        rows = classifier.predict(images, k=config.k, batch_size=config.batch_size)
+
+        def predict_rows(inputs):
+            return classifier.predict(inputs, k=config.k, batch_size=config.batch_size)
     else:
-        classifier = TreeOfLifeClassifier(index=config.index, **common)
+        regional = bool(config.region or config.deny)
+        tol_class = TreeOfLifeClassifier
+        if regional:
+            from .region import RegionClassifier as tol_class
+        classifier = tol_class(index=config.index, **common)
         if config.subset:
             classifier.apply_filter(classifier.create_taxa_filter_from_csv(config.subset))
-        if config.deepest_rank is not None:
-            rows = classifier.predict_deepest(images, config.deepest_rank, config.batch_size,
-                                              config.min_prob, progress=config.progress)  # fmt: skip
-        else:
-            rows = classifier.predict(images, config.rank or "species", config.min_prob,
+        if regional:  # resolved against the index as --subset left it
+            notes += classifier.set_region(config.region, config.deny)
+            log_record.record.update(region=classifier.region.summary())
+
+        def predict_rows(inputs):
+            if config.deepest_rank is not None:
+                return classifier.predict_deepest(inputs, config.deepest_rank, config.batch_size,
+                                                  config.min_prob, progress=config.progress)  # fmt: skip
+            return classifier.predict(inputs, config.rank or "species", config.min_prob,
                                       config.k or 5, config.batch_size, progress=config.progress)  # fmt: skip
+
         log_record.record.update(mode="tree of life", rank=config.rank or "species",
                                  subset=config.subset, n_taxa=len(classifier.index))  # fmt: skip
+    if config.detections:
+        from .megadetector import predict_detections
+
+        return predict_detections(config, predict_rows, log_record, notes)
+    rows = predict_rows(images)
     emit_rows(rows, config.format, config.output)
     failed = classifier.last_errors  # each was logged as it happened
     log_record.finish(n_failed=len(failed), failed=failed, output=config.output or "stdout")
-    return PredictResult(n_images=len(images), failed=sorted(failed), rows=rows)
+    return PredictResult(n_images=len(images), failed=sorted(failed), rows=rows, notes=notes)
 
 
 def run_embed(config: EmbedConfig) -> EmbedResult:

@@ -1,0 +1,337 @@
+"""Regional species lists: ``taxoclip predict --region LIST --deny LIST``.
+
+A list is a CSV of taxa known from a place (a GBIF checklist or species-list export, an
+iNaturalist or national list): rank columns (``kingdom`` … ``species``, any subset;
+``species`` may hold the binomial or the epithet, ``species_epithet``/``specificEpithet``
+the epithet) and/or a ``scientificName``/``scientific_name`` column (authorship is
+dropped), each row resolved against the text index. Names the index lacks are reported
+and the rest used.
+
+Roll-up (the geofence of camera-trap pipelines): a taxon is *allowed* when the list names
+it or one of its ancestors (everything under a listed genus is allowed), or when it is an
+ancestor of a listed taxon (the family of a listed species occurs there), and no denied
+taxon is it or above it. Every species of the index lands on its deepest allowed rank:
+itself when allowed, else its nearest allowed ancestor; a species with no allowed ancestor
+is left out. A prediction at ``--rank R`` sums the species' probabilities over the taxa
+they land on (cut at ``R``), so the scores are the model's probabilities, with the mass of
+left-out species dropped (they can sum to less than 1). Rows gain ``rank_landed``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from taxoclip.errors import InputError, UsageError
+from taxoclip.taxonomy import RANK_NAMES, Rank
+
+from .classifiers import PRED_FILENAME_KEY, PRED_SCORE_KEY, TreeOfLifeClassifier
+from .index import TextIndex
+
+_ALIASES = {"class_": "class", "specificepithet": "species_epithet",
+            "species_epithet": "species_epithet", "scientificname": "scientific_name",
+            "scientific_name": "scientific_name", "canonicalname": "scientific_name",
+            "canonical_name": "scientific_name"}  # fmt: skip
+_LINEAGE_COLUMNS = (*RANK_NAMES[:-1], "species_epithet")
+EXAMPLES = 5
+
+
+def _norm(name: str) -> str:
+    return unicodedata.normalize("NFC", str(name)).strip().casefold()
+
+
+def _canonical(name: str) -> tuple[str, ...]:
+    """``Panthera leo (Linnaeus, 1758)`` → ``("panthera", "leo")``; ``Felidae`` → one word."""
+    words = unicodedata.normalize("NFC", name).replace("×", " ").split()
+    if len(words) >= 2 and words[1][:1].islower() and words[1].isalpha():
+        return (words[0].casefold(), words[1].casefold())
+    return (words[0].casefold(),) if words else ()
+
+
+@dataclass
+class TaxonList:
+    """A resolved list: the index's taxa it names (lineage prefixes) and what it lacks."""
+
+    source: str
+    n_rows: int
+    taxa: set[tuple[str, ...]] = field(default_factory=set)
+    unknown: list[str] = field(default_factory=list)
+
+    def warning(self, flag: str) -> str | None:
+        if not self.unknown:
+            return None
+        shown = ", ".join(self.unknown[:EXAMPLES])
+        more = f" and {len(self.unknown) - EXAMPLES} more" if len(self.unknown) > EXAMPLES else ""
+        return (
+            f"{flag} {self.source}: {len(self.unknown)} of {self.n_rows} names are not in the "
+            f"index and were left out ({shown}{more})"
+        )
+
+
+Prefix = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Query:
+    """One row of a list: a taxon name at a rank (``depth``; None: any rank), or a
+    species as ``(genus, epithet)``; ``words`` are normalised (NFC, case-folded)."""
+
+    label: str
+    words: tuple[str, ...]
+    depth: int | None = None
+
+
+def _resolve(index: TextIndex, queries: Sequence[_Query]) -> dict[_Query, set[Prefix]]:
+    """Every query's lineage prefixes in the index: one pass over the index, each
+    distinct name normalised once (a million taxa in seconds)."""
+    by_name: dict[str, list[_Query]] = {}
+    by_species: dict[tuple[str, str], list[_Query]] = {}
+    for query in queries:
+        if len(query.words) == 2:
+            by_species.setdefault(query.words, []).append(query)
+        elif query.words:
+            by_name.setdefault(query.words[0], []).append(query)
+    genera = {genus for genus, _ in by_species}
+    found: dict[_Query, set[Prefix]] = {query: set() for query in queries}
+    memo: dict[str, str] = {}
+
+    def norm(name: str) -> str:
+        value = memo.get(name)
+        if value is None:
+            value = memo[name] = _norm(name)
+        return value
+
+    for ranks, _common in index.names:
+        for depth in range(6):
+            name = ranks[depth]
+            if name and by_name:
+                for query in by_name.get(norm(name), ()):
+                    if query.depth is None or query.depth == depth:
+                        found[query].add(tuple(ranks[: depth + 1]))
+        if genera and ranks[5] and norm(ranks[5]) in genera and ranks[6]:
+            for query in by_species.get((norm(ranks[5]), _norm(ranks[6])), ()):
+                found[query].add(tuple(ranks))
+    return found
+
+
+def _query(row: dict[str, str]) -> _Query:
+    species = row.get("species", "")
+    epithet = row.get("species_epithet", "")
+    genus = row.get("genus", "")
+    if species and " " in species:
+        return _Query(species, _canonical(species))
+    if (species or epithet) and genus:
+        return _Query(f"{genus} {epithet or species}", (_norm(genus), _norm(epithet or species)))
+    for depth in range(5, -1, -1):  # the deepest rank column the row fills
+        value = row.get(RANK_NAMES[depth], "")
+        if value:
+            return _Query(value, (_norm(value),), depth)
+    name = row.get("scientific_name", "")
+    if name:
+        return _Query(name, _canonical(name))
+    return _Query(species or epithet or "(empty row)", ())
+
+
+def read_list_rows(path: str | os.PathLike, flag: str = "--region") -> list[_Query]:
+    """The rows of a list file as queries (an empty list is a usage error)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{flag} {path}: no such file")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            sample = handle.read(4096)
+            handle.seek(0)
+            delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
+            reader = csv.DictReader(handle, delimiter=delimiter)
+            header = {
+                raw: _ALIASES.get(raw.strip().lower(), raw.strip().lower())
+                for raw in reader.fieldnames or []
+            }
+            known = set(RANK_NAMES) | {"species_epithet", "scientific_name"}
+            if not known & set(header.values()):
+                raise UsageError(
+                    f"{flag} {path}: no taxon columns; expected some of "
+                    f"{', '.join(RANK_NAMES)} or scientificName"
+                )
+            rows = [{header[k]: (v or "").strip() for k, v in row.items() if k in header}
+                    for row in reader]  # fmt: skip
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{flag} {path}: cannot read ({exc})") from exc
+    rows = [row for row in rows if any(row.values())]
+    if not rows:
+        raise UsageError(f"{flag} {path} lists no taxa")
+    return [_query(row) for row in rows]
+
+
+def read_taxon_list(path: str | os.PathLike, index: TextIndex, flag: str = "--region",
+                    resolved: dict[_Query, set[Prefix]] | None = None) -> TaxonList:  # fmt: skip
+    """Resolve the rows of a list against ``index``: names it lacks are kept in
+    ``unknown``; a list none of whose names it knows is a usage error."""
+    queries = read_list_rows(path, flag)
+    resolved = resolved if resolved is not None else _resolve(index, queries)
+    out = TaxonList(source=str(path), n_rows=len(queries))
+    for query in queries:
+        found = resolved.get(query, set())
+        if found:
+            out.taxa |= found
+        else:
+            out.unknown.append(query.label)
+    if not out.taxa:
+        raise UsageError(
+            f"{flag} {path}: none of its {len(queries)} taxa is in the index "
+            f"(e.g. {', '.join(out.unknown[:EXAMPLES])})"
+        )
+    return out
+
+
+@dataclass
+class Region:
+    """Where every species of an index lands under an allow list and a deny list."""
+
+    index: TextIndex
+    landing: np.ndarray  # (N,) depth 0..6 each species lands on; -1: left out
+    allow: TaxonList | None = None
+    deny: TaxonList | None = None
+    _groups: dict[int, tuple[torch.Tensor, list[tuple[str, ...]], list[str]]] = field(
+        default_factory=dict, repr=False
+    )
+
+    @classmethod
+    def build(cls, index: TextIndex, allow: TaxonList | None, deny: TaxonList | None) -> Region:
+        allowed = allow.taxa if allow else None
+        ancestors: set[tuple[str, ...]] = set()
+        for taxon in allowed or ():
+            ancestors.update(taxon[: d + 1] for d in range(len(taxon)))
+        denied = deny.taxa if deny else set()
+        landing = np.full(len(index), -1, dtype=np.int64)
+        for i, (ranks, _common) in enumerate(index.names):
+            lineage = tuple(ranks)
+            under_listed = allowed is None
+            best = -1
+            for depth in range(7):
+                prefix = lineage[: depth + 1]
+                if prefix in denied:
+                    break
+                under_listed = under_listed or prefix in allowed
+                if under_listed or prefix in ancestors:
+                    best = depth
+            while best >= 0 and not lineage[best]:
+                best -= 1  # a hole in the lineage: land on the named rank above it
+            landing[i] = best
+        if (landing < 0).all():
+            raise UsageError("the region and deny lists leave no taxon of the index")
+        return cls(index, landing, allow, deny)
+
+    def groups(self, rank: Rank) -> tuple[torch.Tensor, list[tuple[str, ...]], list[str]]:
+        """``(group, labels, commons)``: species → the taxon it lands on, cut at ``rank``;
+        left-out species go to the extra last group ``len(labels)``."""
+        rank = Rank.parse(rank)
+        if rank not in self._groups:
+            depth = np.minimum(self.landing, int(rank))
+            keys = np.array(
+                ["\x1f".join(entry[0][: d + 1]) if d >= 0 else "\x00"
+                 for entry, d in zip(self.index.names, depth, strict=True)],
+                dtype=object,
+            )  # fmt: skip
+            labels, inverse = np.unique(keys, return_inverse=True)
+            commons = [""] * len(labels)
+            for i in range(len(keys) - 1, -1, -1):  # the first species' common name wins
+                if depth[i] == 6:
+                    commons[inverse[i]] = self.index.names[i][1]
+            inverse = inverse.astype(np.int64)
+            out_labels = [tuple(label.split("\x1f")) for label in labels]
+            if labels[0] == "\x00":  # left-out species: move their group to the end
+                inverse = np.where(inverse == 0, len(labels), inverse) - 1
+                out_labels, commons = out_labels[1:], commons[1:]
+            else:
+                inverse = inverse.copy()
+            self._groups[rank] = (torch.from_numpy(inverse), out_labels, commons)
+        return self._groups[rank]
+
+    def summary(self) -> dict:
+        counts = {RANK_NAMES[d]: int((self.landing == d).sum()) for d in range(7)}
+        return {"allow": self.allow.source if self.allow else None,
+                "deny": self.deny.source if self.deny else None,
+                "species_landing_on": {k: v for k, v in counts.items() if v},
+                "species_left_out": int((self.landing < 0).sum())}  # fmt: skip
+
+
+class RegionClassifier(TreeOfLifeClassifier):
+    """Tree-of-life prediction limited to a region, with roll-up (see the module doc)."""
+
+    region: Region | None = None
+
+    def set_region(self, region: str | os.PathLike | None, deny: str | os.PathLike | None
+                   ) -> list[str]:  # fmt: skip
+        """Resolve the lists against the current index (after any ``--subset``); returns
+        warnings for names the index lacks."""
+        queries = [*(read_list_rows(region, "--region") if region else []),
+                   *(read_list_rows(deny, "--deny") if deny else [])]  # fmt: skip
+        resolved = _resolve(self.index, queries)  # one pass over the index for both lists
+        allow = read_taxon_list(region, self.index, "--region", resolved) if region else None
+        denied = read_taxon_list(deny, self.index, "--deny", resolved) if deny else None
+        self.region = Region.build(self.index, allow, denied)
+        return [w for w in (allow and allow.warning("--region"),
+                            denied and denied.warning("--deny")) if w]  # fmt: skip
+
+    def apply_filter(self, keep_labels_ary: Sequence[bool]) -> None:
+        super().apply_filter(keep_labels_ary)
+        self.region = None  # resolved against the old index: set it again
+
+    def _top_at_rank(self, probs: torch.Tensor, rank: Rank, k: int, min_prob: float):
+        if self.region is None:
+            return super()._top_at_rank(probs, rank, k, min_prob)
+        group, labels, commons = self.region.groups(rank)
+        kept = probs if rank is Rank.SPECIES else torch.nn.functional.threshold_(
+            probs, min_prob, 0.0)  # fmt: skip
+        summed = torch.zeros(probs.shape[0], len(labels) + 1, dtype=probs.dtype,
+                             device=probs.device)  # fmt: skip
+        summed.index_add_(1, group.to(probs.device), kept)
+        values, positions = summed[:, :-1].topk(min(k, len(labels)), dim=1)
+        out = []
+        for row_values, row in zip(values.tolist(), positions.tolist(), strict=True):
+            out.append([(labels[p], commons[p]) for v, p in zip(row_values, row, strict=True)
+                        if v > 0])  # fmt: skip
+        return values, out
+
+    def _row(self, key: str, rank: Rank, names: Sequence[str], common: str, score: float) -> dict:
+        if self.region is None:
+            return super()._row(key, rank, names, common, score)
+        landed = Rank(min(int(rank), len(names) - 1))
+        full = super()._row(key, landed, names, common, score)
+        columns = [c if c != "species" else "species_epithet" for c in RANK_NAMES[: rank + 1]]
+        if rank is Rank.SPECIES:
+            columns += ["species", "common_name"]
+        row = {PRED_FILENAME_KEY: key, **{c: full.get(c, "") for c in columns}}
+        row["rank_landed"] = landed.get_label()
+        row[PRED_SCORE_KEY] = score
+        return row
+
+    def predict_deepest(self, images, threshold: float, batch_size: int = 10,
+                        min_prob: float = 1e-9, progress: bool = False) -> list[dict]:  # fmt: skip
+        """As the parent's; ``rank`` names the rank the row's taxon landed on."""
+        rows = super().predict_deepest(images, threshold, batch_size, min_prob, progress)
+        if self.region is not None:
+            for row in rows:
+                if row.get("rank"):
+                    names = [row.get(c) or "" for c in _LINEAGE_COLUMNS]
+                    row["rank"] = RANK_NAMES[max(i for i, n in enumerate(names) if n)]
+        return rows
+
+
+def landing_table(region: Region) -> list[dict]:
+    """Per species of the index: its lineage and the taxon it lands on (for docs/tests)."""
+    rows = []
+    for (ranks, common), depth in zip(region.index.names, region.landing.tolist(), strict=True):
+        rows.append({"species": f"{ranks[5]} {ranks[6]}", "common_name": common,
+                     "lands_on": ranks[depth] if depth < 6 and depth >= 0 else
+                     (f"{ranks[5]} {ranks[6]}" if depth == 6 else ""),
+                     "rank_landed": RANK_NAMES[depth] if depth >= 0 else ""})  # fmt: skip
+    return rows

@@ -1,0 +1,45 @@
+"""pybioclip's prediction rows: their keys and how a tree-of-life row is written.
+
+Torch-free, so both runtimes (the torch classifiers and the ONNX path) and the writers
+(:mod:`.output`) build and read the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from taxoclip.taxonomy import RANK_NAMES, Rank
+
+PRED_FILENAME_KEY = "file_name"
+PRED_CLASSIFICATION_KEY = "classification"
+PRED_SCORE_KEY = "score"
+ERROR_KEY = "error"
+SPECIES_COLUMNS = (*RANK_NAMES[:-1], "species_epithet", "species", "common_name")
+
+
+def error_row(key: str, reason: str) -> dict:
+    return {PRED_FILENAME_KEY: key, ERROR_KEY: reason}
+
+
+def tol_row(key: str, rank: Rank, names: Sequence[str], common: str, score: float) -> dict:
+    """A tree-of-life row at ``rank``: the ranks down to it, binomial and common name at
+    species, then the score."""
+    row = {PRED_FILENAME_KEY: key}
+    depth = int(rank) + 1
+    for name, value in zip(RANK_NAMES[:depth], names[:depth], strict=False):
+        row[name if name != "species" else "species_epithet"] = value
+    if rank is Rank.SPECIES:
+        row["species"] = f"{names[5]} {names[6]}"
+        row["common_name"] = common
+    row[PRED_SCORE_KEY] = score
+    return row
+
+
+def deepest_row(key: str, rank: Rank | None, names: Sequence[str], common: str,
+                score: float) -> dict:  # fmt: skip
+    """``--deepest-rank``'s row: the rank reached and every species column ("" below it)."""
+    if rank is None:
+        return {PRED_FILENAME_KEY: key, "rank": "", PRED_SCORE_KEY: 0.0}
+    out = tol_row(key, rank, names, common, score)
+    return {PRED_FILENAME_KEY: key, "rank": rank.get_label(),
+            **{c: out.get(c, "") for c in SPECIES_COLUMNS}, PRED_SCORE_KEY: score}  # fmt: skip
