@@ -224,6 +224,22 @@ def test_not_megadetector_output_names_the_field(camera, tmp_path, edit, field):
     assert f": {field}:" in str(info.value) and "not MegaDetector batch output" in str(info.value)
 
 
+def test_image_root_is_the_same_as_the_folder_argument(camera, model_224, index_224, tmp_path):
+    out, md_path, _ = camera
+    given, rooted = tmp_path / "given.json", tmp_path / "rooted.json"
+    common = ["--detections", md_path, "--model", model_224, "--index", index_224]
+    assert _predict(out, *common, "--output", given) == 0
+    assert _predict(*common, "--image-root", out, "--output", rooted) == 0
+    strip = lambda path: _strip_ours(json.loads(path.read_text()))  # noqa: E731
+    first, second = json.loads(given.read_text()), json.loads(rooted.read_text())
+    assert [d.get("classifications") for i in first["images"] for d in i["detections"]] == [
+        d.get("classifications") for i in second["images"] for d in i["detections"]
+    ]
+    assert strip(given) == strip(rooted)
+    assert _predict(out, *common, "--image-root", out, "--output", rooted) == 2  # both
+    assert _predict("--image-root", out, "--model", model_224) == 2  # not without --detections
+
+
 def test_bad_detections_input_exit_codes(camera, model_224, index_224, tmp_path, capsys):
     out, md_path, _ = camera
     not_md = tmp_path / "list.json"

@@ -88,8 +88,8 @@ class IndexResult(StageResult):
 )
 @dataclass(kw_only=True)
 class PredictConfig(StageConfig):
-    images: list[str] = option(positional=True, metavar="IMAGES_OR_DIRS", help="images, "
-                               "directories (recursive) or globs")  # fmt: skip
+    images: list[str] = option(positional=True, nargs="*", metavar="IMAGES_OR_DIRS",
+                               help="images, directories (recursive) or globs")  # fmt: skip
     rank: str | None = option(None, choices=RANKS, exclusive="mode",
                               help="rank of the tree-of-life prediction (default species)")  # fmt: skip
     cls: str | None = option(None, metavar="LIST|FILE", exclusive="mode",
@@ -121,6 +121,9 @@ class PredictConfig(StageConfig):
                                     "classify its animal boxes; IMAGES_OR_DIRS is then the one "
                                     "folder its file paths are relative to, and --output the "
                                     ".json to write (a flat .csv is written beside it)")  # fmt: skip
+    image_root: str | None = option(None, metavar="DIR", help="with --detections: the folder "
+                                    "the MegaDetector file's paths are relative to (instead of "
+                                    "giving it as IMAGES_OR_DIRS)")  # fmt: skip
     detection_threshold: float = option(0.2, metavar="CONF", help="with --detections: classify "
                                         "animal boxes with conf at or above this (0.2: "
                                         "MegaDetector v5's typical threshold)")  # fmt: skip
@@ -137,10 +140,16 @@ class PredictConfig(StageConfig):
         custom = "--cls" if self.cls else "--bins" if self.bins else None
         if custom and (self.region or self.deny):
             problems.append(f"--region and --deny apply to tree-of-life predictions, not {custom}")
+        if self.image_root and not self.detections:
+            problems.append("--image-root applies to --detections only")
         if self.detections:
-            if len(self.images) != 1:
+            if self.image_root and self.images:
+                problems.append("with --detections, give the image folder once: --image-root "
+                                "or IMAGES_OR_DIRS, not both")  # fmt: skip
+            elif not self.image_root and len(self.images) != 1:
                 problems.append("with --detections, give one folder: the one MegaDetector ran "
-                                "on (its file paths are relative to it)")  # fmt: skip
+                                "on (its file paths are relative to it), as --image-root DIR "
+                                "or IMAGES_OR_DIRS")  # fmt: skip
             if not (self.output or "").lower().endswith(".json"):
                 problems.append("with --detections, --output must name the .json to write")
         if not 0.0 <= self.detection_threshold <= 1.0:
@@ -156,7 +165,7 @@ class PredictConfig(StageConfig):
             problems.append(f"--k must be at least 1 (got {self.k})")
         if self.batch_size < 1:
             problems.append(f"--batch-size must be at least 1 (got {self.batch_size})")
-        if not self.images:
+        if not self.images and not (self.detections and self.image_root):
             problems.append("give at least one image, directory or glob")
         return problems
 

@@ -422,7 +422,7 @@ def predict_detections(config, predict_rows: PredictRows, log_record, notes: lis
     ``PredictResult`` out; exit 3 when some images could not be read)."""
     from .config import PredictResult
 
-    root = Path(config.images[0])
+    root = Path(config.image_root or config.images[0])
     if not root.is_dir():
         raise InputError(f"{root}: not a folder (with --detections, give the folder "
                          "MegaDetector ran on)")  # fmt: skip
