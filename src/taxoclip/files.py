@@ -80,7 +80,7 @@ def replacing_files(*, durable: bool = False) -> Iterator[Callable[[str | os.Pat
         yield temp_for
         for temp, path in pairs:
             if durable:
-                _fsync(temp)
+                fsync_path(temp)
             os.replace(temp, path)
     finally:
         for temp, _ in pairs:
@@ -118,7 +118,8 @@ def write_parquet_atomic(path: str | os.PathLike, table: pa.Table) -> Path:
     return Path(path)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush ``path``'s bytes to disk (before a rename makes them visible)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -44,7 +44,7 @@ import torch
 from open_clip.transform import PreprocessCfg
 
 from taxoclip.errors import InputError, UsageError
-from taxoclip.files import replacing, replacing_dir
+from taxoclip.files import fsync_path, replacing, replacing_dir
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODEL_PREFIX = "taxoclip-"
@@ -760,20 +760,12 @@ def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
     save_file(tensors, str(path), metadata={"format": "pt"})
-    _fsync(path)
+    fsync_path(path)
 
 
 def _write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
-    _fsync(path)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(path)
 
 
 def _replace_file(target: Path, write: Callable[[Path], None]) -> None:

@@ -24,7 +24,7 @@ _LAZY = {
     "run_predict": "dispatch",
     "run_embed": "dispatch",
     "BIOCLIP_MODEL_STR": "classifiers",
-    "TOL_MODELS": "classifiers",
+    "TOL_MODELS": "scoring",
     "BaseClassifier": "classifiers",
     "CustomLabelsBinningClassifier": "classifiers",
     "CustomLabelsClassifier": "classifiers",

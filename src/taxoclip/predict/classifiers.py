@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from taxoclip.errors import InputError, UsageError
+from taxoclip.errors import UsageError
 from taxoclip.models import load_model
 from taxoclip.taxonomy import RANK_NAMES, Rank
 
@@ -31,13 +31,9 @@ from .rows import (  # the row vocabulary, torch-free (shared with the ONNX runt
     SPECIES_COLUMNS,
     tol_row,
 )
+from .scoring import TOL_MODELS, published_index_folder
 
 BIOCLIP_MODEL_STR = "hf-hub:imageomics/bioclip-2"
-#: Models with a published tree-of-life index: their Hugging Face dataset repos.
-TOL_MODELS = {
-    "hf-hub:imageomics/bioclip": "imageomics/TreeOfLife-10M",
-    "hf-hub:imageomics/bioclip-2": "imageomics/TreeOfLife-200M",
-}
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -201,24 +197,7 @@ class TreeOfLifeClassifier(BaseClassifier):
         self.txt_names = self.index.names
 
     def _published_index_folder(self) -> Path:
-        repo = TOL_MODELS.get(self.model_str)
-        if repo is None:
-            raise UsageError(
-                f"model {self.model_str} has no published tree-of-life index; pass one with "
-                "--index DIR (build it with `taxoclip index --model ... --taxa ...`)"
-            )
-        from huggingface_hub import hf_hub_download
-
-        try:
-            paths = [
-                hf_hub_download(repo_id=repo, filename=f"embeddings/{name}", repo_type="dataset")
-                for name in ("txt_emb_species.npy", "txt_emb_species.json")
-            ]
-        except Exception as exc:  # offline without a cache, network errors, missing repo
-            raise InputError(
-                f"cannot get the tree-of-life index of {self.model_str} from {repo}: {exc}"
-            ) from exc
-        return Path(paths[0]).parent
+        return published_index_folder(self.model_str)
 
     # ----------------------------------------------------------------- pybioclip API
 

@@ -24,7 +24,14 @@ from taxoclip.files import replacing_files
 from taxoclip.taxonomy import RANK_NAMES, Lineage, Rank, clean_name
 
 # File names and which files a folder's index is: torch-free, shared with the ONNX path.
-from .scoring import JSON_FILE, NPY_FILE, index_files, model_slug, read_index_arrays  # noqa: F401
+from .scoring import (  # noqa: F401
+    JSON_FILE,
+    NPY_FILE,
+    index_files,
+    model_slug,
+    rank_groups,
+    read_index_arrays,
+)
 from .templates import OPENAI_IMAGENET_TEMPLATES
 from .textmatrix import TEXT_PASS, class_text_matrix_np
 
@@ -125,15 +132,8 @@ class TextIndex:
         """
         rank = Rank.parse(rank)
         if rank not in self._rollups:
-            depth = int(rank) + 1
-            prefixes = np.array(
-                ["\x1f".join(entry[0][:depth]) for entry in self.names], dtype=object
-            )
-            labels, inverse = np.unique(prefixes, return_inverse=True)
-            self._rollups[rank] = (
-                torch.from_numpy(inverse.astype(np.int64)),
-                [tuple(label.split("\x1f")) for label in labels],
-            )
+            group, labels = rank_groups(self.names, rank)
+            self._rollups[rank] = (torch.from_numpy(group), labels)
         return self._rollups[rank]
 
 

@@ -26,7 +26,7 @@ def list_models(model: str | None = None) -> list[str]:
 
     import taxoclip.models  # noqa: F401  (registers taxoclip's configs with open_clip)
 
-    from .classifiers import TOL_MODELS
+    from .scoring import TOL_MODELS
 
     if model:
         tags = open_clip.list_pretrained_tags_by_model(model)
@@ -47,7 +47,7 @@ def taxa_names(model: str, index: str | None = None) -> list[list]:
     if index:
         _, names_file = index_files(index, model)
     else:
-        from .classifiers import TOL_MODELS
+        from .scoring import TOL_MODELS
 
         repo = TOL_MODELS.get(model)
         if repo is None:

@@ -19,6 +19,12 @@ import numpy as np
 from taxoclip.errors import InputError, UsageError
 from taxoclip.taxonomy import Rank
 
+#: Models with a published tree-of-life index: their Hugging Face dataset repos.
+TOL_MODELS = {
+    "hf-hub:imageomics/bioclip": "imageomics/TreeOfLife-10M",
+    "hf-hub:imageomics/bioclip-2": "imageomics/TreeOfLife-200M",
+}
+
 NPY_FILE = "txt_emb_species.npy"
 JSON_FILE = "txt_emb_species.json"
 
@@ -161,13 +167,40 @@ class NumpyIndex:
         """``(group, labels)``: species column → taxon at ``rank`` (as TextIndex.rollup)."""
         rank = Rank.parse(rank)
         if rank not in self._rollups:
-            depth = int(rank) + 1
-            prefixes = np.array(
-                ["\x1f".join(entry[0][:depth]) for entry in self.names], dtype=object
-            )
-            labels, inverse = np.unique(prefixes, return_inverse=True)
-            self._rollups[rank] = (
-                inverse.astype(np.int64).reshape(-1),
-                [tuple(label.split("\x1f")) for label in labels],
-            )
+            self._rollups[rank] = rank_groups(self.names, rank)
         return self._rollups[rank]
+
+
+def rank_groups(names: Sequence, rank: Rank) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """``(group, labels)``: each species column's taxon at ``rank`` (names down to it).
+
+    One ``np.unique`` over the joined rank prefixes, so rolling probabilities up is one
+    scatter-add, never a Python loop over taxa. Shared by both runtimes' indexes.
+    """
+    depth = int(Rank.parse(rank)) + 1
+    prefixes = np.array(["\x1f".join(entry[0][:depth]) for entry in names], dtype=object)
+    labels, inverse = np.unique(prefixes, return_inverse=True)
+    return inverse.astype(np.int64).reshape(-1), [tuple(x.split("\x1f")) for x in labels]
+
+
+def published_index_folder(model_spec: str) -> Path:
+    """The folder of the published tree-of-life index of ``model_spec`` (BioCLIP, BioCLIP 2),
+    from the Hugging Face cache or the Hub, as pybioclip gets it."""
+    repo = TOL_MODELS.get(model_spec)
+    if repo is None:
+        raise UsageError(
+            f"model {model_spec} has no published tree-of-life index; pass one with "
+            "--index DIR (build it with `taxoclip index --model ... --taxa ...`)"
+        )
+    from huggingface_hub import hf_hub_download
+
+    try:
+        paths = [
+            hf_hub_download(repo_id=repo, filename=f"embeddings/{name}", repo_type="dataset")
+            for name in ("txt_emb_species.npy", "txt_emb_species.json")
+        ]
+    except Exception as exc:  # offline without a cache, network errors, missing repo
+        raise InputError(
+            f"cannot get the tree-of-life index of {model_spec} from {repo}: {exc}"
+        ) from exc
+    return Path(paths[0]).parent

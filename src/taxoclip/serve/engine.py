@@ -20,15 +20,13 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from taxoclip.errors import InputError, UsageError
-from taxoclip.predict.classifiers import TOL_MODELS
+from taxoclip.errors import UsageError
 from taxoclip.predict.index import TextIndex, encode_class_texts, rollup_topk
 from taxoclip.predict.rows import (
     PRED_CLASSIFICATION_KEY,
@@ -36,6 +34,7 @@ from taxoclip.predict.rows import (
     PRED_SCORE_KEY,
     tol_row,
 )
+from taxoclip.predict.scoring import published_index_folder
 from taxoclip.taxonomy import RANK_NAMES, Rank
 
 log = logging.getLogger(__name__)
@@ -95,24 +94,7 @@ class Engine:
         return self._encoders[kind]
 
     def _published_index(self) -> str:
-        repo = TOL_MODELS.get(self.model_spec)
-        if repo is None:
-            raise UsageError(
-                f"model {self.model_spec} has no published tree-of-life index; pass one with "
-                "--index DIR (build it with `taxoclip index --model ... --taxa ...`)"
-            )
-        from huggingface_hub import hf_hub_download
-
-        try:
-            paths = [
-                hf_hub_download(repo_id=repo, filename=f"embeddings/{name}", repo_type="dataset")
-                for name in ("txt_emb_species.npy", "txt_emb_species.json")
-            ]
-        except Exception as exc:  # offline without a cache, network errors, missing repo
-            raise InputError(
-                f"cannot get the tree-of-life index of {self.model_spec} from {repo}: {exc}"
-            ) from exc
-        return str(Path(paths[0]).parent)
+        return str(published_index_folder(self.model_spec))
 
     # ------------------------------------------------------------------ rows
 
