@@ -82,8 +82,10 @@ def ray_session(address: str | None, workers: int) -> Iterator[None]:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            # workers import taxoclip from the same environment as the driver
-            ray.init(num_cpus=workers, **kwargs)
+            # A Ray of our own on this machine: without address="local", ray.init() joins any
+            # cluster `ray start` left running here (RAY_ADDRESS or /tmp/ray). Workers import
+            # taxoclip from the same environment as the driver.
+            ray.init(address="local", num_cpus=workers, **kwargs)
         started = True
     _quiet_ray_data()
     try:
