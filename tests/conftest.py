@@ -19,3 +19,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 _CACHE = tempfile.mkdtemp(prefix="taxoclip-test-cache-")
 os.environ["XDG_CACHE_HOME"] = _CACHE
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
+# Ray starts its workers at nice 15; on a loaded machine (both cores kept busy) they
+# would get almost no CPU and the curation tests would crawl. Clusters started by tests
+# (ray.cluster_utils) read this too.
+os.environ.setdefault("RAY_worker_niceness", "0")

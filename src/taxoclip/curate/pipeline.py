@@ -40,6 +40,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections import Counter
@@ -85,6 +86,9 @@ def ray_session(address: str | None, workers: int) -> Iterator[None]:
             # A Ray of our own on this machine: without address="local", ray.init() joins any
             # cluster `ray start` left running here (RAY_ADDRESS or /tmp/ray). Workers import
             # taxoclip from the same environment as the driver.
+            # Ray runs its workers at nice 15 by default: on a busy machine they would starve
+            # behind any other job, though the curation is the job here.
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(address="local", num_cpus=workers, **kwargs)
         started = True
     _quiet_ray_data()
