@@ -10,7 +10,7 @@ COMPAT_WDS := $(VENV)/compat/webdataset-0.2.86
 export HF_HOME := $(CURDIR)/.cache/huggingface
 export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/torchinductor
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo test bench bench-scale-curate lint clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,18 @@ bench: $(STAMP)
 	$(BIN)/python bench/text_index.py
 	$(BIN)/python bench/rollup.py
 	$(BIN)/python bench/curate_throughput.py
+	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/serve_load.py
+
+# Curation driver memory at 1x, 4x and 16x records (docs/benchmarks.md); ~5 minutes.
+SCALE := bench/out/scale-curate
+bench-scale-curate: $(STAMP)
+	mkdir -p $(SCALE)
+	for n in 100:x1 400:x4 1600:x16; do \
+	  test -d $(SCALE)/$${n#*:} || $(BIN)/taxoclip synth $(SCALE)/$${n#*:} --species $${n%:*} \
+	    --images-per-species 24 --seed 7 --raw-source --image-size 32 -q; done
+	$(BIN)/python bench/scale_curate.py $(SCALE)/x1 $(SCALE)/x4 $(SCALE)/x16 \
+	  --out $(SCALE)/runs --workers 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
