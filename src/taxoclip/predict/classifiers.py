@@ -29,6 +29,7 @@ from .rows import (  # the row vocabulary, torch-free (shared with the ONNX runt
     PRED_FILENAME_KEY,
     PRED_SCORE_KEY,
     SPECIES_COLUMNS,
+    rolled_up_names,
     tol_row,
 )
 from .scoring import TOL_MODELS, published_index_folder
@@ -265,10 +266,7 @@ class TreeOfLifeClassifier(BaseClassifier):
             return values, [[(names[p][0], names[p][1]) for p in row] for row in positions.tolist()]
         group, labels = self.index.rollup(rank)
         values, positions = rollup_topk(probs, group, len(labels), k, min_prob)
-        out = []
-        for row_values, row in zip(values.tolist(), positions.tolist(), strict=True):
-            out.append([(labels[p], "") for v, p in zip(row_values, row, strict=True) if v > 0])
-        return values, out
+        return values, rolled_up_names(values, positions, labels)
 
     @torch.inference_mode()
     def predict(self, images: ImagesArg, rank: Rank | str, min_prob: float = 1e-9, k: int = 5,

@@ -34,6 +34,7 @@ from .rows import (
     SPECIES_COLUMNS,
     deepest_row,
     error_row,
+    rolled_up_names,
     tol_row,
 )
 from .scoring import NumpyIndex, rollup_topk_np, softmax, topk
@@ -181,10 +182,7 @@ class OnnxTreeOfLife(OnnxClassifier):
             return values, [[(names[p][0], names[p][1]) for p in row] for row in positions.tolist()]
         group, labels = self.index.rollup(rank)
         values, positions = rollup_topk_np(probs, group, len(labels), k, min_prob)
-        out = []
-        for row_values, row in zip(values.tolist(), positions.tolist(), strict=True):
-            out.append([(labels[p], "") for v, p in zip(row_values, row, strict=True) if v > 0])
-        return values, out
+        return values, rolled_up_names(values, positions, labels)
 
     def predict(self, images, rank: Rank | str, min_prob: float = 1e-9, k: int = 5,
                 batch_size: int = 10, progress: bool = False) -> list[dict]:  # fmt: skip

@@ -43,3 +43,12 @@ def deepest_row(key: str, rank: Rank | None, names: Sequence[str], common: str,
     out = tol_row(key, rank, names, common, score)
     return {PRED_FILENAME_KEY: key, "rank": rank.get_label(),
             **{c: out.get(c, "") for c in SPECIES_COLUMNS}, PRED_SCORE_KEY: score}  # fmt: skip
+
+
+def rolled_up_names(values, positions, labels: Sequence) -> list[list[tuple]]:
+    """Per image, ``(names down to the rank, "")`` of each top-k roll-up taxon with a
+    non-zero score (``values``/``positions``: a tensor or an array, both runtimes)."""
+    return [
+        [(labels[p], "") for v, p in zip(row_values, row, strict=True) if v > 0]
+        for row_values, row in zip(values.tolist(), positions.tolist(), strict=True)
+    ]
