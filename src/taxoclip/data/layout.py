@@ -50,13 +50,19 @@ class ShardSample:
 
     ``meta`` holds ground truth that is not text (species id, sex, life stage …); it is
     written into ``<key>.json`` together with the full lineage and common name.
+
+    A *caption* sample (``caption`` set, ``lineage`` None) is an image–caption pair of a
+    general corpus, as LAION's shards hold them: only ``<key>.json``, ``<key>.txt`` (the
+    caption) and ``<key>.jpg``; training reads it with ``--text-type caption`` or as
+    ``--replay`` data.
     """
 
     key: str
     jpg: bytes
-    lineage: Lineage
+    lineage: Lineage | None
     common_name: str = ""
     meta: dict | None = None
+    caption: str | None = None
 
 
 @dataclass

@@ -182,7 +182,10 @@ def _check_sample(sample: ShardSample, seen: set[str]) -> str:
     seen.add(key)
     if not isinstance(sample.jpg, bytes | bytearray | memoryview):
         raise UsageError(f"sample {key!r}: jpg must be bytes, got {type(sample.jpg).__name__}")
-    if not isinstance(sample.lineage, Lineage):
+    if sample.caption is not None:
+        if not isinstance(sample.caption, str) or not sample.caption.strip():
+            raise UsageError(f"sample {key!r}: a caption must be a non-empty string")
+    elif not isinstance(sample.lineage, Lineage):
         raise UsageError(
             f"sample {key!r}: lineage must be a Lineage, got {type(sample.lineage).__name__}"
         )
@@ -192,6 +195,12 @@ def _check_sample(sample: ShardSample, seen: set[str]) -> str:
 
 
 def _sample_members(sample: ShardSample, key: str) -> list[tuple[str, bytes]]:
+    if sample.caption is not None:  # a general image–caption pair: no taxonomic texts
+        record = _jsonable(dict(sample.meta or {}), key)
+        payload = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return [(f"{key}.json", payload.encode("utf-8")),
+                (f"{key}.txt", " ".join(sample.caption.split()).encode("utf-8")),
+                (f"{key}.jpg", bytes(sample.jpg))]  # fmt: skip
     common = clean_name(sample.common_name)
     texts = render_all(sample.lineage, common)
     record = _jsonable(dict(sample.meta or {}), key)
