@@ -55,6 +55,16 @@ class SynthConfig(StageConfig):
             "truth.csv of each fault, to test curation against"
         ),
     )
+    web: int = option(
+        0,
+        metavar="N",
+        help=(
+            "also write OUT/web/: a general image-caption corpus of N images of the same "
+            "world (organisms in new poses and empty scenes) with alt-text-like captions of "
+            "what is visible, never the taxonomy; the stand-in for LAION in the two-stage "
+            "recipe (docs/reference.md), as shards plus a held-out test set"
+        ),
+    )
     progress: bool = option(True, flag="--quiet", short="-q", negate=True, help="no progress bar")
 
     def check(self) -> list[str]:
@@ -80,6 +90,8 @@ class SynthConfig(StageConfig):
             problems.append(f"test fraction must be in (0, 1) (got {self.test_fraction})")
         if not 0.0 <= self.unseen_fraction < 1.0:
             problems.append(f"unseen fraction must be in [0, 1) (got {self.unseen_fraction})")
+        if self.web != 0 and self.web < 20:
+            problems.append(f"--web must be 0 (none) or at least 20 images (got {self.web})")
         if not 1 <= self.jpeg_quality <= 100:
             problems.append(f"JPEG quality must be 1–100 (got {self.jpeg_quality})")
         return problems
@@ -104,6 +116,7 @@ class SynthResult(StageResult):
     shard_pattern: str | None = None
     preview: Path | None = None
     raw_source: Path | None = None
+    web: Path | None = None
     counts: dict[str, object] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
@@ -116,6 +129,12 @@ class SynthResult(StageResult):
             lines.append(f"training shards: {self.shard_pattern}")
         if self.preview:
             lines.append(f"preview: {self.preview}")
+        if self.web:
+            web = self.counts["web"]
+            lines.append(
+                f"web corpus: {self.web} ({web['train']} training pairs in {web['shards']} "
+                f"shards, {web['test']} held out; {web['scenes']} without an organism)"
+            )
         if self.raw_source:
             raw = self.counts["raw_source"]
             lines.append(

@@ -13,6 +13,8 @@ Output layout (all paths relative to OUT)::
     preview.png                contact sheet (with --preview)
     raw/                       GBIF-like DwC-A + backbone seeded with faults, and their
                                ground truth (with --raw-source; see raw/__init__.py)
+    web/                       a general image–caption corpus of the same world (with
+                               --web N; see web.py)
 
 Everything is written to a temporary sibling folder and renamed into place at the end
 (``taxoclip.files.replacing_dir``), so a failed run leaves nothing behind. Same parameters ⇒ byte-identical files.
@@ -98,6 +100,8 @@ def generate(out: str | os.PathLike, config: SynthConfig, progress: bool = True)
         result.preview = out / result.preview.name
     if result.raw_source is not None:
         result.raw_source = out / result.raw_source.name
+    if result.web is not None:
+        result.web = out / result.web.name
     if result.shard_pattern is not None:
         result.shard_pattern = result.shard_pattern.replace(str(tmp), str(out.absolute()))
     return result
@@ -156,6 +160,14 @@ def _generate_into(root: Path, config: SynthConfig, progress: bool) -> SynthResu
 
         result.raw_source = root / "raw"
         result.counts["raw_source"] = raw.write_raw_source(root, species, config, progress)
+    if config.web:
+        from .web import write_web_corpus
+
+        result.web = root / "web"
+        result.counts["web"] = write_web_corpus(
+            root, species, config.web, config.seed, config.image_size, config.jpeg_quality,
+            progress,
+        )  # fmt: skip
     manifest = {
         "generator": "taxoclip.synth",
         "taxoclip_version": __version__,

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-# Purposes: the tree, each species' rendering, the training shards' order, the raw source.
+# Purposes: the tree, each species' rendering, the training shards' order, the raw source,
+# the web corpus.
 TREE_STREAM = 0
 RENDER_STREAM = 1
 SHARD_ORDER_STREAM = 2
 RAW_STREAM = 3
+WEB_STREAM = 4
 
 
 def species_rng(seed: int, stream: int, index: int = 0) -> np.random.Generator:

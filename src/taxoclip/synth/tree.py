@@ -112,7 +112,10 @@ def _split(rng: np.random.Generator, total: int, parents: int) -> np.ndarray:
 
 
 def finch_genus_size(n_species: int) -> int:
-    return 0 if n_species < 8 else min(12, max(4, n_species // 25))
+    """Species of the finch genus: a tenth of the species, 4 to 24; 16 or more from 160
+    species on (a rank correlation over fewer means little: with 10 species |rho| > 0.65
+    happens by chance one time in 20)."""
+    return 0 if n_species < 8 else min(24, max(4, n_species // 10))
 
 
 def build_tree(
