@@ -278,3 +278,23 @@ def test_the_loss_is_reduced_over_ranks_only_at_log_steps(tiny_shards, tmp_path,
     train(TrainConfig(data=tiny_shards, out=str(run), steps=6, batch_size=16, warmup=1,
                       log_every=3, workers=0))  # fmt: skip
     assert len(calls) == 3 and sorted(losses(run)) == [0, 2, 5]  # first, every 3rd, last
+
+
+def test_caption_text_trains_on_a_general_corpus(tmp_path):
+    """Stage 1 of the two stages: the web corpus' plain captions, identical ones positives."""
+    from taxoclip.data import ShardSet, read_shards
+    from taxoclip.synth import SynthConfig, generate
+    from taxoclip.train.data import text_type_for_step
+
+    synth = tmp_path / "synth"
+    generate(synth, SynthConfig(species=10, images_per_species=4, seed=2, web=120), progress=False)
+    web = ShardSet.load(synth / "web" / "shards", prefix="web").pattern
+    run = tmp_path / "stage1"
+    result = train(TrainConfig(data=web, out=str(run), text_type="caption", caption_positives=True,
+                               steps=3, batch_size=16, warmup=1, workers=0))  # fmt: skip
+    assert result.steps == 3 and (run / "model" / "open_clip_model.safetensors").is_file()
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["text_type"] for r in logged} == {"caption"}
+    assert text_type_for_step(0, 5, "caption") == "caption"
+    # the corpus has no taxonomic captions: any other text type finds nothing to read
+    assert all("taxon.txt" not in s for s in read_shards(web, decode=False))

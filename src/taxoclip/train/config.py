@@ -20,7 +20,10 @@ from taxoclip.taxonomy import TRAINING_TEXT_TYPES
 DEFAULT_MODEL = "taxoclip-vit-t32"
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-TEXT_TYPE_CHOICES = ("random", *(t.value for t in TRAINING_TEXT_TYPES))
+#: ``caption``: the shard's plain ``txt`` as it is, for a general image–caption corpus
+#: (stage 1 of the two-stage recipe, on ``taxoclip synth --web`` shards).
+CAPTION_TEXT = "caption"
+TEXT_TYPE_CHOICES = ("random", *(t.value for t in TRAINING_TEXT_TYPES), CAPTION_TEXT)
 LOGIT_SCALE_MAX = math.log(100)
 
 # Fields that decide the trajectory: a resumed run must keep them, or it is another run.
@@ -81,7 +84,10 @@ class TrainConfig(StageConfig):
         None, metavar="B", help="replay images per process (overrides --replay-ratio)"
     )
     text_type: str = option(
-        "random", choices=TEXT_TYPE_CHOICES, help="caption type (default: drawn per step)"
+        "random",
+        choices=TEXT_TYPE_CHOICES,
+        help="caption type (default: drawn per step); caption: the shards' plain txt, for a "
+        "general image-caption corpus such as synth --web's",
     )
     epochs: int = option(10, help="epochs (default 10)")
     steps: int | None = option(None, help="total steps (overrides --epochs)")

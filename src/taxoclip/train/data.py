@@ -60,6 +60,8 @@ _MAX_SUBSTITUTES = 16
 def text_type_for_step(seed: int, step: int, fixed: str = "random") -> str:
     """The caption type of a whole global batch: drawn uniformly per step (BioCLIP 2's
     mix), identical on every rank because it depends only on ``(seed, step)``."""
+    if fixed == "caption":  # a general corpus: the plain txt
+        return fixed
     if fixed != "random":
         return TextType.parse(fixed).value
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7, step]))
@@ -292,7 +294,7 @@ class StreamingBatches(IterableDataset):
 
     def _batch(self, reader: ShardReader, step: int) -> tuple[list[tuple[Any, str]], int]:
         spec = self.spec
-        if spec.text_type is None:
+        if spec.text_type in (None, "caption"):
             caption_key = "txt"
         else:
             caption_key = f"{text_type_for_step(spec.seed, step, spec.text_type)}.txt"
