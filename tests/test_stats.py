@@ -113,3 +113,16 @@ def test_ridge_cv_r2_constant_target_and_constant_training_fold():
         predicted[test] = RidgeCV(alphas=np.array([1.0])).fit(x[train], y[train]).predict(x[test])
     expected = 1.0 - np.sum((y - predicted) ** 2) / np.sum((y - y.mean()) ** 2)
     assert ridge_cv_r2(x, y, splits, (1.0,)) == pytest.approx(expected)
+
+
+def test_roc_auc_is_the_mann_whitney_probability():
+    from sklearn.metrics import roc_auc_score
+
+    from taxoclip.stats import roc_auc
+
+    rng = np.random.default_rng(7)
+    pos, neg = rng.normal(0.5, 1, 40), np.round(rng.normal(0, 1, 60), 1)
+    labels = np.r_[np.ones(40), np.zeros(60)]
+    assert roc_auc(pos, neg) == pytest.approx(roc_auc_score(labels, np.r_[pos, neg]))
+    assert roc_auc([1, 2], [1, 2]) == 0.5 and roc_auc([3], [1, 2]) == 1.0
+    assert roc_auc([], [1.0]) is None

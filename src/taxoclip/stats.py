@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold
 
@@ -132,3 +132,15 @@ def ridge_cv_r2(
     residual = np.sum((columns - predicted) ** 2, axis=0)
     total = np.sum((columns - columns.mean(axis=0)) ** 2, axis=0)
     return float(np.mean(1.0 - residual / total))
+
+
+def roc_auc(positives: Any, negatives: Any) -> float | None:
+    """Area under the ROC curve of scores of positives against negatives (ties count
+    half): the chance that a random positive outscores a random negative. None when
+    either side is empty."""
+    pos = np.asarray(positives, dtype=np.float64).ravel()
+    neg = np.asarray(negatives, dtype=np.float64).ravel()
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    ranks = rankdata(np.concatenate([pos, neg]))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
