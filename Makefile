@@ -10,7 +10,7 @@ COMPAT_WDS := $(VENV)/compat/webdataset-0.2.86
 export HF_HOME := $(CURDIR)/.cache/huggingface
 export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/torchinductor
 
-.PHONY: venv demo test bench bench-scale-curate lint clean
+.PHONY: venv demo test bench bench-scale-curate bench-study lint clean
 
 venv: $(STAMP)
 
@@ -53,6 +53,12 @@ bench-scale-curate: $(STAMP)
 	    --images-per-species 24 --seed 7 --raw-source --image-size 32 -q; done
 	$(BIN)/python bench/scale_curate.py $(SCALE)/x1 $(SCALE)/x4 $(SCALE)/x16 \
 	  --out $(SCALE)/runs --workers 2
+
+# The default scaling study (2 worlds x 3 seeds x 4 sizes and every baseline): the paper's
+# claims table (docs/analyze.md). About an hour on 2 cores; not part of `make bench`.
+bench-study: $(STAMP)
+	rm -rf bench/out/study
+	$(BIN)/python bench/study_claims.py --out bench/out/study
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -1,4 +1,5 @@
-"""``taxoclip study scaling`` end to end on a tiny SynthToL (plumbing, not science).
+"""``taxoclip study scaling`` end to end on a tiny SynthToL (plumbing, not science: the
+default study's numbers are a benchmark, bench/study_claims.py).
 
 Counts are recomputed here from SynthToL's own train/metadata.csv and from the written
 shards, independently of the code under test.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -20,16 +22,19 @@ from taxoclip.report import write_report
 from taxoclip.study import ScalingConfig
 from taxoclip.study import run as run_study
 from taxoclip.study.scaling import subset_count
+from taxoclip.synth import SynthConfig, generate
 
 FRACTIONS = (0.34, 0.67, 1.0)
+SEEDS = (0, 1)
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "out"
     config = ScalingConfig(
-        out=out, species=20, images_per_species=8, image_size=32, sizes=FRACTIONS, epochs=1,
-        batch_size=32, ablation=True, seed=0, device="cpu", progress=False,
+        out=out, species=24, images_per_species=10, image_size=32, web=300, sizes=FRACTIONS,
+        seeds=len(SEEDS), world_seeds=[0], epochs=1, stage1_epochs=1, batch_size=32, seed=0,
+        device="cpu", progress=False,
     )  # fmt: skip
     result = run_study(config)
     return result, json.loads((out / "study.json").read_text())
@@ -37,7 +42,7 @@ def study(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def train_meta(study):
-    return pd.read_csv(study[0].out / "synth" / "train" / "metadata.csv")
+    return pd.read_csv(study[0].out / "world-0" / "synth" / "train" / "metadata.csv")
 
 
 def _expected_counts(train_meta: pd.DataFrame) -> list[int]:
@@ -45,53 +50,66 @@ def _expected_counts(train_meta: pd.DataFrame) -> list[int]:
     return [int(sum(max(1, int(f * n + 1e-9)) for n in per_species)) for f in FRACTIONS]
 
 
-def test_three_sizes_and_a_flat_run_each_with_a_model(study, train_meta):
+def test_every_run_of_the_design_with_a_model(study, train_meta):
     result, data = study
-    counts = _expected_counts(train_meta)
-    names = [f"size-{n}" for n in counts] + [f"flat-{counts[-1]}"]
-    assert list(data["runs"]) == names
-    for name in names:
-        assert (result.out / "runs" / name / "model" / "open_clip_config.json").is_file()
-        assert (result.out / "runs" / name / "model" / "open_clip_model.safetensors").is_file()
-        assert (result.out / "analysis" / name / "metrics.json").is_file()
-    assert (result.out / "analysis" / "untrained" / "metrics.json").is_file()
+    n = _expected_counts(train_meta)
+    per_seed = [f"size-{c}" for c in n] + [f"flat-{n[-1]}", f"no-replay-{n[-1]}", "untrained"]
+    expected = ["w0/general"] + [f"w0/s{s}/{name}" for s in SEEDS for name in per_seed]
+    assert sorted(data["runs"]) == sorted(expected)
+    for name, run in data["runs"].items():
+        model = result.runs[name]
+        assert (model / "open_clip_config.json").is_file(), name
+        assert (model / "open_clip_model.safetensors").is_file(), name
+        if run["kind"] not in ("general", "untrained"):
+            assert (Path(run["analysis"]) / "metrics.json").is_file()
+    assert data["model_seeds"] == list(SEEDS) and data["recipe"] == "two-stage"
+    assert json.loads((result.out / "runs.json").read_text()).keys() == data["runs"].keys()
 
 
 def test_sizes_follow_the_train_metadata_and_keep_the_species(study, train_meta):
     result, data = study
     counts = _expected_counts(train_meta)
-    assert data["sizes"] == counts
+    assert data["sizes"] == counts and data["worlds"][0]["sizes"] == counts
     assert all(b > a for a, b in zip(counts, counts[1:], strict=False))
     assert counts[-1] == len(train_meta)
     species = set(train_meta["species_id"].astype(int))
     keys_by_size = []
     for n in counts:
-        run = data["runs"][f"size-{n}"]
+        run = data["runs"][f"w0/s0/size-{n}"]
         samples = list(read_shards(run["shards"], decode=False))
         assert len(samples) == n
         assert {int(s["json"]["species_id"]) for s in samples} == species
         keys_by_size.append({s["__key__"] for s in samples})
-        params = json.loads((result.out / "runs" / f"size-{n}" / "params.json").read_text())
+        params = json.loads((Path(run["run"]) / "params.json").read_text())
         assert params["n_train_samples"] == n
     assert keys_by_size[0] < keys_by_size[1] < keys_by_size[2]  # nested subsets
     assert subset_count(6, 0.34) == 2 and subset_count(1, 0.1) == 1
 
 
-def test_same_steps_budget_is_recorded_and_kept(study):
+def test_stage_two_starts_from_the_general_model_and_replays_the_web(study):
     result, data = study
-    assert data["budget"] == "steps" and data["budget_why"]
-    steps = {run["steps"] for run in data["runs"].values()}
-    assert steps == {data["steps_per_run"]} and data["steps_per_run"] >= 1
+    general = data["runs"]["w0/general"]["model"]
+    stage1 = json.loads((result.out / "world-0" / "stage1" / "params.json").read_text())
+    assert stage1["text_type"] == "caption" and stage1["caption_positives"] is True
+    assert "/web/shards/web-" in stage1["data"]
+    steps = set()
+    for name, run in data["runs"].items():
+        if run["kind"] in ("general", "untrained"):
+            continue
+        params = json.loads((Path(run["run"]) / "params.json").read_text())
+        assert params["model"] == general, name  # from the stage-1 weights
+        assert params["text_type"] == ("sci" if run["kind"] == "flat" else "random")
+        if run["kind"] == "no_replay":
+            assert params["replay"] is None
+        else:
+            assert params["replay"] == stage1["data"] and params["replay_batch_size"] is None
+        steps.add(run["steps"])
+    assert steps == {data["steps_per_run"]}  # the same steps for every stage-2 run
 
 
 def test_flat_run_trains_on_scientific_names_only(study, train_meta):
     result, data = study
-    for name, run in data["runs"].items():
-        params = json.loads((result.out / "runs" / name / "params.json").read_text())
-        expected = "sci" if name.startswith("flat-") else "random"
-        assert params["text_type"] == expected == run["text_type"]
-    flat = next(r for n, r in data["runs"].items() if n.startswith("flat-"))
-    assert flat["kind"] == "flat" and flat["n_train"] == data["sizes"][-1]
+    flat = next(r for r in data["runs"].values() if r["kind"] == "flat")
     by_key = {p.rsplit("/", 1)[-1][:-4]: row for p, row in zip(
         train_meta["filepath"], train_meta.to_dict("records"), strict=True)}  # fmt: skip
     for sample in read_shards(flat["shards"], decode=False, require=("jpg", "sci.txt")):
@@ -100,28 +118,41 @@ def test_flat_run_trains_on_scientific_names_only(study, train_meta):
         assert row["kingdom"] not in sample["sci.txt"] and row["family"] not in sample["sci.txt"]
 
 
-def test_every_metric_for_every_run_with_baseline_and_null(study):
+def test_every_model_measured_the_same_way(study):
     result, data = study
-    baseline = json.loads((result.out / "analysis" / "untrained" / "metrics.json").read_text())
+    keys = None
     for name, run in data["runs"].items():
-        metrics = json.loads((result.out / "analysis" / name / "metrics.json").read_text())
-        expected = {f"{m}.{s}" for m, e in metrics["metrics"].items() for s in e["stats"]}
-        assert expected and set(run["stats"]) == expected
-        for key, entry in run["stats"].items():
-            metric, stat = key.split(".", 1)
-            assert entry["value"] == metrics["metrics"][metric]["stats"][stat]["value"]
-            assert entry["baseline_value"] == baseline["metrics"][metric]["stats"][stat]["value"]
-            if metrics["metrics"][metric]["stats"][stat]["null"] is not None:
-                assert set(entry["null"]) == {"mean", "sd"}
-                assert entry["verdict"] in {"holds", "does not hold", "inconclusive"}
-        for key in ("zero_shot.seen_top1", "zero_shot.unseen_top1"):
-            assert 0.0 <= run["zero_shot"][key] <= 1.0
-        assert run["seconds"]["train"] > 0
-    base_zero = data["baseline"]["zero_shot"]
-    assert all(0.0 <= v <= 1.0 for v in base_zero.values())
-    for row in data["rows"]:
-        assert row["data_size"] in data["sizes"]
-        assert row["ablation"] == row["run"].startswith("flat-")
+        values = run["values"]
+        keys = keys or set(values)
+        assert set(values) == keys, name
+        for key in ("zero_shot.seen_top1", "zero_shot.unseen_genus_top1", "web.retrieval_r5",
+                    "web.crest_auc"):  # fmt: skip
+            assert values[key]["value"] is None or 0.0 <= values[key]["value"] <= 1.0
+        metrics = json.loads((Path(run["analysis"]) / "metrics.json").read_text())
+        cell = metrics["metrics"]["taxonomic"]["stats"]["spearman"]
+        assert values["taxonomic.spearman"]["value"] == cell["value"]
+        assert values["taxonomic.spearman"]["null_mean"] == cell["null"]["mean"]
+    assert {"separation_sex.probe_accuracy", "orthogonality_life_stage.fraction_outside"} <= keys
+
+
+def test_claims_and_trends_in_their_stable_form(study):
+    result, data = study
+    assert data["claims"] and data["trends"] and data["verdict_rule"]
+    verdicts = {"holds", "does not hold", "inconclusive"}
+    n_max = data["sizes"][-1]
+    for claim in data["claims"]:
+        assert set(claim) >= {"claim", "statistic", "size", "mean", "sd", "n_seeds",
+                              "baselines", "verdict"}  # fmt: skip
+        assert set(claim["baselines"]) == {"untrained", "general", "flat", "no_replay", "null"}
+        assert claim["verdict"] in verdicts and claim["size"] == n_max
+        assert claim["n_seeds"] in (0, len(SEEDS))
+        values = [data["runs"][f"w0/s{s}/size-{n_max}"]["values"][claim["statistic"]]["value"]
+                  for s in SEEDS]  # fmt: skip
+        if None not in values:
+            assert claim["mean"] == pytest.approx(sum(values) / len(values))
+    for entry in data["trends"]:
+        assert set(entry) >= {"claim", "statistic", "slope", "ci_low", "ci_high", "verdict"}
+        assert entry["verdict"] in verdicts
 
 
 def test_plot_table_and_report(study, tmp_path):
@@ -130,10 +161,24 @@ def test_plot_table_and_report(study, tmp_path):
         image.load()
         assert image.size[0] > 400
     lines = result.table.splitlines()
-    assert "flat n=" in lines[0] and "untrained" in lines[0]
-    assert any(line.startswith("taxonomic.spearman") for line in lines)
+    assert "untrained" in lines[0] and "general" in lines[0] and "no_replay" in lines[0]
+    assert any(line.startswith("sexes separated") for line in lines)
     html = write_report([result.out], tmp_path / "report.html").read_text(encoding="utf-8")
-    assert 'id="study"' in html and "flat labels" in html
+    assert 'id="claims"' in html and 'id="study"' in html
+    assert html.index('id="claims"') < html.index('id="study"')  # the claims come first
+    assert "sexes separated" in html and "replicate(s)" in html
+
+
+def test_scratch_recipe_has_no_general_model(tmp_path):
+    result = run_study(ScalingConfig(
+        out=tmp_path / "s", recipe="scratch", species=16, images_per_species=8, sizes=FRACTIONS,
+        seeds=1, world_seeds=[1], epochs=1, batch_size=16, ablation=True, device="cpu",
+        progress=False,
+    ))  # fmt: skip
+    kinds = sorted(r["kind"] for r in result.study["runs"].values())
+    assert kinds == ["flat", "stage2", "stage2", "stage2", "untrained"]
+    assert not (result.out / "world-1" / "synth" / "web").exists()
+    assert all(c["baselines"]["general"] is None for c in result.study["claims"])
 
 
 def _status(argv: list[str]) -> int:
@@ -157,5 +202,13 @@ def test_usage_errors(tmp_path, capsys):
         main(["study", "scaling", "--help"])
     assert exc.value.code == 0
     assert "--ablation" in capsys.readouterr().out
+    assert _status(["study", "scaling", "--out", str(tmp_path / "x"), "--world-seeds", "0,0"]) == 2
+    assert _status(["study", "scaling", "--out", str(tmp_path / "x"), "--recipe", "x"]) == 2
+    with pytest.raises(UsageError, match="single --world-seeds"):
+        ScalingConfig(out=tmp_path, data=tmp_path, world_seeds=[0, 1])
+    synth = tmp_path / "plain"
+    generate(synth, SynthConfig(species=12, images_per_species=8), progress=False)
+    with pytest.raises(UsageError, match="no web corpus"):
+        run_study(ScalingConfig(out=tmp_path / "y", data=synth, world_seeds=[0], batch_size=8))
     assert not (tmp_path / "x").exists()
     assert math.isfinite(FRACTIONS[0])

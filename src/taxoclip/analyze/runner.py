@@ -113,7 +113,7 @@ def run(config: AnalyzeConfig) -> AnalysisResult:
     write_json(out / "metrics.json", _metrics_payload(config, metrics, skipped))
 
     tick = time.perf_counter()
-    written, plots_skipped = [], {"all": "not asked for"}
+    written, plots_skipped = [], {}
     if config.plots:
         written, plots_skipped = render_plots(
             emb, out / "plots", seed=config.seed, min_per_variant=config.min_per_variant

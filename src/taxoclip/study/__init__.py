@@ -1,7 +1,9 @@
-"""Studies that combine the stages: ``taxoclip study scaling`` (data-size scaling).
+"""Studies that combine the stages: ``taxoclip study scaling`` (the paper's claims over
+data sizes, seeds and worlds).
 
 Stage API: ``run(ScalingConfig(out=...)) -> ScalingResult``. Importing this package is
 light; the names below other than the config are loaded from ``scaling`` on first use.
+``claims`` (the verdict rule) and ``summary`` (claims table, trends, plot) are pure.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from typing import Any
 
 from .config import ScalingConfig, ScalingResult, parse_sizes
 
-_LAZY = ("format_table", "merged_stats", "plot_study", "scaling_rows",
-         "select_subsets", "subset_count", "zero_shot_loaded")  # fmt: skip
+_LAZY = ("format_table", "measure", "plot_study", "select_subsets", "subset_count",
+         "zero_shot_loaded")  # fmt: skip
 
 __all__ = ["ScalingConfig", "ScalingResult", "parse_sizes", "run", *_LAZY]
 

@@ -10,7 +10,8 @@ from taxoclip.config import StageConfig, StageResult, command, option, shared
 from taxoclip.errors import UsageError
 
 BUDGETS = ("steps", "epochs")
-DEFAULT_SIZES = (0.25, 0.5, 1.0)
+RECIPES = ("two-stage", "scratch")
+DEFAULT_SIZES = (0.125, 0.25, 0.5, 1.0)
 MIN_SIZES = 3
 
 
@@ -22,16 +23,29 @@ def parse_sizes(text: str) -> list[float]:
         raise UsageError(f"--sizes must be comma-separated fractions (got {text!r})") from None
 
 
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1"`` → ``[0, 1]`` (UsageError on anything else)."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--world-seeds must be comma-separated integers (got {text!r})") from None
+
+
 @command(
     "study scaling",
-    help="train on >= 3 data sizes of SynthToL; every metric and zero-shot against size",
+    help="the paper's claims over data sizes, seeds and worlds, with every baseline",
     description=(
-        "Train the same model on at least three data sizes of one SynthToL (nested "
-        "subsets of its training images, same species and test split), measure "
-        "zero-shot top-1 (the protocol of taxoclip eval --suite synth) and every analysis "
-        "metric for each beside the untrained baseline (analysed once) and the nulls, and "
-        "plot them against size. --ablation adds a flat-label run (scientific name only) on "
-        "the largest size. Writes study.json, scaling.png, runs/ and analysis/ into --out."
+        "Reproduce BioCLIP 2's emergent properties on SynthToL. For each world seed, "
+        "generate a SynthToL with its web corpus, train the general model on the web "
+        "captions (stage 1), then for each model seed run BioCLIP 2's recipe from it on "
+        "nested subsets of the taxonomic training images (stage 2, with experience replay "
+        "of the web corpus), plus a flat-label run (scientific names only) and a no-replay "
+        "run at the largest size. Every model, the general one and the untrained twin "
+        "are measured the same way (taxoclip analyze, eval's zero-shot protocol, web "
+        "retrieval). study.json holds the claims table (mean and sd over replicates, each "
+        "baseline, the null, a verdict) and the trends with data; scaling.png plots them "
+        "with error bars. --recipe scratch trains from scratch on the taxonomic shards "
+        "instead (the first study's design)."
     ),
     run="taxoclip.study:run",
 )
@@ -41,20 +55,45 @@ class ScalingConfig(StageConfig):
 
     out: str | Path = option(metavar="DIR", help="output directory")
     data: str | Path | None = option(
-        None, metavar="SYNTH_ROOT", help="an existing SynthToL root (default: generate one)"
+        None,
+        metavar="SYNTH_ROOT",
+        help="an existing SynthToL root (one world; with --recipe two-stage it needs its "
+        "web/ corpus: synth --web N). Default: generate one per world seed",
     )
-    species: int = option(300, metavar="N", help="species of the generated SynthToL")
+    recipe: str = option(
+        "two-stage",
+        choices=RECIPES,
+        help="two-stage: general pretraining on the web corpus, then BioCLIP 2's recipe "
+        "with replay (default, as the paper); scratch: the recipe from random weights",
+    )
+    species: int = option(160, metavar="N", help="species of each generated SynthToL")
     images_per_species: int = option(
-        40, metavar="M", help="images per species of the generated SynthToL"
+        32, metavar="M", help="images per species of each generated SynthToL"
     )
     image_size: int = option(32, metavar="S", help="image side of the generated SynthToL")
+    web: int = option(
+        16000, metavar="N", help="web image-caption pairs per generated world (two-stage)"
+    )
     sizes: list[float] = option(
         list(DEFAULT_SIZES),
-        metavar="F,F,F",
+        metavar="F,F,...",
         parse=parse_sizes,
-        help="fractions of the training images per species, at least 3 (default 0.25,0.5,1)",
+        help="fractions of the training images per species, at least 3; a trend wants 4 "
+        "or more (default 0.125,0.25,0.5,1)",
     )
-    epochs: int = option(15, metavar="E", help="epochs over the largest size")
+    seeds: int = option(
+        3, metavar="K", help="model seeds per world (the spread of every verdict; default 3)"
+    )
+    world_seeds: list[int] = option(
+        [0, 1],
+        metavar="S,S,...",
+        parse=parse_seeds,
+        help="seeds of the generated SynthToL worlds (default 0,1: two different trees)",
+    )
+    epochs: int = option(6, metavar="E", help="stage-2 epochs over the largest size")
+    stage1_epochs: int = option(
+        6, metavar="E", help="stage-1 epochs over the web corpus (two-stage)"
+    )
     batch_size: int = shared.batch_size(128, what="training batch size")
     budget: str = option(
         "steps",
@@ -66,10 +105,12 @@ class ScalingConfig(StageConfig):
         None, metavar="STEPS", help="warm-up steps (default a tenth of the steps, at most 100)"
     )
     ablation: bool = option(
-        False, help="add a flat-label run (scientific name only) on the largest size"
+        False,
+        help="with --recipe scratch, add a flat-label run on the largest size (two-stage "
+        "always runs the flat and no-replay baselines)",
     )
     model: str = shared.model("taxoclip-vit-t32", help="architecture to train")
-    seed: int = shared.seed(help="seed of data, subsets, runs, nulls")
+    seed: int = shared.seed(help="first model seed (seeds are SEED .. SEED+K-1)")
     device: str = shared.device()
     progress: bool = shared.progress()
 
@@ -82,8 +123,19 @@ class ScalingConfig(StageConfig):
             problems.append(f"--sizes are fractions in (0, 1] of the training images (got {sizes})")
         if len(set(sizes)) != len(sizes):
             problems.append(f"--sizes must be distinct (got {sizes})")
-        if self.epochs < 1:
-            problems.append(f"--epochs must be at least 1 (got {self.epochs})")
+        if self.recipe not in RECIPES:
+            problems.append(f"--recipe must be one of {', '.join(RECIPES)} (got {self.recipe!r})")
+        if self.seeds < 1:
+            problems.append(f"--seeds must be at least 1 (got {self.seeds})")
+        worlds = list(self.world_seeds)
+        if not worlds or len(set(worlds)) != len(worlds) or any(w < 0 for w in worlds):
+            problems.append(f"--world-seeds must be distinct non-negative seeds (got {worlds})")
+        if self.data is not None and len(worlds) > 1:
+            problems.append("--data is one world: pass a single --world-seeds value with it")
+        if self.epochs < 1 or self.stage1_epochs < 1:
+            problems.append("--epochs and --stage1-epochs must be at least 1")
+        if self.recipe == "two-stage" and self.data is None and self.web < 20:
+            problems.append(f"--web must be at least 20 for the two-stage recipe (got {self.web})")
         if self.batch_size < 1:
             problems.append(f"--batch-size must be at least 1 (got {self.batch_size})")
         if self.budget not in BUDGETS:
@@ -93,6 +145,10 @@ class ScalingConfig(StageConfig):
         if self.seed < 0:
             problems.append(f"--seed must be non-negative (got {self.seed})")
         return problems
+
+    @property
+    def model_seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
 
 
 @dataclass
@@ -106,9 +162,10 @@ class ScalingResult(StageResult):
     def lines(self) -> list[str]:
         study = self.study
         lines = self.table.splitlines()
-        lines.append(f"study of {len(study['runs'])} runs ({', '.join(study['runs'])}) in "
-                     f"{study['seconds']['total']:.1f} s; same {study['budget']} per run")  # fmt: skip
-        lines.append(f"results: {self.out}/study.json, runs/, analysis/")
+        lines.append(f"study of {len(study['runs'])} runs over {len(study['worlds'])} world(s) × "
+                     f"{len(study['model_seeds'])} seed(s) in {study['seconds']['total']:.1f} s; "
+                     f"same {study['budget']} per run")  # fmt: skip
+        lines.append(f"results: {self.out}/study.json (claims, trends, runs)")
         if self.plot:
             lines.append(f"plot: {self.plot}")
         return lines
