@@ -75,7 +75,8 @@ def _runs(stage2, baselines, sizes=(100, 200, 400, 800)):
 
     def entry(kind, seed, n, value, null=0.5):
         return {"kind": kind, "world": 0, "seed": seed, "n_train": n,
-                "values": {stat: {"value": value, "null_mean": null, "null_sd": 0.01, "n": 40}}}  # fmt: skip
+                "values": {stat: {"value": value, "null_mean": null, "null_sd": 0.01,
+                                  "n_species": 40, "n_images": 900}}}  # fmt: skip
 
     runs = {"w0/general": entry("general", None, None, baselines["general"])}
     for seed, values in enumerate(stage2):
@@ -95,7 +96,8 @@ def test_summarise_builds_the_schema_other_tools_read():
     claim = next(c for c in summary["claims"] if c["statistic"] == stat)
     assert set(claim) >= {"claim", "statistic", "size", "mean", "sd", "n_seeds", "baselines",
                           "verdict"}  # fmt: skip
-    assert claim["size"] == 800 and claim["n_seeds"] == 3 and claim["n_species"] == 40
+    assert claim["size"] == 800 and claim["n_seeds"] == 3
+    assert claim["n_species"] == 40 and claim["n_images"] == 900
     assert claim["mean"] == pytest.approx(0.80) and claim["sd"] == pytest.approx(0.01)
     assert set(claim["baselines"]) == {"untrained", "general", "flat", "no_replay", "null"}
     assert claim["baselines"]["general"] == 0.70 and claim["baselines"]["null"] == 0.5

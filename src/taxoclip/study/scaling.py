@@ -145,7 +145,7 @@ def measure(
     progress: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Every statistic of one model: ``{"values": {statistic: {"value", "null_mean",
-    "null_sd", "n"}}, "analysis": dir, "seconds": {...}}``.
+    "null_sd", "n_species", "n_images"}}, "analysis": dir, "seconds": {...}}``.
 
     ``taxoclip analyze`` without baseline or plots (the baselines are models of their
     own here), the eval protocol's zero-shot and, with a web corpus, the web scores.
@@ -172,26 +172,28 @@ def measure(
 
 
 def values_from_analysis(metrics: dict, part: str = "model") -> dict[str, dict[str, Any]]:
-    """``{"<metric>.<statistic>": {"value", "null_mean", "null_sd", "n"}}`` of an analysis'
-    metrics.json, for its model (``part="model"``) or its untrained baseline
-    (``part="baseline"``), n being the species (or species pairs) the metric used."""
+    """``{"<metric>.<statistic>": {"value", "null_mean", "null_sd", "n_species",
+    "n_images"}}`` of an analysis' metrics.json, for its model (``part="model"``) or its
+    untrained baseline (``part="baseline"``); the counts are what the metric used (images
+    only where the metric reads images rather than centroids)."""
     values: dict[str, dict[str, Any]] = {}
     prefix = "" if part == "model" else "baseline_"
     for name, entry in (metrics.get("metrics") or {}).items():
-        facts = entry.get(part) or {}
-        n = facts.get("n_species_used", facts.get("n_species"))
+        used = entry.get("n_used") or {}
         for stat, cell in (entry.get("stats") or {}).items():
             null = cell.get(f"{prefix}null") or {}
             values[f"{name}.{stat}"] = {"value": cell.get(f"{prefix}value"),
                                         "null_mean": null.get("mean"), "null_sd": null.get("sd"),
-                                        "n": n}  # fmt: skip
+                                        "n_species": used.get("species"),
+                                        "n_images": used.get("images")}  # fmt: skip
     return values
 
 
 def plain_values(scores: dict[str, float | None]) -> dict[str, dict[str, Any]]:
     """Scores without a null (zero-shot, web) in the shape of :func:`values_from_analysis`."""
     return {
-        k: {"value": v, "null_mean": None, "null_sd": None, "n": None} for k, v in scores.items()
+        k: {"value": v, "null_mean": None, "null_sd": None, "n_species": None, "n_images": None}
+        for k, v in scores.items()
     }
 
 

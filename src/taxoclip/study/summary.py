@@ -64,6 +64,14 @@ def summarise(runs: Mapping[str, Mapping], worlds: Sequence[int], seeds: Sequenc
     return {"claims": claims, "trends": trends}
 
 
+def _first(entries, statistic: str, field: str) -> int | None:
+    """A count the analysis reported (the same at every replicate of one design)."""
+    found = next(
+        (_value(e, statistic, field) for e in entries if _value(e, statistic, field)), None
+    )
+    return None if found is None else int(found)
+
+
 def _claim_entry(claim: Claim, runs, replicates, worlds) -> dict[str, Any]:
     stat = claim.statistic
     largest = [_largest(runs, w, s) for w, s in replicates]
@@ -90,7 +98,8 @@ def _claim_entry(claim: Claim, runs, replicates, worlds) -> dict[str, Any]:
         "size": largest[0]["n_train"] if largest else None,
         "mean": mean, "sd": sd, "n_seeds": n, "higher_is_better": claim.higher,
         "baselines": baselines, "baselines_sd": spreads, "against": list(claim.against),
-        "n_species": next((_value(r, stat, "n") for r in largest if _value(r, stat, "n")), None),
+        "n_species": _first(largest, stat, "n_species"),
+        "n_images": _first(largest, stat, "n_images"),
     }  # fmt: skip
     if claim.keep:
         general = {w: _value(_of_kind(runs, "general", w, 0), stat) for w in worlds}
