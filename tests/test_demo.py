@@ -22,6 +22,17 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     assert (out / "run" / "model" / "open_clip_model.safetensors").exists()
     assert (out / "run" / "metrics.jsonl").read_text().count("\n") >= QUICK.epochs
 
+    # the two stages: a general model on the web captions, then the recipe from it
+    stage1 = json.loads((out / "stage1" / "params.json").read_text())
+    assert stage1["text_type"] == "caption" and "/web/shards/" in stage1["data"]
+    stage2 = json.loads((out / "run" / "params.json").read_text())
+    assert stage2["model"] == str(out / "stage1" / "model") and stage2["replay"] == stage1["data"]
+    claims = json.loads((out / "claims" / "study.json").read_text())
+    assert {c["verdict"] for c in claims["claims"]} <= {"holds", "does not hold", "inconclusive"}
+    assert all(c["n_seeds"] in (0, 1) for c in claims["claims"]) and "one seed" in claims["note"]
+    sexes = next(c for c in claims["claims"] if c["statistic"] == "separation_sex.probe_accuracy")
+    assert sexes["baselines"]["untrained"] is not None and sexes["baselines"]["general"] is not None
+
     # trained on the curated shards: every clean training image, and the ledger balances
     stats = json.loads((out / "curated" / "stats.json").read_text())
     assert stats["records_in"] == stats["kept"] + stats["rejected"]
@@ -39,6 +50,7 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     html = report.read_text()
     assert "data:image/png;base64," in html and "http://" not in html
     assert "What the embedding space shows" in html
+    assert html.index('id="claims"') < html.index("What the embedding space shows")
     for sample in samples[:20]:
         lineage, common = sample_to_record(sample)
         if not lineage.species:

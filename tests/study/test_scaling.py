@@ -169,6 +169,28 @@ def test_plot_table_and_report(study, tmp_path):
     assert "sexes separated" in html and "replicate(s)" in html
 
 
+def test_resume_keeps_what_was_measured_and_runs_the_rest(study):
+    result, data = study
+    runs = json.loads((result.out / "runs.json").read_text())
+    dropped = "w0/s1/no-replay-" + str(data["sizes"][-1])
+    kept_model = Path(runs["w0/s0/flat-" + str(data["sizes"][-1])]["model"])
+    stamp = kept_model.stat().st_mtime_ns
+    del runs[dropped]  # as if the study had stopped before this run was measured
+    (result.out / "runs.json").write_text(json.dumps(runs))
+    config = ScalingConfig(
+        out=result.out, species=24, images_per_species=10, image_size=32, web=300,
+        sizes=FRACTIONS, seeds=len(SEEDS), world_seeds=[0], epochs=1, stage1_epochs=1,
+        batch_size=32, seed=0, device="cpu", progress=False, resume=True,
+    )  # fmt: skip
+    again = run_study(config)
+    assert set(again.study["runs"]) == set(data["runs"])
+    assert kept_model.stat().st_mtime_ns == stamp  # not trained again
+    assert again.study["runs"][dropped]["steps"] == data["steps_per_run"]  # trained now
+    assert not (Path(again.study["runs"][dropped]["run"]) / "checkpoints").exists()
+    with pytest.raises(UsageError, match="--resume"):
+        run_study(ScalingConfig(**{**config.to_json(), "resume": False}))
+
+
 def test_scratch_recipe_has_no_general_model(tmp_path):
     result = run_study(ScalingConfig(
         out=tmp_path / "s", recipe="scratch", species=16, images_per_species=8, sizes=FRACTIONS,

@@ -123,7 +123,7 @@ def test_relatives_look_alike_and_the_finch_genus_varies_in_beak(tmp_path):
     assert same_genus < 0.5 * other_kingdom
 
     finches = [s for s in species if s.is_finch]
-    assert len(finches) == 12 and len({s.lineage.genus for s in finches}) == 1
+    assert len(finches) == 24 and len({s.lineage.genus for s in finches}) == 1
     beaks = sorted(s.beak_length for s in finches)
     assert beaks[0] == pytest.approx(FINCH_BEAK_RANGE[0]) and beaks[-1] == pytest.approx(
         FINCH_BEAK_RANGE[1]

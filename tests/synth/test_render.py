@@ -37,7 +37,8 @@ def organism_mask(image, traits=None):
 def test_sex_mark_is_a_fixed_colour_crest_scaled_by_strength():
     female, male = canonical(), canonical(male=True)
     changed = np.abs(male - female).sum(axis=-1) > 30
-    assert 5 <= changed.sum() <= 80  # a small mark, not a different animal
+    # a mark on the animal (a fifth of its pixels at most), not a different animal
+    assert 5 <= changed.sum() <= 0.2 * organism_mask(female).sum()
     assert np.abs(male[changed] - np.array(CREST_RGB)).max(axis=-1).min() < 10
     rows = np.nonzero(changed)[0]
     assert rows.mean() < 32  # above the midline: the crest sits on the head

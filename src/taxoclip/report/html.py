@@ -7,8 +7,8 @@ Each input folder is recognised by the files it holds:
 - training run: ``params.json`` and/or ``metrics.jsonl`` (loss, lr, ... per logged step);
 - eval results (``taxoclip eval --out``): ``results.json`` (a list of result rows);
 - curation: ``stats.json`` with ``records_in``/``kept``/``rejected``;
-- study (``taxoclip study scaling``): ``study.json`` with ``runs`` and ``rows``, and its
-  ``scaling.png``.
+- study (``taxoclip study scaling``, or the demo's ``claims/``): ``study.json`` with
+  ``claims`` (shown first), ``trends`` and ``runs``, and its ``scaling.png``.
 
 Parts that are missing are listed on a "not available" line rather than raising.
 """
@@ -538,43 +538,79 @@ def _section_analysis(ctx: dict) -> str:
     return f'<section id="analysis"><h2>Analysis metrics</h2>{body}</section>{findings}'
 
 
-def _section_study(ctx: dict) -> str:
-    """The scaling study: its plot and a table of each statistic against data size, the
-    flat-label ablation beside the sizes when it was run."""
+_BASELINES = ("untrained", "general", "flat", "no_replay", "null")
+
+
+def _mean_sd(mean, sd) -> str:
+    if mean is None:
+        return '<td class="na">–</td>'
+    text = _num(mean) + (f" ± {_num(sd)}" if sd is not None else "")
+    return f'<td class="num">{_e(text)}</td>'
+
+
+def _section_claims(ctx: dict) -> str:
+    """The paper's claims first: each with its mean ± sd over replicates, every baseline,
+    the null and the verdict (study.json's ``claims``), then the trends with data."""
     study = ctx.get("study")
-    if not study:
+    if not study or not isinstance(study.get("claims"), list):
         return ""
-    runs = study.get("runs") or {}
-    sized = [n for n, r in runs.items() if r.get("kind") != "flat"]
-    flat = [n for n, r in runs.items() if r.get("kind") == "flat"]
-    header = ["statistic"] + [f"n = {_num(runs[n].get('n_train'))}" for n in sized]
-    header += [f"flat labels, n = {_num(runs[n].get('n_train'))}" for n in flat]
-    header += ["untrained baseline", "null mean ± sd (largest)"]
-    cells: dict[str, dict[str, dict]] = {}
-    for row in study.get("rows") or []:
-        if isinstance(row, dict) and "metric" in row:
-            cells.setdefault(str(row["metric"]), {})[str(row.get("run"))] = row
+    header = ["claim", "statistic", "mean ± sd", *_BASELINES, "verdict"]
     rows = []
-    for metric, by_run in cells.items():
-        last = by_run.get(sized[-1], {}) if sized else {}
-        null = (
-            f"{_num(last.get('null_mean'))} ± {_num(last.get('null_sd'))}"
-            if last.get("null_mean") is not None
-            else "–"
-        )
-        rows.append(
-            [_e(metric)]
-            + [_numcell((by_run.get(n) or {}).get("value")) for n in sized + flat]
-            + [_numcell(last.get("baseline_value")), f'<td class="num">{_e(null)}</td>']
-        )
-    meta = [f"budget: same {study.get('budget', '?')} per run"]
-    if study.get("budget_why"):
-        meta.append(str(study["budget_why"]))
-    body = f'<p class="muted">{_e("; ".join(meta))}</p>'
-    if ctx.get("study_plot"):
-        body += _figure(ctx["study_plot"], "scaling.png: every statistic against training images")
+    for c in study["claims"]:
+        if not isinstance(c, dict):
+            continue
+        base, spread = c.get("baselines") or {}, c.get("baselines_sd") or {}
+        against = set(c.get("against") or [])
+        row = [_e(c.get("claim")), f"<code>{_e(c.get('statistic'))}</code>",
+               _mean_sd(c.get("mean"), c.get("sd"))]  # fmt: skip
+        for kind in _BASELINES:
+            cell = _mean_sd(base.get(kind), spread.get(kind))
+            row.append(cell.replace("<td", '<td style="font-weight:600"', 1) if kind in against
+                       else cell)  # fmt: skip
+        verdict = str(c.get("verdict", ""))
+        row.append(f'<td class="verdict {VERDICT_CLASS.get(verdict, "")}">{_e(verdict)}</td>')
+        rows.append(row)
+    n = max((int(c.get("n_seeds") or 0) for c in study["claims"] if isinstance(c, dict)), default=0)
+    body = (f'<p class="muted">{n} replicate(s) (world seed × model seed); bold: the '
+            "comparators a verdict needs beaten. " + _e(study.get("verdict_rule", "")) + "</p>")  # fmt: skip
+    if study.get("note"):
+        body += f'<p class="muted"><strong>{_e(study["note"])}</strong></p>'
     body += _table(header, rows)
-    for key in ("subset_rule", "zero_shot_captions"):
+    trends = [t for t in study.get("trends") or [] if isinstance(t, dict)]
+    if trends:
+        trows = []
+        for t in trends:
+            interval = (f"[{_num(t.get('ci_low'))}, {_num(t.get('ci_high'))}]"
+                        if t.get("ci_low") is not None else "–")  # fmt: skip
+            verdict = str(t.get("verdict", ""))
+            trows.append([_e(t.get("claim")), f"<code>{_e(t.get('statistic'))}</code>",
+                          _numcell(t.get("slope")), f'<td class="num">{_e(interval)}</td>',
+                          f'<td class="verdict {VERDICT_CLASS.get(verdict, "")}">{_e(verdict)}</td>'])  # fmt: skip
+        body += "<h3>Does it grow with data?</h3>"
+        body += _table(
+            ["trend", "statistic", "slope per doubling", "95% interval", "verdict"], trows
+        )
+    return f'<section id="claims"><h2>The paper\'s claims</h2>{body}</section>'
+
+
+def _section_study(ctx: dict) -> str:
+    """The scaling study's design and its plot (the claims table is its own section)."""
+    study = ctx.get("study")
+    if not study or study.get("kind") != "scaling":
+        return ""
+    worlds = study.get("worlds") or []
+    meta = [f"recipe: {study.get('recipe', '?')}",
+            f"world seeds: {', '.join(str(w.get('seed')) for w in worlds if isinstance(w, dict))}",
+            f"model seeds: {', '.join(str(s) for s in study.get('model_seeds') or [])}",
+            f"training images per size: {', '.join(str(n) for n in study.get('sizes') or [])}",
+            f"budget: same {study.get('budget', '?')} per run"]  # fmt: skip
+    body = f'<p class="muted">{_e("; ".join(meta))}</p>'
+    if study.get("budget_why"):
+        body += f'<p class="muted">{_e(study["budget_why"])}</p>'
+    if ctx.get("study_plot"):
+        body += _figure(ctx["study_plot"], "scaling.png: each claim's statistic against training "
+                        "images, mean ± sd over replicates, with every baseline")  # fmt: skip
+    for key in ("subset_rule", "zero_shot_protocol"):
         if study.get(key):
             body += f'<p class="muted">{_e(study[key])}</p>'
     return f'<section id="study"><h2>Scaling study</h2>{body}</section>'
@@ -622,6 +658,7 @@ def build_report(found: ReportInputs, title: str = "taxoclip report") -> str:
     ctx = _gather(found)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
+        _section_claims(ctx),
         _section_summary(found, ctx),
         _section_curation(ctx),
         _section_training(ctx),

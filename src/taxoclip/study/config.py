@@ -109,6 +109,11 @@ class ScalingConfig(StageConfig):
         help="with --recipe scratch, add a flat-label run on the largest size (two-stage "
         "always runs the flat and no-replay baselines)",
     )
+    resume: bool = option(
+        False,
+        help="continue a study cut short in --out: its worlds, general models and every run "
+        "already measured (OUT/runs.json) are kept, the rest is run",
+    )
     model: str = shared.model("taxoclip-vit-t32", help="architecture to train")
     seed: int = shared.seed(help="first model seed (seeds are SEED .. SEED+K-1)")
     device: str = shared.device()

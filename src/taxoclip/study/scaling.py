@@ -211,20 +211,18 @@ def web_values(loaded, web: Path, device: str = "cpu") -> dict[str, float | None
 def run(config: ScalingConfig) -> ScalingResult:
     """Run the study of ``config``; write OUT (see the module docstring) and return it."""
     out = Path(config.out)
-    if (out / "study.json").exists() or any(out.glob("world-*")):
-        raise UsageError(f"--out {out} already holds a study; remove it or pass a new folder")
+    runs: dict[str, dict[str, Any]] = _earlier_runs(out, config.resume)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     device = _device(config.device)
     fractions = sorted(float(f) for f in config.sizes)
-    runs: dict[str, dict[str, Any]] = {}
-    models: dict[str, Path] = {}
+    models = {name: Path(entry["model"]) for name, entry in runs.items()}
     worlds = []
     for world_seed in config.world_seeds:
         world = _prepare_world(config, world_seed, out, fractions)
         worlds.append(world)
-        if world.general is not None:
-            name = f"w{world.seed}/general"
+        name = f"w{world.seed}/general"
+        if world.general is not None and name not in runs:
             runs[name] = _baseline_entry("general", world, None, world.general)
             runs[name].update(measure(world.general, world.synth, world.web,
                                       world.root / "analysis" / "general", world.seed, device,
@@ -233,20 +231,38 @@ def run(config: ScalingConfig) -> ScalingResult:
         for seed in config.model_seeds:
             for spec in world.specs:
                 name = f"w{world.seed}/s{seed}/{spec.name}"
-                runs[name], models[name] = _train_and_measure(config, world, spec, seed, device)
+                if name not in runs:
+                    runs[name], models[name] = _train_and_measure(config, world, spec, seed, device)
+                    _log_runs(out, runs)
             name = f"w{world.seed}/s{seed}/untrained"
-            twin = _save_untrained(models[f"w{world.seed}/s{seed}/{world.specs[0].name}"],
-                                   world.root / f"seed-{seed}" / "analysis" / "untrained", seed)  # fmt: skip
-            runs[name] = _baseline_entry("untrained", world, seed, twin)
-            runs[name].update(measure(twin, world.synth, world.web, twin.parent, seed, device,
-                                      config.progress))  # fmt: skip
-            models[name] = twin
-            _log_runs(out, runs)
+            if name not in runs:
+                twin = _save_untrained(models[f"w{world.seed}/s{seed}/{world.specs[0].name}"],
+                                       world.root / f"seed-{seed}" / "analysis" / "untrained",
+                                       seed)  # fmt: skip
+                runs[name] = _baseline_entry("untrained", world, seed, twin)
+                runs[name].update(measure(twin, world.synth, world.web, twin.parent, seed,
+                                          device, config.progress))  # fmt: skip
+                models[name] = twin
+                _log_runs(out, runs)
 
+    study = _study_record(config, worlds, runs, fractions)
+    study["seconds"] = {"total": round(time.perf_counter() - started, 2)}
+    from taxoclip.analyze import write_json
+
+    write_json(out / "study.json", study)
+    plot = None
+    try:
+        plot = plot_study(study, out / "scaling.png")
+    except ImportError as exc:  # matplotlib missing
+        log.warning("scaling.png skipped: %s", exc)
+    return ScalingResult(out, study, plot, format_table(study), runs=models)
+
+
+def _study_record(config: ScalingConfig, worlds: list[World], runs: dict, fractions) -> dict:
+    """study.json: the design, the claims and trends, and every run's values."""
     summary = summarise(runs, worlds=[w.seed for w in worlds], seeds=config.model_seeds)
     n_max = worlds[0].counts[-1]
-    steps = config.epochs * (n_max // config.batch_size) if config.budget == "steps" else None
-    study = {
+    return {
         "format_version": FORMAT_VERSION,
         "kind": "scaling",
         "taxoclip_version": __version__,
@@ -267,29 +283,40 @@ def run(config: ScalingConfig) -> ScalingResult:
         "subset_rule": SUBSET_RULE,
         "budget": config.budget,
         "budget_why": BUDGET_WHY[config.budget],
-        "steps_per_run": steps,
+        "steps_per_run": (
+            config.epochs * (n_max // config.batch_size) if config.budget == "steps" else None
+        ),
         "text": {
             "stage2": f"text_type={HIERARCHICAL_TEXT!r} (BioCLIP 2: a caption type per step)",
             "flat": f"text_type={FLAT_TEXT!r} (scientific name only), on the largest size",
             "stage1": "text_type='caption' (the web corpus' alt-text), identical captions "
             "in a batch counted as positives",
         },
+        "replay_ratio": REPLAY_RATIO if config.recipe == "two-stage" else None,
         "zero_shot_protocol": ZERO_SHOT_PROTOCOL,
         "verdict_rule": RULE,
         "claims": summary["claims"],
         "trends": summary["trends"],
         "runs": runs,
-        "seconds": {"total": round(time.perf_counter() - started, 2)},
     }
-    from taxoclip.analyze import write_json
 
-    write_json(out / "study.json", study)
-    plot = None
-    try:
-        plot = plot_study(study, out / "scaling.png")
-    except ImportError as exc:  # matplotlib missing
-        log.warning("scaling.png skipped: %s", exc)
-    return ScalingResult(out, study, plot, format_table(study), runs=models)
+
+def _earlier_runs(out: Path, resume: bool) -> dict[str, dict[str, Any]]:
+    """The runs a study cut short measured (``resume``), whose models are still there;
+    without ``resume`` an OUT holding a study is refused."""
+    holds_study = (out / "study.json").exists() or any(out.glob("world-*"))
+    if not resume:
+        if holds_study:
+            raise UsageError(
+                f"--out {out} already holds a study; pass --resume to continue it, remove it "
+                "or pass a new folder"
+            )
+        return {}
+    path = out / "runs.json"
+    if not path.is_file():
+        return {}
+    runs = json.loads(path.read_text())
+    return {name: entry for name, entry in runs.items() if Path(entry["model"]).is_dir()}
 
 
 def _log_runs(out: Path, runs: dict[str, dict[str, Any]]) -> None:
@@ -339,6 +366,8 @@ def _prepare_world(config: ScalingConfig, world_seed: int, out: Path, fractions)
 def _synth_root(config: ScalingConfig, world_seed: int, root: Path, two_stage: bool) -> Path:
     if config.data is not None:
         return Path(config.data).resolve()
+    if config.resume and (root / "synth" / "synth.json").is_file():
+        return (root / "synth").resolve()
     from taxoclip.synth import SynthConfig, generate
 
     synth_config = SynthConfig(
@@ -359,6 +388,9 @@ def _train_stage1(config: ScalingConfig, world: World) -> Path:
     from taxoclip.train import TrainConfig, train
 
     shards = _web_shards(world.web)
+    done = world.root / "stage1" / "model"
+    if config.resume and (done / "open_clip_model.safetensors").is_file():
+        return done
     if config.progress:
         print(f"[study] world {world.seed}: stage 1 (general) on {shards}", flush=True)
     result = train(
@@ -369,7 +401,17 @@ def _train_stage1(config: ScalingConfig, world: World) -> Path:
             workers=1, seed=world.seed, device=config.device, progress=config.progress,
         )
     )  # fmt: skip
+    _drop_checkpoints(result.run)
     return result.model_dir
+
+
+def _drop_checkpoints(run: Path) -> None:
+    """A study measures each run's exported ``model/``; the training checkpoints go. (A
+    432-image run at the steps of 6 epochs over 3,744 images passes 52 epoch boundaries:
+    4.7 GB of checkpoints, and the default study would hold over 50 GB.)"""
+    import shutil
+
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)
 
 
 def _train_and_measure(
@@ -387,6 +429,10 @@ def _train_and_measure(
               f"text {spec.text_type}, replay {'on' if spec.replay else 'off'})", flush=True)  # fmt: skip
     tick = time.perf_counter()
     run_dir = world.root / f"seed-{seed}" / "runs" / spec.name
+    if config.resume:  # a run cut short is not in runs.json: it starts again
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
     result = train(
         TrainConfig(
             data=spec.shards, out=str(run_dir),
@@ -398,6 +444,7 @@ def _train_and_measure(
         )
     )  # fmt: skip
     train_seconds = time.perf_counter() - tick
+    _drop_checkpoints(result.run)
     measured = measure(result.model_dir, world.synth, world.web,
                        world.root / f"seed-{seed}" / "analysis" / spec.name, seed, device,
                        config.progress)  # fmt: skip

@@ -125,7 +125,7 @@ def _trend_entry(claim: Claim, runs, replicates) -> dict[str, Any]:
         slopes.append(
             slope([r["n_train"] for r in mine], [_value(r, claim.statistic) for r in mine])
         )
-    entry = {"claim": f"{claim.claim} grows with data", "statistic": claim.statistic}
+    entry = {"claim": claim.grows or f"{claim.claim} grows with data", "statistic": claim.statistic}
     entry.update(trend(slopes, claim.higher))
     return entry
 

@@ -26,10 +26,11 @@ JUVENILE_HEAD = 1.3
 JUVENILE_PATTERN = 0.3
 JUVENILE_RATE = 0.25
 CREST_RGB = (248.0, 248.0, 248.0)
-# The crest in body lengths: from the top of the head, back and up, this thick. A pilot
-# with a crest of radius 0.045 reaching 0.15 above the head (about 1 x 3 px at 32 px)
-# found no CLIP learned it from captions, while a supervised CNN did; this one is about
-# 2 x 5 px there: still a fixed mark of one form, colour and place in every species.
+# The crest in body lengths: from the top of the head, back and up, this thick. Pilots
+# with a crest of radius 0.045 reaching 0.15 above the head (about 2 x 5 px on a 19-px
+# adult at 32 px) found no CLIP learned it from captions, while a supervised CNN did;
+# this one is about 3 x 10 px there (docs/analyze.md): still a fixed mark of one form,
+# colour and place in every species, its opacity the species' strength.
 CREST_TIP = (-0.2, 0.3)
 CREST_RADIUS = 0.085
 BEAK_RGB = (235.0, 180.0, 40.0)

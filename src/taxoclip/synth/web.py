@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from taxoclip.errors import UsageError
+
 from .names import hue_word
 from .render import JUVENILE_SCALE, render, sample_image_params
 from .seeds import WEB_STREAM, species_rng
@@ -141,8 +143,6 @@ def write_web_corpus(
     """Write ``n_images`` web pairs into ``root / "web"`` (see the module doc); counts."""
     from taxoclip.data import ShardSample, write_shards
 
-    from .dataset import encode_jpeg
-
     web = root / "web"
     n_test = min(MAX_TEST, max(1, n_images // 10))
     rows = [s.as_row() for s in species]
@@ -150,49 +150,26 @@ def write_web_corpus(
     train_rows: list[dict] = []
 
     def samples() -> Iterator[ShardSample]:
-        bar = tqdm(total=n_images, unit="img", desc="web", disable=not progress)
-        for start in range(0, n_images, BATCH):
-            rng = species_rng(seed, WEB_STREAM, start // BATCH)
-            n = min(BATCH, n_images - start)
-            row = rows[int(rng.integers(len(rows)))]
-            is_scene = rng.random(n) < SCENE_SHARE
-            params = sample_image_params(row, n, rng)
-            pixels = render(params, image_size, rng, organism=(~is_scene).astype(np.float32))
-            for i in range(n):
-                index = start + i
-                male, young = bool(params.male[i]), bool(params.juvenile[i])
-                scene = int(params.scene[i])
-                caption, mentions = caption_for(
-                    rng, None if is_scene[i] else row, male, young, scene
-                )
-                key = f"web{index:07d}"
-                truth = {
-                    "key": key, "caption": caption,
-                    "kind": "scene" if is_scene[i] else "organism",
-                    "species_id": "" if is_scene[i] else int(row["species_id"]),
-                    "sex": "" if is_scene[i] else ("male" if male else "female"),
-                    "life_stage": "" if is_scene[i] else ("juvenile" if young else "adult"),
-                    "crest_visible": (not is_scene[i])
-                    and crest_visible(float(row["sex_strength"]), male, young),
-                    "scene": scene, "mentions": ";".join(mentions),
-                }  # fmt: skip
-                jpg = encode_jpeg(pixels[i], jpeg_quality)
-                if index < n_test:
-                    path = web / "test" / "images" / f"{key}.jpg"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(jpg)
-                    test_rows.append({"filepath": f"images/{key}.jpg", **truth})
-                else:
-                    train_rows.append(truth)
-                    meta = {k: truth[k] for k in ("kind", "species_id", "sex", "life_stage",
-                                                  "crest_visible", "mentions")}  # fmt: skip
-                    yield ShardSample(key=key, jpg=jpg, lineage=None, meta=meta, caption=caption)
-            bar.update(n)
-        bar.close()
+        with tqdm(total=n_images, unit="img", desc="web", disable=not progress) as bar:
+            for start in range(0, n_images, BATCH):
+                n = min(BATCH, n_images - start)
+                for truth, jpg in _web_batch(rows, seed, start, n, image_size, jpeg_quality):
+                    if len(test_rows) < n_test:  # the first n_test images are held out
+                        path = web / "test" / "images" / f"{truth['key']}.jpg"
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        path.write_bytes(jpg)
+                        test_rows.append({"filepath": f"images/{truth['key']}.jpg", **truth})
+                    else:
+                        train_rows.append(truth)
+                        meta = {k: truth[k] for k in ("kind", "species_id", "sex", "life_stage",
+                                                      "crest_visible", "mentions")}  # fmt: skip
+                        yield ShardSample(key=truth["key"], jpg=jpg, lineage=None, meta=meta,
+                                          caption=truth["caption"])  # fmt: skip
+                bar.update(n)
 
     n_train = n_images - n_test
     if n_train < 1:
-        raise ValueError(f"a web corpus of {n_images} images leaves none to train on")
+        raise UsageError(f"--web {n_images}: a web corpus that small leaves nothing to train on")
     per_shard = max(1, -(-n_train // max(1, min(16, n_train // 2000))))
     shards = write_shards(samples(), web / "shards", samples_per_shard=per_shard, prefix="web")
     _write_rows(web / "train.csv", train_rows, COLUMNS)
@@ -211,6 +188,34 @@ def write_web_corpus(
                 "scene_share": SCENE_SHARE, "scene_words": SCENE_WORDS}  # fmt: skip
     (web / "web.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return counts
+
+
+def _web_batch(
+    rows: list[dict], seed: int, start: int, n: int, image_size: int, jpeg_quality: int
+) -> Iterator[tuple[dict, bytes]]:
+    """Images ``start .. start+n-1`` of the corpus, one species (and some empty scenes):
+    (their ground-truth row, their JPEG bytes). A pure function of (seed, start)."""
+    from .dataset import encode_jpeg
+
+    rng = species_rng(seed, WEB_STREAM, start // BATCH)
+    row = rows[int(rng.integers(len(rows)))]
+    is_scene = rng.random(n) < SCENE_SHARE
+    params = sample_image_params(row, n, rng)
+    pixels = render(params, image_size, rng, organism=(~is_scene).astype(np.float32))
+    for i in range(n):
+        male, young, scene = bool(params.male[i]), bool(params.juvenile[i]), int(params.scene[i])
+        caption, mentions = caption_for(rng, None if is_scene[i] else row, male, young, scene)
+        organism = not is_scene[i]
+        truth = {
+            "key": f"web{start + i:07d}", "caption": caption,
+            "kind": "organism" if organism else "scene",
+            "species_id": int(row["species_id"]) if organism else "",
+            "sex": ("male" if male else "female") if organism else "",
+            "life_stage": ("juvenile" if young else "adult") if organism else "",
+            "crest_visible": organism and crest_visible(float(row["sex_strength"]), male, young),
+            "scene": scene, "mentions": ";".join(mentions),
+        }  # fmt: skip
+        yield truth, encode_jpeg(pixels[i], jpeg_quality)
 
 
 def _write_rows(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
