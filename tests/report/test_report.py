@@ -214,42 +214,47 @@ def test_renders_in_headless_chromium(all_inputs: list[Path], tmp_path: Path) ->
     assert not console, "\n".join(console)
 
 
-def _study(folder: Path, flat: bool = True) -> Path:
+def _study(folder: Path) -> Path:
+    """A study.json in the schema of study/summary.py (claims, trends, runs)."""
     folder.mkdir(parents=True)
-    runs = {
-        f"size-{n}": {"kind": "hierarchical", "n_train": n, "zero_shot": {}, "stats": {}}
-        for n in (30, 60, 120)
-    }
-    if flat:
-        runs["flat-120"] = {"kind": "flat", "n_train": 120, "zero_shot": {}, "stats": {}}
-    rows = []
-    for name, run in runs.items():
-        rows.append({"data_size": run["n_train"], "metric": "taxonomic.spearman", "run": name,
-                     "value": run["n_train"] / 1000 + (0.5 if run["kind"] == "flat" else 0),
-                     "baseline_value": 0.0123, "null_mean": 0.001, "null_sd": 0.002,
-                     "ablation": run["kind"] == "flat"})  # fmt: skip
-    study = {"kind": "scaling", "budget": "steps", "budget_why": "fixed <compute>",
-             "runs": runs, "rows": rows}  # fmt: skip
+    baselines = {"untrained": 0.0123, "general": 0.61, "flat": 0.55, "no_replay": None,
+                 "null": 0.498}  # fmt: skip
+    claim = {"claim": "sexes separated", "statistic": "separation_sex.probe_accuracy",
+             "size": 120, "mean": 0.62, "sd": 0.01, "n_seeds": 6, "baselines": baselines,
+             "baselines_sd": dict.fromkeys(baselines, 0.01), "against": ["untrained", "null"],
+             "verdict": "holds"}  # fmt: skip
+    trend = {"claim": "sexes separated grows with data", "statistic": claim["statistic"],
+             "slope": 0.031, "ci_low": 0.02, "ci_high": 0.042, "verdict": "holds"}  # fmt: skip
+    study = {"kind": "scaling", "recipe": "two-stage", "budget": "steps",
+             "budget_why": "fixed <compute>", "worlds": [{"seed": 0}, {"seed": 1}],
+             "model_seeds": [0, 1, 2], "sizes": [30, 60, 120], "verdict_rule": "the <rule>",
+             "claims": [claim, {**claim, "claim": "taxonomy", "statistic": "taxonomic.spearman",
+                                "mean": 0.1, "verdict": "does not hold"}],
+             "trends": [trend], "runs": {"w0/s0/size-30": {"kind": "stage2"}}}  # fmt: skip
     (folder / "study.json").write_text(json.dumps(study))
     Image.new("RGB", (50, 30), (30, 30, 200)).save(folder / "scaling.png")
     return folder
 
 
-def test_study_dir_is_a_section_with_plot_and_table(tmp_path: Path) -> None:
+def test_study_dir_shows_its_claims_first_then_its_design_and_plot(tmp_path: Path) -> None:
     folder = _study(tmp_path / "study")
     found = detect_inputs([folder])
     assert found.study == folder and found.analysis is None
     html = write_report([folder], tmp_path / "s.html").read_text(encoding="utf-8")
+    assert html.index('id="claims"') < html.index('id="summary"') < html.index('id="study"')
+    claims = html.split('id="claims"', 1)[1].split("</section>", 1)[0]
+    assert "sexes separated" in claims and "0.620 ± 0.010" in claims
+    assert "0.012 ± 0.010" in claims and "0.610 ± 0.010" in claims  # every baseline shown
+    assert '<td style="font-weight:600" class="num">0.012 ± 0.010</td>' in claims  # judged
+    assert '<td class="num">0.610 ± 0.010</td>' in claims  # shown, not judged
+    assert 'class="verdict ok">holds' in claims and 'class="verdict bad">does not hold' in claims
+    assert (
+        "[0.020, 0.042]" in claims and "6 replicate(s)" in claims and "the &lt;rule&gt;" in claims
+    )
     section = html.split('id="study"', 1)[1]
     assert len(_images(section)) == 1 and _images(section)[0].startswith("data:image/png;base64,")
-    for header in ("n = 30", "n = 60", "n = 120", "flat labels, n = 120", "untrained baseline"):
-        assert header in section
-    assert "taxonomic.spearman" in section
-    assert "0.030" in section and "0.120" in section and "0.620" in section  # values per run
-    assert "0.0123" in section or "0.012" in section
-    assert "fixed &lt;compute&gt;" in section
-    plain = write_report([_study(tmp_path / "noflat", flat=False)], tmp_path / "n.html")
-    assert "flat labels" not in plain.read_text(encoding="utf-8")
+    assert "recipe: two-stage" in section and "model seeds: 0, 1, 2" in section
+    assert "30, 60, 120" in section and "fixed &lt;compute&gt;" in section
 
 
 def test_study_beside_the_other_inputs(all_inputs: list[Path], tmp_path: Path) -> None:

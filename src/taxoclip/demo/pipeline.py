@@ -260,8 +260,12 @@ def _summary(out, made, curated, general, trained, index_dir, evaluated, claims,
         f"  analysis          {out / 'analysis'}/metrics.json and plots/",
         f"  claims            {out / 'claims'}/study.json  ("
         + ", ".join(
-            f"{sum(c['verdict'] == v for c in claims['claims'])} {v}"
-            for v in ("holds", "inconclusive", "does not hold")
+            f"{sum(c['verdict'] == v for c in claims['claims'])} {said}"
+            for v, said in (
+                ("holds", "hold"),
+                ("inconclusive", "inconclusive"),
+                ("does not hold", "do not hold"),
+            )  # fmt: skip
         )
         + "; one seed)",
         f"  try               taxoclip predict {made.out}/test/images --model {trained.model_dir} "
