@@ -108,6 +108,9 @@ def test_summarise_builds_the_schema_other_tools_read():
     # statistics nobody measured are inconclusive, never "holds"
     other = next(c for c in summary["claims"] if c["statistic"] == "taxonomic.spearman")
     assert other["mean"] is None and other["verdict"] == UNSURE
+    rows = {(r["statistic"], r["kind"], r["size"]): r for r in summary["statistics"]}
+    assert rows[(stat, "stage2", 400)]["mean"] == pytest.approx(0.70)
+    assert rows[(stat, "stage2", 400)]["n"] == 3 and rows[(stat, "general", None)]["n"] == 1
     table = format_table({**summary, "runs": runs})
     assert "sexes separated" in table and "3 replicate(s)" in table
 
@@ -127,3 +130,14 @@ def test_one_replicate_uses_the_null_spread():
     assert claim["n_seeds"] == 1 and claim["sd"] == pytest.approx(0.01)
     assert claim["verdict"] == HOLDS  # 0.66 vs 0.55: beyond 2 x 0.01
     assert next(t for t in summary["trends"] if t["statistic"] == stat)["verdict"] == UNSURE
+
+
+def test_a_claim_without_the_comparator_it_is_about_has_no_verdict():
+    stat = "zero_shot.seen_top1"
+    runs = {"w0/s0/size-100": {"kind": "stage2", "world": 0, "seed": 0, "n_train": 100,
+                               "values": {stat: {"value": 0.3}}},
+            "w0/s0/untrained": {"kind": "untrained", "world": 0, "seed": 0, "n_train": None,
+                                "values": {stat: {"value": 0.01}}}}  # fmt: skip
+    claim = next(c for c in summarise(runs, [0], [0])["claims"] if c["statistic"] == stat)
+    assert claim["baselines"]["flat"] is None
+    assert claim["verdict"] == UNSURE  # beats the untrained twin, but "beats flat" is untested

@@ -153,6 +153,14 @@ def test_claims_and_trends_in_their_stable_form(study):
     for entry in data["trends"]:
         assert set(entry) >= {"claim", "statistic", "slope", "ci_low", "ci_high", "verdict"}
         assert entry["verdict"] in verdicts
+    # every statistic, not only the claims', as mean and sd per kind and size
+    kinds = {
+        (r["kind"], r["size"])
+        for r in data["statistics"]
+        if r["statistic"] == "trait_hue.pc1_spearman"
+    }
+    assert kinds == {*(("stage2", n) for n in data["sizes"]), ("flat", n_max),
+                     ("no_replay", n_max), ("general", None), ("untrained", None)}  # fmt: skip
 
 
 def test_plot_table_and_report(study, tmp_path):

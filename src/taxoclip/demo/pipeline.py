@@ -38,8 +38,8 @@ class DemoPlan:
 FULL = DemoPlan(
     dict(species=240, images_per_species=32, image_size=32, seed=0, preview=True,
          raw_source=True, web=12000),
-    stage1_epochs=4,
-    epochs=7,
+    stage1_epochs=6,
+    epochs=9,
     batch_size=128,
     warmup=40,
     samples_per_shard=1000,

@@ -54,6 +54,7 @@ class Claim:
     trend: bool = True  # also asked: does it grow with data?
     keep: bool = False  # judged by keep_verdict: a share of the general model's value kept
     grows: str = ""  # the trend's wording, when not "<claim> grows with data"
+    needs: tuple[str, ...] = ()  # comparators without which there is no verdict at all
 
 
 #: The paper's claims (BioCLIP 2, section 5), in the order the report lists them.
@@ -77,9 +78,11 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("life-stage direction orthogonal to the species span",
           "orthogonality_life_stage.fraction_outside", ("null",)),
     Claim("hierarchical text beats flat: seen species", "zero_shot.seen_top1",
-          ("untrained", "flat"), grows="zero-shot on seen species grows with data"),
+          ("untrained", "flat"), grows="zero-shot on seen species grows with data",
+          needs=("flat",)),
     Claim("hierarchical text beats flat: genus of unseen species", "zero_shot.unseen_genus_top1",
-          ("untrained", "flat"), grows="zero-shot genus of unseen species grows with data"),
+          ("untrained", "flat"), grows="zero-shot genus of unseen species grows with data",
+          needs=("flat",)),
     Claim("replay keeps the general ability", "web.retrieval_r5", ("no_replay",),
           trend=False, keep=True),
 )  # fmt: skip

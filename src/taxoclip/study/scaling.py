@@ -297,6 +297,7 @@ def _study_record(config: ScalingConfig, worlds: list[World], runs: dict, fracti
         "verdict_rule": RULE,
         "claims": summary["claims"],
         "trends": summary["trends"],
+        "statistics": summary["statistics"],
         "runs": runs,
     }
 

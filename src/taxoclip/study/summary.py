@@ -61,7 +61,25 @@ def summarise(runs: Mapping[str, Mapping], worlds: Sequence[int], seeds: Sequenc
     replicates = [(w, s) for w in worlds for s in seeds if _largest(runs, w, s) is not None]
     claims = [_claim_entry(claim, runs, replicates, worlds) for claim in CLAIMS]
     trends = [_trend_entry(claim, runs, replicates) for claim in CLAIMS if claim.trend]
-    return {"claims": claims, "trends": trends}
+    return {"claims": claims, "trends": trends, "statistics": statistics_table(runs)}
+
+
+def statistics_table(runs: Mapping[str, Mapping]) -> list[dict[str, Any]]:
+    """Every statistic any run measured, as mean ± sd over replicates per kind of model and
+    data size (the general model and the untrained twin have no size): the claims pick
+    some of these rows, the rest (hue, elongation, effective dimension, …) are here."""
+    groups: dict[tuple[str, str, int | None], list[float | None]] = {}
+    for entry in runs.values():
+        for stat in entry.get("values") or {}:
+            key = (stat, entry.get("kind", "?"), entry.get("n_train"))
+            groups.setdefault(key, []).append(_value(entry, stat))
+    rows = []
+    for (stat, kind, size), values in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)
+    ):
+        mean, sd, n = mean_sd(values)
+        rows.append({"statistic": stat, "kind": kind, "size": size, "mean": mean, "sd": sd, "n": n})
+    return rows
 
 
 def _first(entries, statistic: str, field: str) -> int | None:
@@ -113,6 +131,8 @@ def _claim_entry(claim: Claim, runs, replicates, worlds) -> dict[str, Any]:
         entry["detectable"] = None
         return entry
     entry["verdict"], entry["detectable"] = verdict(mean, sd, comparators, claim.higher)
+    if any(baselines[k] is None for k in claim.needs):  # e.g. "beats flat" without a flat run
+        entry["verdict"] = UNSURE
     return entry
 
 
