@@ -170,10 +170,10 @@ def format_table(study: Mapping[str, Any]) -> str:
         lines.append(f"{c['claim'][:52]:52} {c['statistic'][:38]:38} {_fmt(c['mean'], c['sd']):>13} "
                      + " ".join(f"{_fmt(b.get(k)):>9}" for k in (*BASELINE_KINDS, "null"))
                      + f"  {c['verdict']}")  # fmt: skip
-    lines.append("")
-    lines.append(
-        f"{'trend':52} {'statistic':38} {'slope/doubling':>15} {'95% interval':>20}  verdict"
-    )
+    if study["trends"]:  # none with one data size (the demo)
+        lines.append("")
+        lines.append(f"{'trend':52} {'statistic':38} {'slope/doubling':>15} "
+                     f"{'95% interval':>20}  verdict")  # fmt: skip
     for t in study["trends"]:
         interval = (f"[{_fmt(t['ci_low'])}, {_fmt(t['ci_high'])}]"
                     if t.get("ci_low") is not None else "-")  # fmt: skip
