@@ -29,6 +29,8 @@ from .rows import (  # the row vocabulary, torch-free (shared with the ONNX runt
     PRED_FILENAME_KEY,
     PRED_SCORE_KEY,
     SPECIES_COLUMNS,
+    deepest_choices,
+    deepest_row,
     rolled_up_names,
     tol_row,
 )
@@ -310,20 +312,12 @@ class TreeOfLifeClassifier(BaseClassifier):
                 rows[index] = self._error_row(image_key(images[index], index), reason)
             if probs is None:
                 continue
-            best: list[tuple[Rank, tuple, str, float] | None] = [None] * len(indices)
-            for rank in reversed(list(Rank)):  # species first: keep the deepest that clears
-                values, named = self._top_at_rank(probs, rank, 1, min_prob)
-                for row in range(len(indices)):
-                    if best[row] is None and named[row] and float(values[row, 0]) >= threshold:
-                        names, common = named[row][0]
-                        best[row] = (rank, names, common, float(values[row, 0]))
+            best = deepest_choices(
+                lambda rank, probs=probs: self._top_at_rank(probs, rank, 1, min_prob),
+                len(indices), threshold,
+            )  # fmt: skip
             for row, index in enumerate(indices):
                 key = image_key(images[index], index)
-                if best[row] is None:
-                    rows[index] = {PRED_FILENAME_KEY: key, "rank": "", PRED_SCORE_KEY: 0.0}
-                    continue
-                rank, names, common, score = best[row]
-                out = self._row(key, rank, names, common, score)
-                rows[index] = {PRED_FILENAME_KEY: key, "rank": rank.get_label(),
-                               **{c: out.get(c, "") for c in SPECIES_COLUMNS}, PRED_SCORE_KEY: score}  # fmt: skip
+                rows[index] = deepest_row(key, *(best[row] or (None, (), "", 0.0)),
+                                          row_of=self._row)  # fmt: skip
         return [rows[index] for index in sorted(rows)]

@@ -32,6 +32,7 @@ from .rows import (
     PRED_FILENAME_KEY,
     PRED_SCORE_KEY,
     SPECIES_COLUMNS,
+    deepest_choices,
     deepest_row,
     error_row,
     rolled_up_names,
@@ -210,13 +211,10 @@ class OnnxTreeOfLife(OnnxClassifier):
                 rows[index] = error_row(image_key(images[index], index), reason)
             if probs is None:
                 continue
-            best: list = [None] * len(indices)
-            for rank in reversed(list(Rank)):  # species first: keep the deepest that clears
-                values, named = self._top_at_rank(probs, rank, 1, min_prob)
-                for row in range(len(indices)):
-                    if best[row] is None and named[row] and float(values[row, 0]) >= threshold:
-                        names, common = named[row][0]
-                        best[row] = (rank, names, common, float(values[row, 0]))
+            best = deepest_choices(
+                lambda rank, probs=probs: self._top_at_rank(probs, rank, 1, min_prob),
+                len(indices), threshold,
+            )  # fmt: skip
             for row, index in enumerate(indices):
                 key = image_key(images[index], index)
                 rows[index] = deepest_row(key, *(best[row] or (None, (), "", 0.0)))

@@ -6,7 +6,7 @@ Torch-free, so both runtimes (the torch classifiers and the ONNX path) and the w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from taxoclip.taxonomy import RANK_NAMES, Rank
 
@@ -36,13 +36,30 @@ def tol_row(key: str, rank: Rank, names: Sequence[str], common: str, score: floa
 
 
 def deepest_row(key: str, rank: Rank | None, names: Sequence[str], common: str,
-                score: float) -> dict:  # fmt: skip
-    """``--deepest-rank``'s row: the rank reached and every species column ("" below it)."""
+                score: float, row_of: Callable[..., dict] = tol_row) -> dict:  # fmt: skip
+    """``--deepest-rank``'s row: the rank reached and every species column ("" below it);
+    ``row_of`` writes the names at the rank (a classifier's own, e.g. a region list's)."""
     if rank is None:
         return {PRED_FILENAME_KEY: key, "rank": "", PRED_SCORE_KEY: 0.0}
-    out = tol_row(key, rank, names, common, score)
+    out = row_of(key, rank, names, common, score)
     return {PRED_FILENAME_KEY: key, "rank": rank.get_label(),
             **{c: out.get(c, "") for c in SPECIES_COLUMNS}, PRED_SCORE_KEY: score}  # fmt: skip
+
+
+def deepest_choices(
+    top_at_rank: Callable[[Rank], tuple], n: int, threshold: float
+) -> list[tuple[Rank, Sequence[str], str, float] | None]:
+    """``--deepest-rank`` for a batch of ``n`` images: per image ``(rank, names, common,
+    score)`` of the deepest rank whose best taxon scores at least ``threshold``, or None.
+    ``top_at_rank(rank)`` gives that rank's top-1 ``(values, named)`` in either runtime."""
+    best: list[tuple[Rank, Sequence[str], str, float] | None] = [None] * n
+    for rank in reversed(list(Rank)):  # species first: keep the deepest that clears
+        values, named = top_at_rank(rank)
+        for row in range(n):
+            if best[row] is None and named[row] and float(values[row, 0]) >= threshold:
+                names, common = named[row][0]
+                best[row] = (rank, names, common, float(values[row, 0]))
+    return best
 
 
 def rolled_up_names(values, positions, labels: Sequence) -> list[list[tuple]]:

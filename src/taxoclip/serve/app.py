@@ -200,16 +200,17 @@ def _add_health(app: FastAPI, engine: Engine, batcher: Batcher, limits: Limits,
         }
 
 
+def _multipart_body(schema: dict) -> dict:
+    """OpenAPI for a required multipart form body of ``schema``."""
+    return {"requestBody": {"required": True,
+                            "content": {"multipart/form-data": {"schema": schema}}}}  # fmt: skip
+
+
 def _add_predict(app: FastAPI, engine: Engine, batcher: Batcher, limits: Limits) -> None:
     @app.post(
         "/predict",
         summary="top-k taxa (or custom labels) per image: `taxoclip predict --format json` rows",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"multipart/form-data": {"schema": _FORM_SCHEMA}},
-            }
-        },
+        openapi_extra=_multipart_body(_FORM_SCHEMA),
         responses={
             200: {
                 "description": "rows in upload order; a file that could not be read has "
@@ -264,12 +265,7 @@ def _add_embed(app: FastAPI, engine: Engine, batcher: Batcher, limits: Limits) -
     @app.post(
         "/embed",
         summary="image embeddings (raw features unless normalize)",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"multipart/form-data": {"schema": _EMBED_SCHEMA}},
-            }
-        },
+        openapi_extra=_multipart_body(_EMBED_SCHEMA),
     )
     async def embed(request: Request) -> dict[str, Any]:
         form = await _form(request, limits)

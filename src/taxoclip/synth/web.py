@@ -145,45 +145,46 @@ def write_web_corpus(
 
     web = root / "web"
     n_test = min(MAX_TEST, max(1, n_images // 10))
+    n_train = n_images - n_test
+    if n_train < 1:
+        raise UsageError(f"--web {n_images}: a web corpus that small leaves nothing to train on")
     rows = [s.as_row() for s in species]
-    test_rows: list[dict] = []
-    train_rows: list[dict] = []
+    (web / "test" / "images").mkdir(parents=True, exist_ok=True)
+    counts = dict.fromkeys(("scenes", "crest_visible", "crest_mentioned", "young_mentioned"), 0)
+    # Streamed: one image's row is held at a time, whatever N is.
+    with (web / "train.csv").open("w", newline="", encoding="utf-8") as train_file, \
+            (web / "test.csv").open("w", newline="", encoding="utf-8") as test_file:  # fmt: skip
+        train_csv = _csv_writer(train_file, COLUMNS)
+        test_csv = _csv_writer(test_file, ("filepath", *COLUMNS))
 
-    def samples() -> Iterator[ShardSample]:
-        with tqdm(total=n_images, unit="img", desc="web", disable=not progress) as bar:
-            for start in range(0, n_images, BATCH):
-                n = min(BATCH, n_images - start)
-                for truth, jpg in _web_batch(rows, seed, start, n, image_size, jpeg_quality):
-                    if len(test_rows) < n_test:  # the first n_test images are held out
-                        path = web / "test" / "images" / f"{truth['key']}.jpg"
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_bytes(jpg)
-                        test_rows.append({"filepath": f"images/{truth['key']}.jpg", **truth})
-                    else:
-                        train_rows.append(truth)
+        def samples() -> Iterator[ShardSample]:
+            with tqdm(total=n_images, unit="img", desc="web", disable=not progress) as bar:
+                for start in range(0, n_images, BATCH):
+                    n = min(BATCH, n_images - start)
+                    for i, (truth, jpg) in enumerate(
+                        _web_batch(rows, seed, start, n, image_size, jpeg_quality)
+                    ):
+                        counts["scenes"] += truth["kind"] == "scene"
+                        counts["crest_visible"] += bool(truth["crest_visible"])
+                        if start + i < n_test:  # the first n_test images are held out
+                            relpath = f"images/{truth['key']}.jpg"
+                            (web / "test" / relpath).write_bytes(jpg)
+                            test_csv.writerow({"filepath": relpath, **truth})
+                            continue
+                        mentioned = truth["mentions"].split(";")
+                        counts["crest_mentioned"] += "crest" in mentioned
+                        counts["young_mentioned"] += "young" in mentioned
+                        train_csv.writerow(truth)
                         meta = {k: truth[k] for k in ("kind", "species_id", "sex", "life_stage",
                                                       "crest_visible", "mentions")}  # fmt: skip
                         yield ShardSample(key=truth["key"], jpg=jpg, lineage=None, meta=meta,
                                           caption=truth["caption"])  # fmt: skip
-                bar.update(n)
+                    bar.update(n)
 
-    n_train = n_images - n_test
-    if n_train < 1:
-        raise UsageError(f"--web {n_images}: a web corpus that small leaves nothing to train on")
-    per_shard = max(1, -(-n_train // max(1, min(16, n_train // 2000))))
-    shards = write_shards(samples(), web / "shards", samples_per_shard=per_shard, prefix="web")
-    _write_rows(web / "train.csv", train_rows, COLUMNS)
-    _write_rows(web / "test.csv", test_rows, ("filepath", *COLUMNS))
-    counts = {
-        "images": n_images,
-        "train": n_train,
-        "test": n_test,
-        "shards": shards.n_shards,
-        "scenes": sum(r["kind"] == "scene" for r in train_rows + test_rows),
-        "crest_visible": sum(bool(r["crest_visible"]) for r in train_rows + test_rows),
-        "crest_mentioned": sum("crest" in r["mentions"].split(";") for r in train_rows),
-        "young_mentioned": sum("young" in r["mentions"].split(";") for r in train_rows),
-    }
+        per_shard = max(1, -(-n_train // max(1, min(16, n_train // 2000))))
+        shards = write_shards(samples(), web / "shards", samples_per_shard=per_shard, prefix="web")
+    counts = {"images": n_images, "train": n_train, "test": n_test, "shards": shards.n_shards,
+              **counts}  # fmt: skip
     manifest = {"counts": counts, "shards": [p.name for p in shards.paths], "mention_probability": MENTION,
                 "scene_share": SCENE_SHARE, "scene_words": SCENE_WORDS}  # fmt: skip
     (web / "web.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -218,8 +219,7 @@ def _web_batch(
         yield truth, encode_jpeg(pixels[i], jpeg_quality)
 
 
-def _write_rows(path: Path, rows: list[dict], columns: tuple[str, ...]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+def _csv_writer(handle, columns: tuple[str, ...]) -> csv.DictWriter:
+    writer = csv.DictWriter(handle, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    return writer
