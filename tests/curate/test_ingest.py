@@ -57,7 +57,7 @@ def test_dwca_one_record_per_still_image_and_every_other_row_rejected(dwca: Path
     reasons = {r["record_id"]: r["reason"] for r in result.rejected}
     assert reasons == {
         "dwca:2:0": "not a still image (type Sound)",
-        "dwca:9:0": "multimedia row for gbifID 9 has no occurrence",
+        "dwca:9:0": "media row for core id 9 has no core row",
         "dwca:3": "occurrence has no image",
     }
     assert all(r["stage"] == "ingest" for r in result.rejected)
@@ -155,5 +155,5 @@ def test_unknown_sources_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file or folder"):
         ingest([tmp_path / "missing"])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="found neither occurrence.txt"):
+    with pytest.raises(InputError, match="found no meta.xml or occurrence.txt"):
         ingest([tmp_path / "empty"])

@@ -1,45 +1,31 @@
 """Read raw sources into records (``RECORD_SCHEMA``): one record per image.
 
-Sources: a GBIF Darwin Core Archive (folder or .zip; ``occurrence.txt`` + ``multimedia.txt``
-joined on ``gbifID``), a CSV/TSV/Parquet manifest with a column map (presets for EOL-,
-BIOSCAN- and FathomNet-style exports), an image folder with a ``taxa.csv``, and SynthToL's
-raw-source output (its ``raw/dwca`` archive). Rows that cannot become an image record
-(a media row of a sound, an occurrence without media, an empty URL) are returned as
-rejections at stage ``ingest``, never dropped.
+Sources: a Darwin Core Archive (folder or .zip, read as its meta.xml says:
+:mod:`taxoclip.curate.dwca`), a CSV/TSV/Parquet manifest with a column map (presets for
+EOL-, BIOSCAN- and FathomNet-style exports), an image folder with a ``taxa.csv``, and
+SynthToL's raw-source output (its ``raw/dwca`` archive). Rows that cannot become an image
+record (a media row of a sound, an occurrence without media, an empty URL) are returned as
+rejections at stage ``ingest``, never dropped. Each source is a :class:`Source`: an upper
+bound of its records, then its records and rejections in chunks (an archive is streamed).
 """
 
 from __future__ import annotations
 
 import csv
 import sys
-import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from taxoclip.curate.dwca import ArchiveReader
+from taxoclip.curate.dwcatext import is_archive_folder
 from taxoclip.curate.records import RECORD_COLUMNS, RECORD_SCHEMA, rejection
 from taxoclip.errors import InputError, UsageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
-
-# Darwin Core term -> our record column (GBIF headers use the bare term names).
-_DWC_OCCURRENCE = {
-    "scientificName": "scientific_name",
-    "kingdom": "kingdom",
-    "phylum": "phylum",
-    "class": "class_",
-    "order": "order",
-    "family": "family",
-    "genus": "genus",
-    "vernacularName": "vernacular_name",
-    "basisOfRecord": "basis_of_record",
-    "eventRemarks": "event_remarks",
-    "publisher": "publisher",
-    "license": "license",
-}
 
 # Column maps for manifests: our field -> the export's column. ``id`` and ``url`` are
 # required; ``x, y, width, height`` (FathomNet boxes) become the crop box.
@@ -125,15 +111,16 @@ def detect_kind(path: Path) -> str:
         )
     if not path.is_dir():
         raise InputError(f"source {path}: no such file or folder")
-    if (path / "occurrence.txt").is_file():
+    if is_archive_folder(path):
         return "dwca"
-    if (path / "raw" / "dwca" / "occurrence.txt").is_file():
+    if is_archive_folder(path / "raw" / "dwca"):
         return "synth"
     if (path / "taxa.csv").is_file():
         return "folder"
     raise InputError(
-        f"source {path}: found neither occurrence.txt (a Darwin Core Archive), raw/dwca/ "
-        "(SynthToL raw source, made by `taxoclip synth --raw-source`) nor taxa.csv (an image folder)"
+        f"source {path}: found no meta.xml or occurrence.txt (a Darwin Core Archive), no "
+        "raw/dwca/ (SynthToL raw source, made by `taxoclip synth --raw-source`) and no taxa.csv "
+        "(an image folder)"
     )
 
 
@@ -142,19 +129,22 @@ def ingest(
     columns: Mapping[str, str] | None = None,
     extract_dir: Path | None = None,
 ) -> Ingested:
-    """Read every source; record ids are prefixed with the source's label so they stay unique."""
+    """Read every source into memory (small inputs and tests; ``curate`` streams each
+    source through :func:`read_source` instead). Record ids are prefixed with the
+    source's label so they stay unique."""
+    import tempfile
+
     tables: list[pa.Table] = []
     rejected: list[dict[str, str]] = []
     described: list[dict[str, object]] = []
-    labels: set[str] = set()
-    for raw in sources:
-        path = Path(raw).expanduser()
-        kind = detect_kind(path)
-        label = _unique_label(path, labels)
-        table, bad, description = read_source(path, kind, label, columns, extract_dir)
-        tables.append(table)
-        rejected.extend(bad)
-        described.append(description)
+    with tempfile.TemporaryDirectory(prefix="taxoclip-ingest-") as scratch:
+        for path, kind, label in source_labels(sources):
+            work = (extract_dir or Path(scratch)) / label
+            source = read_source(path, kind, label, columns, work)
+            for records, bad in source.chunks():
+                tables.append(_to_table(records))
+                rejected.extend(bad)
+            described.append(source.description())
     records = pa.concat_tables(tables) if tables else RECORD_SCHEMA.empty_table()
     return Ingested(records=records, rejected=rejected, sources=described)
 
@@ -170,79 +160,57 @@ def source_labels(sources: Iterable[str | Path]) -> list[tuple[Path, str, str]]:
     return out
 
 
+@dataclass
+class Source:
+    """One source, streamed: at most ``estimate`` records, then ``chunks()`` of
+    ``(records, rejections)``; ``description()`` (for stats.json) once they are read."""
+
+    label: str
+    path: Path
+    kind: str
+    estimate: int
+    read: Callable[[], Iterator[tuple[list[dict], list[dict]]]]
+    records: int = 0
+    rejected: int = 0
+
+    def chunks(self) -> Iterator[tuple[list[dict], list[dict]]]:
+        for records, rejected in self.read():
+            self.records += len(records)
+            self.rejected += len(rejected)
+            yield records, rejected
+
+    def description(self) -> dict[str, object]:
+        return {"source": self.label, "path": str(self.path), "kind": self.kind,
+                "records": self.records, "rejected": self.rejected}  # fmt: skip
+
+
 def read_source(
     path: Path,
     kind: str,
     label: str,
     columns: Mapping[str, str] | None = None,
-    extract_dir: Path | None = None,
-) -> tuple[pa.Table, list[dict[str, str]], dict[str, object]]:
-    """One source's records (ids unique within it: a repeat is rejected), its rejected
-    rows and its description for stats.json. Ids are prefixed with ``label``, so records
-    of different sources never share an id."""
+    work: Path | None = None,
+) -> Source:
+    """One source as a :class:`Source`; ids are prefixed with ``label``, so records of
+    different sources never share an id, and a repeated id within a source is rejected.
+    An archive spills its join buckets (and unpacks a zip, if it must) under ``work``."""
     if kind == "synth":
         path, kind = path / "raw" / "dwca", "dwca"
     if kind == "dwca":
-        rows, bad = read_dwca(path, label, extract_dir)
-    elif kind == "manifest":
+        if work is None:
+            raise UsageError(f"source {path}: an archive needs a work folder")
+        reader = ArchiveReader(path, label, work)
+        return Source(label, path, kind, reader.spill(), reader.chunks)
+    if kind == "manifest":
         rows, bad = read_manifest(path, label, columns)
     else:
         rows, bad = read_folder(path, label)
     table, repeats = _drop_repeated_ids(_to_table(rows))
-    description = {"source": label, "path": str(path), "kind": kind,
-                   "records": len(rows), "rejected": len(bad)}  # fmt: skip
-    return table, bad + repeats, description
+    return Source(label, path, kind, table.num_rows,
+                  lambda: iter([(table.to_pylist(), bad + repeats)]))  # fmt: skip
 
 
 # --------------------------------------------------------------------------- readers
-
-
-def read_dwca(
-    path: Path, label: str, extract_dir: Path | None = None
-) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """One record per StillImage row of ``multimedia.txt``, its occurrence joined on gbifID.
-
-    Relative identifiers are resolved against the archive folder. A zip is unpacked into
-    ``extract_dir`` first (GBIF downloads arrive zipped).
-    """
-    if path.is_file():
-        path = _unzip(path, label, extract_dir)
-    occurrences: dict[str, dict[str, str]] = {}
-    for row in _read_delimited(path / "occurrence.txt", "\t", required=("gbifID",)):
-        occurrences[row["gbifID"]] = row
-    multimedia = path / "multimedia.txt"
-    if not multimedia.is_file():
-        raise InputError(f"source {path}: occurrence.txt has no multimedia.txt beside it")
-    records, rejected = [], []
-    media_seen: dict[str, int] = {}
-    for row in _read_delimited(multimedia, "\t", required=("gbifID", "identifier")):
-        gbif_id = row["gbifID"]
-        index = media_seen.get(gbif_id, 0)
-        media_seen[gbif_id] = index + 1
-        record_id = f"{label}:{gbif_id}:{index}"
-        url = _resolve_url(row.get("identifier", ""), path)
-        occurrence = occurrences.get(gbif_id)
-        media_type = (row.get("type") or "StillImage").strip()
-        reason = ""
-        if occurrence is None:
-            reason = f"multimedia row for gbifID {gbif_id} has no occurrence"
-        elif media_type.lower() not in ("stillimage", "image", ""):
-            reason = f"not a still image (type {media_type})"
-        elif not url:
-            reason = "empty identifier (no image URL)"
-        if reason:
-            rejected.append(_reject(record_id, label, url, reason))
-            continue
-        record = {ours: occurrence.get(term, "") for term, ours in _DWC_OCCURRENCE.items()}
-        # the media row's licence and publisher describe the image itself
-        for key in ("license", "publisher"):
-            if row.get(key):
-                record[key] = row[key]
-        record.update(record_id=record_id, source=label, url=url, bbox="")
-        records.append(record)
-    for gbif_id in occurrences.keys() - media_seen.keys():
-        rejected.append(_reject(f"{label}:{gbif_id}", label, "", "occurrence has no image"))
-    return records, rejected
 
 
 def read_manifest(
@@ -356,21 +324,6 @@ def _resolve_url(identifier: str, base: Path) -> str:
         return identifier
     local = Path(identifier).expanduser()
     return str((local if local.is_absolute() else base / local).resolve())
-
-
-def _unzip(archive: Path, label: str, extract_dir: Path | None) -> Path:
-    if extract_dir is None:
-        raise UsageError(f"source {archive}: a zipped archive needs a folder to unpack into")
-    target = extract_dir / label
-    if not (target / "occurrence.txt").is_file():
-        try:
-            with zipfile.ZipFile(archive) as zipped:
-                zipped.extractall(target)
-        except zipfile.BadZipFile as exc:
-            raise InputError(f"source {archive}: not a readable zip ({exc})") from exc
-    if not (target / "occurrence.txt").is_file():
-        raise InputError(f"source {archive}: the zip holds no occurrence.txt")
-    return target
 
 
 def _guess_columns(header: list[str], path: Path) -> dict[str, str]:

@@ -150,30 +150,45 @@ def ingest_source(
     index: int, path: str, kind: str, label: str, columns: dict | None, work: str, *,
     most: int, least: int, workers: int,
 ) -> dict:  # fmt: skip
-    """Read one source and write it as record parts ``ingest/s<index>-<n>.parquet`` plus
-    ``ingest-rejected/s<index>.parquet``; returns its description (or the error raised)."""
-    from taxoclip.curate.ingest import read_source
+    """Read one source and write it as record parts ``ingest/s<index>-<n>.parquet`` and
+    rejection parts ``ingest-rejected/s<index>-<n>.parquet`` as its chunks come (an
+    archive is never held whole); returns its description (or the error raised)."""
+    from taxoclip.curate.ingest import _to_table, read_source
     from taxoclip.curate.records import RECORD_SCHEMA
     from taxoclip.errors import TaxoclipError
 
     root = Path(work)
+    parts, rejects = root / "ingest", root / "ingest-rejected"
+    parts.mkdir(parents=True, exist_ok=True)
+    rejects.mkdir(parents=True, exist_ok=True)
     try:
-        table, rejected, description = read_source(
-            Path(path), kind, label, columns, root / "sources"
-        )
+        source = read_source(Path(path), kind, label, columns, root / "sources" / label)
+        # parts sized from the upper bound of the records: ~4 per worker, within bounds
+        part_rows = max(least, min(most, -(-source.estimate // (4 * workers))))
+        records: list[dict] = []
+        rejected: list[dict] = []
+        n = r = 0
+        for chunk, bad in source.chunks():
+            records.extend(chunk)
+            rejected.extend(bad)
+            while len(records) >= part_rows:
+                write_parquet_atomic(parts / f"s{index:04d}-{n:06d}.parquet",
+                                     _to_table(records[:part_rows]))  # fmt: skip
+                records, n = records[part_rows:], n + 1
+            if len(rejected) >= most:
+                write_parquet_atomic(rejects / f"s{index:04d}-{r:06d}.parquet",
+                                     _reject_table(rejected))  # fmt: skip
+                rejected, r = [], r + 1
     except TaxoclipError as exc:
         return {"error": type(exc).__name__, "message": str(exc)}
-    part_rows = max(least, min(most, -(-table.num_rows // (4 * workers))))
-    parts = root / "ingest"
-    parts.mkdir(parents=True, exist_ok=True)
-    n = 0
-    for n, start in enumerate(range(0, max(table.num_rows, 1), part_rows)):
-        chunk = table.slice(start, part_rows) if table.num_rows else RECORD_SCHEMA.empty_table()
-        write_parquet_atomic(parts / f"s{index:04d}-{n:06d}.parquet", chunk)
-    (root / "ingest-rejected").mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(root / "ingest-rejected" / f"s{index:04d}.parquet",
-                         _reject_table(rejected))  # fmt: skip
-    return {**description, "parts": n + 1, "rows": table.num_rows}
+    finally:
+        shutil.rmtree(root / "sources" / label / "spill", ignore_errors=True)
+    if records or n == 0:  # every source writes at least one (maybe empty) part
+        write_parquet_atomic(parts / f"s{index:04d}-{n:06d}.parquet",
+                             _to_table(records) if records else RECORD_SCHEMA.empty_table())  # fmt: skip
+        n += 1
+    write_parquet_atomic(rejects / f"s{index:04d}-{r:06d}.parquet", _reject_table(rejected))
+    return {**source.description(), "parts": n, "rows": source.records}
 
 
 def _reject_table(rows: list[dict]) -> pa.Table:
@@ -215,6 +230,25 @@ class NameStage:
                          for k, v in out.items()})  # fmt: skip
 
 
+class NameWriter(NameStage):
+    """``NameStage`` that persists each batch it resolves (``write_names``): the actor
+    pool is the last operator of its dataset, so no write task waits for a CPU it holds."""
+
+    def __init__(self, backbone: str, out_dir: str) -> None:
+        super().__init__(backbone)
+        self.out_dir = out_dir
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return write_names(super().__call__(batch), self.out_dir)
+
+
+# The names table as NameStage writes it: what ``records`` joins when ``names/`` is empty
+# (no record left after ingest), so an empty run takes the same path as any other.
+NAMES_SCHEMA = pa.schema(
+    [("query", pa.string())]
+    + [(c, pa.float64() if c == "score" else pa.string()) for c in RESOLUTION_COLUMNS]
+)
+
 _NAMES_CACHE: dict[str, tuple[pa.Table, dict[str, int]]] = {}  # one entry per process
 
 
@@ -225,7 +259,7 @@ def _names_table(names_dir: str) -> tuple[pa.Table, dict[str, int]]:
     if key not in _NAMES_CACHE:
         _NAMES_CACHE.clear()
         files = sorted(str(p) for p in Path(names_dir).glob("*.parquet"))
-        names = concat_parts(files) if files else pa.table({"query": pa.array([], pa.string())})
+        names = concat_parts(files) if files else NAMES_SCHEMA.empty_table()
         row_of = {q: i for i, q in enumerate(names.column("query").to_pylist())}
         _NAMES_CACHE[key] = (names, row_of)
     return _NAMES_CACHE[key]
