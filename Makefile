@@ -7,6 +7,14 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 # webdataset 0.2.86: the last release stock open_clip's training reader works with
 # (docs/reference.md#measured-here); kept apart, used only by the interop test's subprocess.
 COMPAT_WDS := $(VENV)/compat/webdataset-0.2.86
+# python-dwca-reader: the reference Darwin Core Archive reader our own reader is tested
+# against (tests/curate/test_dwca.py), kept apart like webdataset; it has no dependencies.
+COMPAT_DWCA := $(VENV)/compat/python-dwca-reader-0.17.1
+# megadetector 10.0.28: MegaDetector's own validator and classification smoothing, which
+# taxoclip's --detections output is tested against (tests/predict/test_megadetector.py).
+# --no-deps: its full requirements pull ultralytics-yolov5, which brings its own torch (and
+# does not build here); the validator and smoothing import only these three beyond the venv.
+COMPAT_MD := $(VENV)/compat/megadetector
 export HF_HOME := $(CURDIR)/.cache/huggingface
 export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/torchinductor
 
@@ -14,13 +22,16 @@ export TORCHINDUCTOR_CACHE_DIR := $(CURDIR)/.cache/torchinductor
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned to the pair on this machine's disk, so nothing pulls another build
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps --upgrade --target $(COMPAT_WDS) webdataset==0.2.86
+	$(BIN)/pip install -q --no-deps --upgrade --target $(COMPAT_DWCA) python-dwca-reader==0.17.1
+	$(BIN)/pip install -q --no-deps --upgrade --target $(COMPAT_MD) megadetector==10.0.28 \
+	  jsonpickle==4.1.4 humanfriendly==10.0 opencv-python-headless==5.1.0.95
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

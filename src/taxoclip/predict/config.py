@@ -22,6 +22,11 @@ def runtime_option():
                   "export onnx`, else torch), torch, onnx (fp32) or onnx-int8")  # fmt: skip
 
 
+def names_list(text: str) -> list[str]:
+    """``"animal, Cat"`` → ``["animal", "Cat"]`` (blanks dropped; matched without case later)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def exit_for(n_inputs: int, n_failed: int) -> int:
     """0 when every input worked, 3 when some failed (the rest written), 1 when all failed."""
     if n_failed == 0:
@@ -117,16 +122,21 @@ class PredictConfig(StageConfig):
     progress: bool = shared.progress()
     runtime: str = runtime_option()
     # MegaDetector and regional lists (docs/ecologists.md)
-    detections: str | None = option(None, metavar="MD.json", help="MegaDetector batch output: "
-                                    "classify its animal boxes; IMAGES_OR_DIRS is then the one "
-                                    "folder its file paths are relative to, and --output the "
-                                    ".json to write (a flat .csv is written beside it)")  # fmt: skip
+    detections: str | None = option(None, metavar="MD.json", help="MegaDetector batch output "
+                                    "(format 1.x): classify its animal boxes; IMAGES_OR_DIRS is "
+                                    "then the one folder its file paths are relative to, and "
+                                    "--output the .json to write (a flat .csv is written beside "
+                                    "it)")  # fmt: skip
     image_root: str | None = option(None, metavar="DIR", help="with --detections: the folder "
                                     "the MegaDetector file's paths are relative to (instead of "
                                     "giving it as IMAGES_OR_DIRS)")  # fmt: skip
+    detection_categories: list[str] | None = option(
+        None, metavar="NAMES", parse=names_list, help="with --detections: the detection "
+        "categories to crop and classify, comma-separated names (any case) or ids (default: "
+        "every category but person, vehicle and empty, and other words for them)")  # fmt: skip
     detection_threshold: float = option(0.2, metavar="CONF", help="with --detections: classify "
-                                        "animal boxes with conf at or above this (0.2: "
-                                        "MegaDetector v5's typical threshold)")  # fmt: skip
+                                        "boxes with conf at or above this (0.2: MegaDetector "
+                                        "v5's typical threshold)")  # fmt: skip
     crop_padding: float = option(0.0, metavar="FRACTION", help="with --detections: widen each "
                                  "box by this fraction of its width/height on every side")  # fmt: skip
     region: str | None = option(None, metavar="CSV", help="taxa known from the place (rank "
@@ -142,6 +152,10 @@ class PredictConfig(StageConfig):
             problems.append(f"--region and --deny apply to tree-of-life predictions, not {custom}")
         if self.image_root and not self.detections:
             problems.append("--image-root applies to --detections only")
+        if self.detection_categories is not None and not self.detections:
+            problems.append("--detection-categories applies to --detections only")
+        if self.detection_categories == []:
+            problems.append("--detection-categories: give at least one category name")
         if self.detections:
             if self.image_root and self.images:
                 problems.append("with --detections, give the image folder once: --image-root "

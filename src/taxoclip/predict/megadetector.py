@@ -3,16 +3,18 @@
 The input is MegaDetector's batch-output JSON, format 1.x (``info.format_version``,
 ``detection_categories`` ``{id: name}``, ``images[]`` with ``file`` and ``detections[]``
 of ``category``, ``conf`` and ``bbox`` = normalised ``[x_min, y_min, width, height]``).
-Every detection of the category named ``animal`` at or above the detection threshold is
-cropped (optional padding, clipped to the image) and classified through the one
-feature-extraction path (:mod:`taxoclip.predict.images`; each image is decoded once for
-all its crops). The same document comes back with ``classification_categories``
-(``{id: name}``), ``classification_category_descriptions`` (the lineage) and per-detection
-``classifications`` (``[[class_id, score], …]``, top-k, ids as strings as MegaDetector
-writes them); every other field is kept as read. Images that cannot be read get the
-format's ``failure`` field. A flat CSV (one row per detection) is written beside it.
+Every detection of the chosen categories (``--detection-categories``; by default all but
+people, vehicles and empties, so renamed categories such as AddaxAI's work) at or above the
+detection threshold is cropped (optional padding, clipped to the image) and classified
+through the one feature-extraction path (:mod:`taxoclip.predict.images`; each image is
+decoded once for all its crops). The same document comes back with our categories added to
+``classification_categories`` (``{id: name}``, ids after any earlier classifier's),
+``classification_category_descriptions`` (the taxonomy strings MegaDetector's smoothing
+parses) and per-detection ``classifications`` (``[[class_id, score], …]``, top-k);
+every other field is kept as read, an earlier classifier's classifications included where
+we did not classify. A flat CSV (one row per detection) is written beside it.
 The format: docs/ecologists.md; the schema the output is checked against in the tests:
-``schemas/megadetector-1.x.json``.
+``schemas/megadetector-1.x.json`` (and MegaDetector's own validator).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -44,7 +47,19 @@ from .images import auto_workers, describe_error, load_rgb
 log = logging.getLogger(__name__)
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "megadetector-1.x.json"
-ANIMAL = "animal"
+#: Detection categories left alone unless ``--detection-categories`` names them: people and
+#: vehicles (MegaDetector's "person" and "vehicle", and other tools' words for them) and
+#: "empty" boxes (animl's category 0). Every other category, however named, holds animals.
+NOT_ANIMALS = frozenset({"person", "people", "human", "humans", "vehicle", "vehicles",
+                         "car", "cars", "truck", "trucks", "empty", "blank"})  # fmt: skip
+#: The format version the output declares at least: the fields we add exist from 1.2 on,
+#: MegaDetector's validator reads 1.3 and later, and its converters write 1.4. A newer
+#: version read is kept (1.5 and 1.6 only ask more of fields we do not write).
+MIN_WRITTEN_VERSION = 4
+#: ``classifier_metadata.typical_classification_threshold`` (a default for downstream tools)
+#: without ``--deepest-rank``: a label that scores 0.5 is likelier than all others together,
+#: and MegaDetector's smoothing ignores classifications below 0.5 by default.
+TYPICAL_CLASSIFICATION_THRESHOLD = 0.5
 #: Lineage columns of a tree-of-life row, root first (``species_epithet`` at species).
 LINEAGE_COLUMNS = (*RANK_NAMES[:-1], "species_epithet")
 #: Crops held in memory before they are classified (a few MB at camera-trap sizes).
@@ -80,9 +95,7 @@ def read_detections(path: str | os.PathLike) -> dict:
     info = data.get("info")
     if not isinstance(info, dict):
         raise _fail(path, "info", "missing or not an object")
-    version = info.get("format_version")
-    if not isinstance(version, str) or not (version == "1" or version.startswith("1.")):
-        raise _fail(path, "info.format_version", f"expected '1.x', got {version!r}")
+    format_minor(data, path)
     categories = data.get("detection_categories")
     if not isinstance(categories, dict) or not all(isinstance(v, str) for v in categories.values()):
         raise _fail(path, "detection_categories", "missing or not an object of id: name")
@@ -116,15 +129,66 @@ def read_detections(path: str | os.PathLike) -> dict:
     return data
 
 
-def animal_categories(data: dict, path: str | os.PathLike) -> set[str]:
-    """The detection category ids named ``animal`` (MegaDetector: ``"1"``)."""
-    ids = {str(k) for k, v in data["detection_categories"].items() if v.strip().lower() == ANIMAL}
-    if not ids:
-        raise InputError(
-            f"--detections {path}: detection_categories has no category named '{ANIMAL}' "
-            f"(it names {', '.join(map(repr, data['detection_categories'].values()))})"
-        )
-    return ids
+def format_minor(data: dict, path: str | os.PathLike) -> int | None:
+    """The minor version of ``info.format_version`` (4 for 1.4), given as text or, as some
+    tools write it, a number; None when the file does not say (zamba writes ``"info": {}``).
+    A version other than 1.x is refused: no MegaDetector format 2 or 3 exists (the newest
+    is 1.6), so such a file follows another tool's rules, which we do not guess."""
+    version = data["info"].get("format_version")
+    if version is None:
+        return None
+    if isinstance(version, str):
+        text = version.strip()
+    else:
+        text = str(version) if _is_number(version) else ""  # 1.4 → "1.4"
+    match = re.fullmatch(r"1(?:\.([0-9]+))?", text)
+    if match is None:
+        raise _fail(Path(path), "info.format_version",
+                    f"expected 1.x (MegaDetector's formats are 1.0 to 1.6), got {version!r}")  # fmt: skip
+    return int(match.group(1) or 0)
+
+
+def written_version(data: dict, path: str | os.PathLike) -> tuple[str, str | None]:
+    """The ``format_version`` the output declares (text, at least 1.4) and a note when it
+    differs from what the file said."""
+    minor = format_minor(data, path)
+    written = f"1.{max(minor or 0, MIN_WRITTEN_VERSION)}"
+    said = data["info"].get("format_version")
+    if said == written:
+        return written, None
+    if said is None:
+        note = f"no info.format_version: read as 1.x, written as {written!r}"
+    else:
+        note = f"info.format_version {said!r} written as {written!r}"
+    return written, f"--detections {path}: {note}"
+
+
+def chosen_categories(
+    data: dict, path: str | os.PathLike, names: Sequence[str] | None = None
+) -> dict[str, str]:
+    """The detection categories to crop, ``{id: name}``: those ``names`` gives (names in
+    any case, or ids), else every category but :data:`NOT_ANIMALS`."""
+    categories = {str(k): v for k, v in data["detection_categories"].items()}
+    has = ", ".join(f"{k} {v!r}" for k, v in categories.items()) or "none"
+    if names is None:
+        chosen = {k: v for k, v in categories.items() if v.strip().lower() not in NOT_ANIMALS}
+        if not chosen:
+            raise InputError(f"--detections {path}: no animal category to classify (its "
+                             f"detection categories: {has}); --detection-categories "
+                             "chooses among them")  # fmt: skip
+        return chosen
+    chosen, unknown = {}, []
+    for name in names:
+        key = name.strip().lower()
+        ids = [k for k, v in categories.items() if v.strip().lower() == key]
+        ids = ids or [k for k in categories if k == name.strip()]
+        chosen.update({k: categories[k] for k in ids})
+        if not ids:
+            unknown.append(name)
+    if unknown:
+        raise UsageError(f"--detection-categories {', '.join(map(repr, unknown))}: not in "
+                         f"--detections {path}, whose detection categories are {has}")  # fmt: skip
+    return chosen
 
 
 # --------------------------------------------------------------------------- cropping
@@ -156,7 +220,7 @@ def crop_box(
 
 def label_of(row: dict) -> tuple[str, str | None, str]:
     """``(name, description, rank)`` of one prediction row: the custom label, or the
-    taxon's scientific name (a binomial at species), its lineage ``a;b;…;common`` and the
+    taxon's scientific name (a binomial at species), its :func:`taxonomy_string` and the
     rank of the deepest name the row holds (the rank it landed on)."""
     if "classification" in row:
         return str(row["classification"]), None, ""
@@ -168,30 +232,98 @@ def label_of(row: dict) -> tuple[str, str | None, str]:
         name = f"{lineage[5]} {lineage[6]}".strip()
     else:
         name = lineage[depth]
-    description = ";".join(lineage[: depth + 1])
-    common = str(row.get("common_name") or "")
-    if depth == 6 and common:
-        description += f";{common}"
-    return name, description, RANK_NAMES[depth]
+    common = str(row.get("common_name") or "") if depth == 6 else ""
+    return name, taxonomy_string(lineage[: depth + 1], common or name), RANK_NAMES[depth]
+
+
+def taxonomy_string(lineage: Sequence[str], name: str) -> str:
+    """A taxon as MegaDetector's smoothing parses a classification description
+    (``megadetector.utils.wi_taxonomy_utils.clean_taxonomy_string``):
+    the Wildlife Insights prediction string ``id;class;order;family;genus;epithet;name``,
+    lower case (``;mammalia;carnivora;canidae;vulpes;vulpes;red fox``). It starts at class,
+    so kingdom and phylum are left out (they stay in the CSV), and a taxon above class
+    reads as non-taxonomic (``;;;;;;chordata``), as does one whose class is unknown."""
+    ranks = [*lineage[2:7], *[""] * 5][:5]
+    return ";".join(_token(t) for t in ["", *ranks, name])
+
+
+def untaxonomic(name: str) -> str:
+    """The description of a category without a lineage (a custom label, an earlier
+    classifier's category that had none): a name and no taxonomy, as MegaDetector writes
+    its own "animal" and "vehicle" strings."""
+    return taxonomy_string([], name)
+
+
+def _token(text: str) -> str:
+    # ";" separates the parts and "|" separates several descriptions: neither may appear.
+    return text.strip().lower().replace(";", ",").replace("|", "/")
 
 
 @dataclass
 class _Categories:
-    """``classification_categories`` built as labels are first seen (ids "0", "1", …)."""
+    """Our ``classification_categories``, numbered as labels are first seen from ``first``
+    (after the ids an earlier classifier used, so that no id changes meaning in a file)."""
 
+    first: int = 0
     names: dict[str, str] = field(default_factory=dict)
     descriptions: dict[str, str] = field(default_factory=dict)
-    _ids: dict[str, str] = field(default_factory=dict)
+    _ids: dict[tuple[str, str | None], str] = field(default_factory=dict)
 
     def id_of(self, name: str, description: str | None) -> str:
-        key = description or name
+        key = (name, description)
         if key not in self._ids:
-            new = str(len(self._ids))
+            new = str(self.first + len(self._ids))
             self._ids[key] = new
             self.names[new] = name
             if description:
                 self.descriptions[new] = description
         return self._ids[key]
+
+
+def _first_free_id(data: dict) -> int:
+    """The id after every classification category id the file holds."""
+    ids = [int(k) for k in data.get("classification_categories") or {} if str(k).isdigit()]
+    return max(ids, default=-1) + 1
+
+
+def _merge_categories(data: dict, ours: _Categories) -> None:
+    """The output's categories: the earlier classifier's that a detection still refers to
+    (as read) and ours. The format wants descriptions for all categories or none: when any
+    has one, those without get :func:`untaxonomic` ones."""
+    earlier = data.pop("classification_categories", None) or {}
+    earlier_descriptions = data.pop("classification_category_descriptions", None) or {}
+    used = {str(c[0]) for _, det in _numbered_detections(data)
+            for c in det.get("classifications") or []}  # fmt: skip
+    names = {k: v for k, v in earlier.items() if k in used} | ours.names
+    if not names:
+        return
+    described = {k: v for k, v in earlier_descriptions.items() if k in names}
+    described |= ours.descriptions
+    data["classification_categories"] = names
+    if described:
+        data["classification_category_descriptions"] = {
+            k: described.get(k) or untaxonomic(name) for k, name in names.items()
+        }
+
+
+def _numbered_detections(data: dict):
+    """``((image, detection), detection)`` for every detection of the file."""
+    for i, image in enumerate(data["images"]):
+        for j, det in enumerate(image.get("detections") or []):
+            yield (i, j), det
+
+
+def _write_classifications(data: dict, top: dict, ours: _Categories) -> None:
+    """Each classified detection's ``classifications``: ours, in place of any earlier ones
+    (a list is one classifier's ranking; two classifiers' scores in one would mean nothing)."""
+    for (i, j), rows in top.items():
+        classes = []
+        for row in rows:
+            name, description, _ = label_of(row)
+            if name:
+                classes.append([ours.id_of(name, description),
+                                round(float(row[PRED_SCORE_KEY]), 4)])  # fmt: skip
+        data["images"][i]["detections"][j]["classifications"] = classes
 
 
 # --------------------------------------------------------------------------- the run
@@ -205,9 +337,11 @@ class DetectionsOutcome:
     n_detections: int  # detections in the file
     n_classified: int
     failed: dict[str, str]
-    notes: list[str]
+    notes: list[str]  # per box (the CSV's note column too)
     written: list[Path]
     rows: list[dict] = field(default_factory=list, repr=False)
+    categories: list[str] = field(default_factory=list)  # detection categories cropped
+    file_notes: list[str] = field(default_factory=list)  # about the file: version, earlier classes
 
 
 @dataclass
@@ -217,14 +351,21 @@ class _Pending:
     crop: Image.Image
 
 
+#: What ``info`` says about a classifier; an earlier one's is kept in our metadata while
+#: the output still holds some of its classifications.
+_CLASSIFIER_INFO = ("classifier", "classification_completion_time", "classifier_metadata")
+
+
 def classify_detections(
     md_path: str | os.PathLike,
     output: str | os.PathLike,
     predict_rows: PredictRows,
     *,
     image_root: str | os.PathLike | None = None,
+    categories: Sequence[str] | None = None,
     threshold: float = 0.2,
     padding: float = 0.0,
+    typical_threshold: float = TYPICAL_CLASSIFICATION_THRESHOLD,
     classifier_info: dict | None = None,
     chunk: int = CHUNK_CROPS,
     threads: int = 1,
@@ -233,8 +374,14 @@ def classify_detections(
 
     ``predict_rows(crops)`` classifies a list of PIL crops and returns pybioclip rows whose
     ``file_name`` is the crop's position — any of the predict modes (tree of life at a
-    rank, ``--deepest-rank``, a region, custom labels). ``threads`` pictures are decoded
-    at a time (JPEG decoding releases the GIL), each once for all its boxes.
+    rank, ``--deepest-rank``, a region, custom labels). ``categories`` names the detection
+    categories to crop (:func:`chosen_categories`). ``threads`` pictures are decoded at a
+    time (JPEG decoding releases the GIL), each once for all its boxes.
+
+    A picture that cannot be read is reported (CSV ``error`` column, ``failed``) and left
+    as read: MegaDetector did process it, so its boxes (and an earlier classifier's
+    classifications) stay, and the format's ``failure`` — "this file was not processed",
+    with ``detections: null`` — would say otherwise and throw them away.
     """
     md_path, output = Path(md_path), Path(output)
     if output.suffix.lower() != ".json":
@@ -242,14 +389,101 @@ def classify_detections(
     if output.resolve() == md_path.resolve():
         raise UsageError(f"--output {output} would overwrite --detections; choose a new name")
     data = read_detections(md_path)
-    animals = animal_categories(data, md_path)
+    chosen = chosen_categories(data, md_path, categories)
+    version, version_note = written_version(data, md_path)
     root = Path(image_root) if image_root else md_path.parent
-    categories = _Categories()
-    top: dict[tuple[int, int], list[dict]] = {}  # (image, detection) → prediction rows
     notes: dict[tuple[int, int], str] = {}
+    plan = _plan(data, chosen, threshold, root, notes)
+    top, failed = _classify(data, plan, predict_rows, padding, notes, chunk, threads)
+
+    earlier = {key for key, det in _numbered_detections(data) if det.get("classifications")}
+    kept = earlier - top.keys()
+    ours = _Categories(first=_first_free_id(data))
+    _write_classifications(data, top, ours)
+    _merge_categories(data, ours)
+    info = data["info"]
+    earlier_info = {k: info[k] for k in _CLASSIFIER_INFO if k in info}
+    metadata = {
+        **(classifier_info or {}),
+        "typical_classification_threshold": typical_threshold,
+        "detection_categories": list(chosen.values()),
+        "detection_threshold": threshold,
+        "crop_padding": padding,
+        "n_classified": len(top),
+        "n_failed": len(failed),
+    }
+    if kept and earlier_info:
+        metadata["earlier_classifier"] = earlier_info
+    info["format_version"] = version
+    info["classifier"] = f"taxoclip {__version__}"
+    info["classification_completion_time"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    info["classifier_metadata"] = metadata
+
+    flat = flat_rows(data, top, notes, failed)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(output, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    csv_path = output.with_suffix(".csv")
+    write_text_atomic(csv_path, rows_to_csv(flat))
+    file_notes = [version_note] if version_note else []
+    if earlier:
+        who = earlier_info.get("classifier") or "an earlier classifier"
+        file_notes.append(
+            f"--detections {md_path} holds {who}'s classifications: replaced on "
+            f"{len(earlier) - len(kept)}, kept on {len(kept)} detections (those not classified "
+            f"here); taxoclip's categories are numbered from {ours.first}"
+        )
+    box_notes = [
+        f"{data['images'][i]['file']} detection {j}: {text}"
+        for (i, j), text in sorted(notes.items())
+        if "clipped" in text or "outside" in text or "empty box" in text or "crop not" in text
+        or "video" in text
+    ]  # fmt: skip
+    n_detections = sum(1 for _ in _numbered_detections(data))
+    return DetectionsOutcome(n_images=len(plan), n_detections=n_detections,
+                             n_classified=len(top), failed=failed, notes=box_notes,
+                             written=[output, csv_path], rows=flat,
+                             categories=list(dict.fromkeys(chosen.values())),
+                             file_notes=file_notes)  # fmt: skip
+
+
+def _plan(
+    data: dict, chosen: dict[str, str], threshold: float, root: Path, notes: dict
+) -> list[tuple[int, list[int], Path]]:
+    """``(image, its boxes to classify, path)`` per picture with a box to classify; why
+    each other box is left alone goes into ``notes``."""
+    plan = []
+    for i, image in enumerate(data["images"]):
+        wanted = []
+        for j, det in enumerate(image.get("detections") or []):
+            category = str(det["category"])
+            if category not in chosen:
+                notes[(i, j)] = f"category {data['detection_categories'][category]}: not classified"
+            elif det["conf"] < threshold:
+                notes[(i, j)] = f"conf {det['conf']} below --detection-threshold {threshold}"
+            elif _is_video(image):
+                notes[(i, j)] = "a video's frame: not classified (taxoclip reads still pictures)"
+            else:
+                wanted.append(j)
+        if wanted:
+            path = Path(image["file"])
+            plan.append((i, wanted, path if path.is_absolute() else root / path))
+    return plan
+
+
+def _is_video(image: dict) -> bool:
+    """The format gives videos (only) a frame rate and the frames processed."""
+    return "frame_rate" in image or "frames_processed" in image
+
+
+def _classify(
+    data: dict, plan: list, predict_rows: PredictRows, padding: float, notes: dict,
+    chunk: int, threads: int,
+) -> tuple[dict[tuple[int, int], list[dict]], dict[str, str]]:  # fmt: skip
+    """Prediction rows per ``(image, detection)`` classified, and the pictures that could
+    not be read (file → reason)."""
+    top: dict[tuple[int, int], list[dict]] = {}
     failed: dict[str, str] = {}
     pending: list[_Pending] = []
-    n_detections = 0
 
     def flush() -> None:
         if not pending:
@@ -266,25 +500,6 @@ def classify_detections(
             top[(item.image, item.detection)] = got
         pending.clear()
 
-    replaced = _drop_previous_classifications(data)
-    plan: list[tuple[int, list[int], Path]] = []  # (image, its boxes to classify, path)
-    for i, image in enumerate(data["images"]):
-        detections = image.get("detections") or []
-        n_detections += len(detections)
-        wanted = []
-        for j, det in enumerate(detections):
-            if str(det["category"]) not in animals:
-                name = data["detection_categories"][str(det["category"])]
-                notes[(i, j)] = f"category {name}: not classified"
-            elif det["conf"] < threshold:
-                notes[(i, j)] = f"conf {det['conf']} below --detection-threshold {threshold}"
-            else:
-                wanted.append(j)
-        if wanted:
-            path = Path(image["file"])
-            plan.append((i, wanted, path if path.is_absolute() else root / path))
-    n_images = len(plan)
-
     for (i, wanted, path), loaded in zip(plan, _decoded([p for _, _, p in plan], threads),
                                          strict=True):  # fmt: skip
         image = data["images"][i]
@@ -292,8 +507,6 @@ def classify_detections(
         if picture is None:  # this image's failure, reported; the others go on
             failed[image["file"]] = reason
             log.warning("skipping %s: %s", path, reason)
-            if not image.get("failure"):
-                image["failure"] = f"taxoclip: cannot read image {path}: {reason}"
             continue
         for j in wanted:
             bbox = image["detections"][j]["bbox"]
@@ -306,43 +519,7 @@ def classify_detections(
         if len(pending) >= chunk:
             flush()
     flush()
-
-    for (i, j), rows in top.items():
-        classes = []
-        for row in rows:
-            name, description, _ = label_of(row)
-            if name:
-                classes.append([categories.id_of(name, description),
-                                round(float(row[PRED_SCORE_KEY]), 4)])  # fmt: skip
-        data["images"][i]["detections"][j]["classifications"] = classes
-    if top:
-        data["classification_categories"] = categories.names
-        if categories.descriptions:
-            data["classification_category_descriptions"] = categories.descriptions
-    info = data["info"]
-    info["classifier"] = f"taxoclip {__version__}"
-    info["classification_completion_time"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    info["classifier_metadata"] = {
-        **(classifier_info or {}),
-        "detection_threshold": threshold,
-        "crop_padding": padding,
-        "n_classified": len(top),
-    }
-
-    flat = flat_rows(data, top, notes, failed)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(output, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-    csv_path = output.with_suffix(".csv")
-    write_text_atomic(csv_path, rows_to_csv(flat))
-    note_list = [f"--detections {md_path}: replaced the classifications it held"] * replaced
-    note_list += [
-        f"{data['images'][i]['file']} detection {j}: {text}"
-        for (i, j), text in sorted(notes.items())
-        if "clipped" in text or "outside" in text or "empty box" in text or "crop not" in text
-    ]
-    return DetectionsOutcome(n_images=n_images, n_detections=n_detections,
-                             n_classified=len(top), failed=failed, notes=note_list,
-                             written=[output, csv_path], rows=flat)  # fmt: skip
+    return top, failed
 
 
 def _decoded(paths: list[Path], threads: int):
@@ -367,18 +544,6 @@ def _load(path: Path) -> tuple[Image.Image | None, str | None]:
         return load_rgb(path), None
     except Exception as exc:  # any failure is this image's, reported, never fatal
         return None, describe_error(exc)
-
-
-def _drop_previous_classifications(data: dict) -> bool:
-    """A file already classified (by another classifier, or an earlier run): its
-    categories and classifications are replaced as a whole, never mixed with ours."""
-    had = "classification_categories" in data
-    data.pop("classification_categories", None)
-    data.pop("classification_category_descriptions", None)
-    for image in data["images"]:
-        for det in image.get("detections") or []:
-            had = det.pop("classifications", None) is not None or had
-    return had
 
 
 def flat_rows(data: dict, top: dict, notes: dict, failed: dict) -> list[dict]:
@@ -431,9 +596,14 @@ def predict_detections(config, predict_rows: PredictRows, log_record, notes: lis
             else f"tree of life, {config.rank or 'species'}")  # fmt: skip
     info = {"model": config.model, "pretrained": config.pretrained, "index": config.index,
             "mode": mode, "region": config.region, "deny": config.deny}  # fmt: skip
+    # --deepest-rank T stops at the rank where a taxon holds T: the threshold the user chose
+    typical = (
+        TYPICAL_CLASSIFICATION_THRESHOLD if config.deepest_rank is None else config.deepest_rank
+    )
     outcome = classify_detections(
         config.detections, config.output, predict_rows, image_root=root,
-        threshold=config.detection_threshold, padding=config.crop_padding,
+        categories=config.detection_categories, threshold=config.detection_threshold,
+        padding=config.crop_padding, typical_threshold=typical,
         classifier_info={k: v for k, v in info.items() if v is not None},
         threads=max(1, auto_workers(config.workers)),
     )  # fmt: skip
@@ -442,11 +612,14 @@ def predict_detections(config, predict_rows: PredictRows, log_record, notes: lis
                       failed=outcome.failed, output=[str(p) for p in outcome.written])  # fmt: skip
     shown = outcome.notes[:EXAMPLE_NOTES]
     more = len(outcome.notes) - len(shown)
-    box_notes = [f"taxoclip predict: {n}" for n in shown]
+    box_notes = [f"taxoclip predict: {n}" for n in [*outcome.file_notes, *shown]]
     if more > 0:
         box_notes.append(f"taxoclip predict: … and {more} more notes (see the note column)")
+    names = outcome.categories
+    kinds = ("/".join(names) + " detections" if len(names) <= 3
+             else f"detections of {len(names)} categories")  # fmt: skip
     summary = [
-        f"classified {outcome.n_classified} animal detections (of {outcome.n_detections} in "
+        f"classified {outcome.n_classified} {kinds} (of {outcome.n_detections} in "
         f"{config.detections}) in {outcome.n_images - len(outcome.failed)} images; wrote "
         + " and ".join(map(str, outcome.written))
     ]
