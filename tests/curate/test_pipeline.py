@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import http.server
+import json
 import os
 import signal
 import subprocess
@@ -72,6 +73,21 @@ def curated(raw: Path, ray_local, tmp_path_factory):
     manifest = {r["record_id"]: r for r in pq.read_table(out / "manifest.parquet").to_pylist()}
     rejected = {r["record_id"]: r for r in pq.read_table(out / "rejected.parquet").to_pylist()}
     return result, manifest, rejected
+
+
+def run_cli(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """``taxoclip ARGS`` in its own process group: a run still going after ``timeout``
+    seconds is killed with its Ray processes and the test fails, rather than hanging."""
+    command = [sys.executable, "-m", "taxoclip.cli", *args]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        _, stderr = process.communicate()
+        pytest.fail(f"taxoclip {args[0]} still running after {timeout} s: {stderr[-2000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def faulty(truth: dict[str, dict], fault: str) -> list[str]:
@@ -163,6 +179,25 @@ def test_rerun_gives_identical_shards_and_ledgers(raw, curated, ray_local, tmp_p
     for name in ("manifest.parquet", "rejected.parquet"):
         assert pq.read_table(again.out / name).equals(pq.read_table(result.out / name))
     assert_kept_as_the_faiss_path_keeps(again.out / ".work" / "images", raw, manifest, rejected)
+
+
+def test_one_worker_finishes_with_the_shards_of_two(raw, curated, tmp_path) -> None:
+    """``--workers 1`` is a one-CPU local Ray: the names stage's actor pool once took the
+    only CPU while the read and group-by tasks before it waited for one, forever."""
+    result, _, _ = curated
+    out = tmp_path / "one"
+    done = run_cli(["curate", str(raw), "--backbone", str(raw / "raw" / "backbone"),
+                    "--out", str(out), "--exclude-eval", str(raw / "test"),
+                    "--image-size", str(IMAGE_SIZE), "--samples-per-shard", "100",
+                    "--workers", "1", "-q"], timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "will hang" not in done.stderr  # Ray Data's false alarm right after ingest
+    assert shard_digests(out) == shard_digests(result.out) != {}
+    assert (out / "sizes.json").read_text() == (result.out / "sizes.json").read_text()
+    for name in ("manifest.parquet", "rejected.parquet"):
+        assert pq.read_table(out / name).equals(pq.read_table(result.out / name))
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["config"]["workers"] == 1 and stats["kept"] == result.stats["kept"]
 
 
 def assert_kept_as_the_faiss_path_keeps(images: Path, raw: Path, manifest, rejected) -> None:

@@ -7,8 +7,8 @@ sizes. Stages, in order (each record leaves as kept, or rejected with a stage an
 
 1. ingest     one Ray task per source → ``ingest/s<k>-<n>.parquet`` record parts (and
               ``ingest-rejected/``)
-2. names      the distinct (name, given ranks) queries by a group-by, each resolved once by
-              an actor pool holding the backbone → ``names/``
+2. names      the distinct (name, given ranks) queries by a group-by, materialised, then
+              each resolved once by an actor pool holding the backbone → ``names/``
 3. records    per ingest part: the resolution joined back (the names table is small — one
               row per distinct name — and read by each actor), the category, rejections of
               stages ``names``/``category`` → ``records/<part>``
@@ -99,12 +99,30 @@ def ray_session(address: str | None, workers: int) -> Iterator[None]:
             ray.shutdown()
 
 
+class _DropRayNoise(logging.Filter):
+    """Two Ray Data warnings that say nothing true about a run: the progress bars are off
+    on purpose (tqdm shows ours), and "no available CPUs ... will hang" comes from a look
+    at the resource view right after a task ended, ~0.1 s before its CPU shows as free
+    again: with one CPU (``--workers 1``) it would come every run, though nothing hangs."""
+
+    NOISE = ("Progress bars disabled", "Warning: The Ray cluster currently does not have any "
+             "available CPUs")  # fmt: skip
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.NOISE)
+
+
+_RAY_NOISE = _DropRayNoise()
+
+
 def _quiet_ray_data() -> None:
     import ray.data
     from ray.data.context import ShuffleStrategy
 
     # Ray Data logs every dataset's start and finish at INFO; our own log says what matters
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    for name in ("ray.data.dataset", "ray.data._internal.progress"):  # a filter is per logger
+        logging.getLogger(name).addFilter(_RAY_NOISE)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -196,6 +214,9 @@ def curate(config: CurateConfig, progress: bool | None = None) -> CurateResult:
     _check_invariant(n_in, ledger)
     if not config.keep_work:
         shutil.rmtree(work.root, ignore_errors=True)
+    if not n_in:  # the ledger is written all the same: a run over nothing is recorded
+        raise TaxoclipError(f"curate: no record survived: the sources hold no record; "
+                            f"see {out / 'stats.json'}")  # fmt: skip
     if not ledger["kept"]:
         raise TaxoclipError(
             f"curate: no record survived ({ledger['rejected']} rejected); "
@@ -218,16 +239,15 @@ class _Run:
 
     # ----------------------------------------------------------------------- helpers
 
-    def _actors(self, work_items: int | None = None):
-        """An actor pool as large as the cluster allows. Over a list of parts (nothing
-        upstream needs a CPU) it starts whole: an autoscaling pool starting at one actor
-        leaves CPUs idle on short stages; after upstream tasks it grows from one, since a
-        pool holding every CPU would starve them (a deadlock)."""
+    def _actors(self, work_items: int):
+        """A fixed actor pool, as large as the cluster allows, over ``work_items`` batches of
+        a finished input (a list of parts, or a materialised dataset) — never behind Ray
+        tasks of the same dataset. An actor holds its CPU for the whole stage: a pool behind
+        upstream tasks (read, group-by) that took every CPU starved them, and with one CPU
+        (``--workers 1``) even a pool of one never let them run (a deadlock)."""
         import ray.data
 
-        if work_items is None:  # upstream tasks need CPUs too: grow as they free them
-            return ray.data.ActorPoolStrategy(min_size=1, max_size=self.pool)
-        size = max(1, min(self.pool, work_items))  # the input is a list of parts: no tasks
+        size = max(1, min(self.pool, work_items))
         return ray.data.ActorPoolStrategy(min_size=size, max_size=size)
 
     def _partitions(self, rows: int) -> int:
@@ -328,28 +348,15 @@ class _Run:
         return info
 
     def names(self, backbone: Path) -> dict:
-        from taxoclip.curate.stages import with_query, write_names
-
         done = self.work.done("names")
         if done:
             return done
         started = time.perf_counter()
         target = self._fresh("names")
         rows = self.work.done("ingest")["records"]
-        columns = ["scientific_name", *GIVEN_RANKS]
-        ds = (
-            read_parts(self.work.files("ingest"), columns=columns)
-            .map_batches(with_query, batch_format="pyarrow")
-            .groupby("query", num_partitions=self._partitions(rows))
-            .count()
-            .select_columns(["query"])
-            .map_batches(NameStage, fn_constructor_kwargs={"backbone": str(backbone)},
-                         batch_size=self.config.batch_size * 16, batch_format="pyarrow",
-                         compute=self._actors())
-            .map_batches(write_names, fn_kwargs={"out_dir": str(target)},
-                         batch_size=None, batch_format="pyarrow")
-        )  # fmt: skip
-        counts = self._sum(ds)
+        counts: Counter = Counter()
+        if rows:  # ingest left no record: nothing to resolve, no backbone to load
+            counts = self._resolve(self._distinct_queries(rows), backbone, target)
         seconds = time.perf_counter() - started
         statuses = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("status:")}
         versions = sorted(k.split(":", 1)[1] for k in counts if k.startswith("version:"))
@@ -363,6 +370,37 @@ class _Run:
                  ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))  # fmt: skip
         self.work.mark("names", info)
         return info
+
+    def _distinct_queries(self, rows: int):
+        """The distinct (name, given ranks) queries of the ingest parts, materialised: the
+        actor pool that resolves them then starts over a finished input (see _actors).
+        One row per distinct name, in the object store, not on the driver."""
+        from taxoclip.curate.stages import with_query
+
+        return (
+            read_parts(self.work.files("ingest"), columns=["scientific_name", *GIVEN_RANKS])
+            .map_batches(with_query, batch_format="pyarrow")
+            .groupby("query", num_partitions=self._partitions(rows))
+            .count()
+            .select_columns(["query"])
+            .materialize()
+        )
+
+    def _resolve(self, queries, backbone: Path, target: Path) -> Counter:
+        """Resolve and persist the queries (an actor pool, one backbone per actor); the
+        actors write the names parts themselves, so no task waits behind the pool."""
+        from taxoclip.curate.stages import NameWriter
+
+        distinct = queries.count()
+        if not distinct:
+            return Counter()
+        batch = self.config.batch_size * 16
+        kwargs = {"backbone": str(backbone), "out_dir": str(target)}
+        return self._sum(
+            queries.map_batches(NameWriter, fn_constructor_kwargs=kwargs, batch_size=batch,
+                                batch_format="pyarrow",
+                                compute=self._actors(math.ceil(distinct / batch)))
+        )  # fmt: skip
 
     def records(self) -> None:
         from taxoclip.curate.stages import attach_parts
@@ -474,8 +512,6 @@ class _Run:
         return info
 
     def shards(self, out: Path) -> str | None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
         import ray.data
 
         from taxoclip.curate import stages
@@ -483,30 +519,7 @@ class _Run:
 
         config = self.config
         if not self.work.done("final"):
-            target = self._fresh("final")
-            buckets = max(self.pool, math.ceil(self.work.done("exact")["left"] / _BUCKET_ROWS))
-            images = self.work.files("images")
-            base = pq.read_schema(images[0])
-            schema = pa.schema([*base, pa.field("order_key", pa.string()),
-                                pa.field("bucket", pa.int64()), pa.field("decided", pa.bool_())])  # fmt: skip
-            kwargs = {"seed": config.seed, "buckets": buckets, "schema": schema}
-            decisions = self.work.files("exact") + self.work.files("near")
-            ds = read_parts(images).map_batches(stages.with_order, fn_kwargs=kwargs,
-                                                batch_format="pyarrow")  # fmt: skip
-            ds = ds.union(read_parts(decisions, columns=["record_id", "stage", "reason"])
-                          .map_batches(stages.with_order, fn_kwargs=kwargs,
-                                       batch_format="pyarrow"))  # fmt: skip
-            ds = ds.groupby("bucket", num_partitions=min(buckets, 2 * self.pool)).map_groups(
-                stages.final_bucket, fn_kwargs={"out_dir": str(target)}, batch_format="pyarrow"
-            )
-            kept_per_bucket: dict[str, int] = {}
-            fetch: Counter = Counter()
-            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                for text in batch.column("counts").to_pylist():  # one row per bucket
-                    counts = json.loads(text)
-                    kept_per_bucket[str(counts.pop("bucket"))] = counts.pop("kept")
-                    fetch.update({k: counts.get(k, 0) for k in ("records", "from_cache",
-                                                                 "retried")})  # fmt: skip
+            kept_per_bucket, fetch = self._final(self._fresh("final"))
             self.work.mark("final", {"kept_per_bucket": kept_per_bucket, "fetch": dict(fetch)})
         final = self.work.done("final")
         kept_per_bucket = {int(b): k for b, k in final["kept_per_bucket"].items()}
@@ -543,6 +556,40 @@ class _Run:
             return None
         return ShardSet(paths=[out / n for n in sorted(sizes)],
                         sizes=[sizes[n] for n in sorted(sizes)]).pattern  # fmt: skip
+
+    def _final(self, target: Path) -> tuple[dict[str, int], Counter]:
+        """Image results ⋈ leak/dedup decisions by order bucket (``final/``): the kept
+        records per bucket and the fetch counts."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from taxoclip.curate import stages
+
+        kept_per_bucket: dict[str, int] = {}
+        fetch: Counter = Counter()
+        images = self.work.files("images")
+        if not images:  # no ingest part: nothing reached the per-part stages
+            return kept_per_bucket, fetch
+        buckets = max(self.pool, math.ceil(self.work.done("exact")["left"] / _BUCKET_ROWS))
+        base = pq.read_schema(images[0])
+        schema = pa.schema([*base, pa.field("order_key", pa.string()),
+                            pa.field("bucket", pa.int64()), pa.field("decided", pa.bool_())])  # fmt: skip
+        kwargs = {"seed": self.config.seed, "buckets": buckets, "schema": schema}
+        decisions = self.work.files("exact") + self.work.files("near")
+        ds = read_parts(images).map_batches(stages.with_order, fn_kwargs=kwargs,
+                                            batch_format="pyarrow")  # fmt: skip
+        ds = ds.union(read_parts(decisions, columns=["record_id", "stage", "reason"])
+                      .map_batches(stages.with_order, fn_kwargs=kwargs,
+                                   batch_format="pyarrow"))  # fmt: skip
+        ds = ds.groupby("bucket", num_partitions=min(buckets, 2 * self.pool)).map_groups(
+            stages.final_bucket, fn_kwargs={"out_dir": str(target)}, batch_format="pyarrow"
+        )
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            for text in batch.column("counts").to_pylist():  # one row per bucket
+                counts = json.loads(text)
+                kept_per_bucket[str(counts.pop("bucket"))] = counts.pop("kept")
+                fetch.update({k: counts.get(k, 0) for k in ("records", "from_cache", "retried")})
+        return kept_per_bucket, fetch
 
     def ledger(self, out: Path) -> dict:
         import ray
