@@ -299,7 +299,6 @@ def groupby_near_duplicates(
     """The pipeline's stages called directly: band rows → group by band key (one partition
     per bucket, as Ray's group-by hands them over) → verified pairs → greedy keepers."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from taxoclip.curate import stages
     from taxoclip.curate.dedup import greedy_keepers
@@ -308,11 +307,8 @@ def groupby_near_duplicates(
                       "md5": [""] * len(ids), "pdq": [c.tobytes() for c in codes],
                       "stage": [""] * len(ids), "reason": [""] * len(ids)})  # fmt: skip
     rows = stages.band_rows(table, radius, buckets=3)
-    for bucket in range(3):
-        group = rows.filter(pa.compute.equal(rows.column("bucket"), bucket))
-        if group.num_rows:
-            stages.pairs_group(group, radius, str(tmp_path))
-    edges = pa.concat_tables([pq.read_table(p) for p in sorted(tmp_path.glob("pairs-*"))])
+    groups = [rows.filter(pa.compute.equal(rows.column("bucket"), b)) for b in range(3)]
+    edges = pa.concat_tables([stages.pairs_group(g, radius) for g in groups if g.num_rows])
     priority = {r: (-p, r) for r, p in zip(ids, pixels, strict=True)}
     triples = list(zip(*(edges.column(c).to_pylist() for c in ("a", "b", "distance")),
                        strict=True))  # fmt: skip

@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from taxoclip.curate import CurateConfig, curate
-from taxoclip.curate.pipeline import _Run, _Work, ray_session
+from taxoclip.curate import CurateConfig, curate, plan, run
+from taxoclip.curate.pipeline import ray_session, write_ledger
 from taxoclip.errors import TaxoclipError
 from taxoclip.synth import SynthConfig, generate
 from tests.curate.test_pipeline import run_cli
@@ -180,15 +180,14 @@ def test_stages_after_an_ingest_that_wrote_no_part(raw, ray_local, tmp_path):
     out = tmp_path / "out"
     config = CurateConfig(sources=[str(raw)], backbone=str(raw / "raw" / "backbone"),
                           out=str(out), exclude_eval=[str(raw / "test")], workers=2)  # fmt: skip
-    work = _Work(out / ".work")
-    run = _Run(config, work, progress=False)
-    work.mark("ingest", {"records_in": 0, "records": 0, "sources": []})
-    assert run.names(Path(config.backbone))["distinct_names"] == 0
-    run.records()
-    run.images()
-    assert run.dedup()["near_duplicates"] == 0
-    assert run.shards(out) is None
-    ledger = run.ledger(out)
+    work = run.Work(out / ".work")
+    work.state["ingest"] = {"records_in": 0, "records": 0, "sources": []}
+    curation = run.Run(config, work, plan.stages(), backbone=Path(config.backbone))
+    counts = curation.all()  # ingest is done (with nothing): every later stage runs on nothing
+    assert counts["names"].distinct_names == 0
+    assert counts["near"].near_duplicates == 0
+    assert counts["shards"].sizes == {}
+    ledger = write_ledger(work, out)
     assert (ledger["kept"], ledger["rejected"]) == (0, 0)
     assert pq.read_table(out / "manifest.parquet").num_rows == 0
     assert pq.read_table(out / "rejected.parquet").num_rows == 0

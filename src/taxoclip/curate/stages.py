@@ -316,10 +316,12 @@ def attach_parts(
 
 
 def write_names(batch: pa.Table, out_dir: str) -> pa.Table:
-    """Persist one block of resolved names (a file named by its content) and count it."""
+    """Persist one block of resolved names (a file named by its content); returns its
+    counts: distinct names ``n`` per ``status`` and ``backbone_version``."""
     digest = hashlib.sha1("\n".join(batch.column("query").to_pylist()).encode()).hexdigest()
     write_parquet_atomic(Path(out_dir) / f"names-{digest[:16]}.parquet", batch)
-    return tally(batch, "names")
+    counts = batch.group_by(["status", "backbone_version"]).aggregate([("query", "count")])
+    return counts.rename_columns(["status", "backbone_version", "n"])
 
 
 # --------------------------------------------------------------------------- images
@@ -523,11 +525,10 @@ def with_md5_bucket(batch: pa.Table, buckets: int) -> pa.Table:
     )
 
 
-def exact_group(group: pa.Table, out_dir: str) -> pa.Table:
+def exact_group(group: pa.Table) -> pa.Table:
     """One MD5 partition: in each run of equal MD5 among the records still in, the one
     with the most pixels, then the smallest id, is kept; the others are exact duplicates of
-    it. Writes the partition's rows (leaks pass through) and returns its counts."""
-    bucket = int(group.column("bucket")[0].as_py())
+    it. Returns the partition's rows with their decision (leaks pass through)."""
     group = group.drop_columns(["bucket"])
     order = pc.sort_indices(
         group,
@@ -551,11 +552,9 @@ def exact_group(group: pa.Table, out_dir: str) -> pa.Table:
         else:
             stage[i], reason[i] = "dedup", f"exact duplicate of {keeper}"
     group = group.drop_columns(["stage", "reason"])
-    group = group.append_column("stage", pa.array(stage, type=pa.string())).append_column(
+    return group.append_column("stage", pa.array(stage, type=pa.string())).append_column(
         "reason", pa.array(reason, type=pa.string())
     )
-    write_parquet_atomic(Path(out_dir) / f"exact-{bucket:06d}.parquet", group)
-    return tally(group, "stage")
 
 
 def band_rows(batch: pa.Table, radius: int, buckets: int) -> pa.Table:
@@ -576,9 +575,9 @@ def band_rows(batch: pa.Table, radius: int, buckets: int) -> pa.Table:
     )
 
 
-def pairs_group(group: pa.Table, radius: int, out_dir: str) -> pa.Table:
+def pairs_group(group: pa.Table, radius: int) -> pa.Table:
     """One band-key partition → verified near pairs (Hamming ≤ radius), each pair once: on
-    the first band the two codes agree on. Writes them; returns how many."""
+    the first band the two codes agree on (``EDGE_SCHEMA`` rows)."""
     from taxoclip.curate.dedup import as_codes, band_keys, hamming
 
     members: dict[bytes, list[int]] = {}
@@ -605,10 +604,7 @@ def pairs_group(group: pa.Table, radius: int, out_dir: str) -> pa.Table:
                                     ("b_pixels", pixels[b]),
                                     ("distance", int(distances[offset]))):  # fmt: skip
                     out[name].append(value)
-    bucket = int(group.column("bucket")[0].as_py())
-    edges = pa.table(out, schema=EDGE_SCHEMA)
-    write_parquet_atomic(Path(out_dir) / f"pairs-{bucket:06d}.parquet", edges)
-    return pa.table({"counts": [json.dumps({"pairs": edges.num_rows})]})
+    return pa.table(out, schema=EDGE_SCHEMA)
 
 
 def resolve_near(pair_files: list[str], out_file: str) -> int:
@@ -668,7 +664,7 @@ def final_bucket(group: pa.Table, out_dir: str) -> pa.Table:
     """One order bucket: image results ⋈ the leak/dedup decisions of the same records (the
     rows with ``decided``). Writes the kept records sorted by order key
     (``kept-<b>.parquet``, bytes included) and the rejected ones (``rejected-<b>.parquet``);
-    returns the counts, the fetch counts included."""
+    returns one row of counts: the bucket, kept and rejected, and ``FETCH_COUNTS``."""
     bucket = int(group.column("bucket")[0].as_py())
     is_decision = np.asarray(group.column("decided"))
     decisions = group.filter(pa.array(is_decision))
@@ -692,9 +688,9 @@ def final_bucket(group: pa.Table, out_dir: str) -> pa.Table:
     ).append_column("reason", pa.array([reason[i] for i in gone], type=pa.string()))
     write_parquet_atomic(Path(out_dir) / f"kept-{bucket:06d}.parquet", kept)
     write_parquet_atomic(Path(out_dir) / f"rejected-{bucket:06d}.parquet", rejected)
-    counts = tally(group, "fetch", as_counter=True)
-    counts.update({"bucket": bucket, "kept": kept.num_rows, "rejected": rejected.num_rows})
-    return pa.table({"counts": [json.dumps(counts)]})
+    counts = {"bucket": bucket, "kept": kept.num_rows, "rejected": rejected.num_rows,
+              **fetch_counts(group)}  # fmt: skip
+    return pa.table({k: pa.array([v], pa.int64()) for k, v in counts.items()})
 
 
 def write_shard_rows(batch: pa.Table, out_dir: str, work_dir: str) -> pa.Table:
@@ -849,26 +845,14 @@ def write_ledgers(files: list[str], out_dir: str) -> dict:
             "missing_reason": missing_reason, **{k: dict(v) for k, v in counts.items()}}  # fmt: skip
 
 
-def tally(batch: pa.Table, kind: str, as_counter: bool = False):
-    """Per-block counts for stats.json, summed on the driver (one small row per block)."""
-    counts: Counter = Counter()
-    if kind == "names":
-        counts["distinct"] = batch.num_rows
-        counts.update(f"status:{s}" for s in batch.column("status").to_pylist())
-        counts.update(f"version:{v}" for v in batch.column("backbone_version").to_pylist())
-    elif kind == "stage":
-        counts["rows"] = batch.num_rows
-        counts.update(batch.column("stage").to_pylist())
-    elif kind == "fetch":
-        stage = batch.column("stage").to_pylist()
-        attempts = batch.column("attempts").to_pylist()
-        cached = batch.column("cached").to_pylist()
-        for s, a, c in zip(stage, attempts, cached, strict=True):
-            if s in ("names", "category"):
-                continue  # never reached the image stage
-            counts["records"] += 1
-            counts["from_cache"] += bool(c)
-            counts["retried"] += a > 1
-    if as_counter:
-        return counts
-    return pa.table({"counts": [json.dumps(counts)]})
+# What stats.json's "fetch" says: records that reached fetch, read from the cache, retried.
+FETCH_COUNTS = ("records", "from_cache", "retried")
+
+
+def fetch_counts(group: pa.Table) -> dict[str, int]:
+    """``FETCH_COUNTS`` of image results (records rejected before fetch do not count)."""
+    reached = pc.invert(pc.is_in(group.column("stage"), pa.array(["names", "category"])))
+    rows = group.filter(reached)
+    return {"records": rows.num_rows,
+            "from_cache": int(pc.sum(rows.column("cached")).as_py() or 0),
+            "retried": int(pc.sum(pc.greater(rows.column("attempts"), 1)).as_py() or 0)}  # fmt: skip
