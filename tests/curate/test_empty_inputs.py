@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from taxoclip.curate import CurateConfig, curate, plan, run
+from taxoclip.curate import CurateConfig, curate, driver, plan
 from taxoclip.curate.pipeline import ray_session, write_ledger
 from taxoclip.errors import TaxoclipError
 from taxoclip.synth import SynthConfig, generate
@@ -180,9 +180,9 @@ def test_stages_after_an_ingest_that_wrote_no_part(raw, ray_local, tmp_path):
     out = tmp_path / "out"
     config = CurateConfig(sources=[str(raw)], backbone=str(raw / "raw" / "backbone"),
                           out=str(out), exclude_eval=[str(raw / "test")], workers=2)  # fmt: skip
-    work = run.Work(out / ".work")
+    work = driver.Work(out / ".work")
     work.state["ingest"] = {"records_in": 0, "records": 0, "sources": []}
-    curation = run.Run(config, work, plan.stages(), backbone=Path(config.backbone))
+    curation = driver.Run(config, work, plan.stages(), backbone=Path(config.backbone))
     counts = curation.all()  # ingest is done (with nothing): every later stage runs on nothing
     assert counts["names"].distinct_names == 0
     assert counts["near"].near_duplicates == 0

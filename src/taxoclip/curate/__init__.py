@@ -1,8 +1,9 @@
 """Curation: raw biodiversity records → a TreeOfLife-style dataset, with nothing lost.
 
-``run(CurateConfig(...))`` (or ``curate(config)``) runs ingest → names → category →
-images → leak → dedup → shard on Ray Data; see ``taxoclip.curate.pipeline`` for the stages
-and ``docs/curate.md``. Importing this package is light: pyarrow and Ray load on first run.
+``run(CurateConfig(...))`` (or ``curate(config)``) runs the stages of
+``taxoclip.curate.plan`` (ingest → names → records → images → eval → exact → pairs → near
+→ final → shards, then the ledger) on Ray Data; see ``taxoclip.curate.pipeline`` and
+``docs/curate.md``. Importing this package is light: pyarrow and Ray load on first run.
 """
 
 from __future__ import annotations

@@ -51,9 +51,9 @@ from pathlib import Path
 
 from taxoclip import __version__
 from taxoclip.curate.config import CurateConfig, CurateResult, available_cores
+from taxoclip.curate.driver import Run, Work
 from taxoclip.curate.plan import stages
 from taxoclip.curate.records import REJECT_STAGES
-from taxoclip.curate.run import Run, Work
 from taxoclip.curate.stages import ImageStage, NameStage, shard_key  # noqa: F401 - re-exported
 from taxoclip.data import ShardSet
 from taxoclip.errors import InputError, TaxoclipError, UsageError

@@ -2,7 +2,7 @@
 
 Each stage has its inputs (the folders of earlier stages under ``OUT/.work``), its output
 folder, its typed ``Counts`` and one ``run``; the bookkeeping around them (done, cleared,
-resumed, marked) is :class:`taxoclip.curate.run.Run`'s. The work Ray runs is in
+resumed, marked) is :class:`taxoclip.curate.driver.Run`'s. The work Ray runs is in
 :mod:`taxoclip.curate.stages`; the order and the layout of ``.work`` are in
 :mod:`taxoclip.curate.pipeline`'s docstring.
 """
@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from taxoclip.curate.records import GIVEN_RANKS
-from taxoclip.curate.run import (
+from taxoclip.curate.driver import (
     BUCKET_COUNTS,
     BUCKET_ROWS,
     NAME_COUNTS,
@@ -29,6 +28,7 @@ from taxoclip.curate.run import (
     read_parts,
     total,
 )
+from taxoclip.curate.records import GIVEN_RANKS
 from taxoclip.errors import InputError, UsageError
 from taxoclip.files import write_text_atomic
 
