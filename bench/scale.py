@@ -81,7 +81,7 @@ def measure_new(n: int, args) -> dict:
     passes_at = (n // PER_SHARD) // 256
     first = max(0, passes_at - 1)  # a shard before a pass ends: the steps cross into the next
     reader = FakeReader.make(shards, reader=0, n_readers=256, buffer=args.shuffle_buffer)
-    reader._state["shard"] = first
+    reader.position.shard = first
     per_step = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
@@ -96,7 +96,7 @@ def measure_new(n: int, args) -> dict:
     tracemalloc.start()
     shards = ShardList.resolve(spec)
     reader = FakeReader.make(shards, reader=0, n_readers=256, buffer=args.shuffle_buffer)
-    reader._state["shard"] = first
+    reader.position.shard = first
     for _ in range(min(args.steps, 200) * args.batch):
         reader.next_sample()
     _, peak = tracemalloc.get_traced_memory()

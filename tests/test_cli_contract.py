@@ -74,8 +74,10 @@ def test_every_old_flag_is_accepted_with_the_same_meaning(command):
         if old["kind"] == "_StoreTrueAction":
             # the flag still switches the behaviour on: stored as True, or as False in a
             # negated field (--quiet -> progress=False, --species-only -> keep_higher_rank=False)
-            assert (type(new).__name__, default) in {("_StoreTrueAction", False),
-                                                     ("_StoreFalseAction", True)}, flag  # fmt: skip
+            assert (type(new).__name__, default) in {
+                ("_StoreTrueAction", False),
+                ("_StoreFalseAction", True),
+            }, flag
         elif not old["required"] and [flag, old["default"], default] not in CHANGED:
             # a repeatable flag given no times: None from argparse then, [] from the field now
             same = default == old["default"] or (old["default"] is None and default == [])

@@ -63,8 +63,26 @@ def test_absent_flags_take_the_field_default():
 
 
 def test_flags_aliases_negations_parsers_and_repeats():
-    toy = parse("a", "b", "--out", "o", "--size", "5", "--weight-decay", "0.1", "--species-only",
-                "--tags", "x,y", "--extra", "1", "--extra", "2", "-q", "--rank", "genus")  # fmt: skip
+    toy = parse(
+        "a",
+        "b",
+        "--out",
+        "o",
+        "--size",
+        "5",
+        "--weight-decay",
+        "0.1",
+        "--species-only",
+        "--tags",
+        "x,y",
+        "--extra",
+        "1",
+        "--extra",
+        "2",
+        "-q",
+        "--rank",
+        "genus",
+    )
     assert toy.inputs == ["a", "b"] and toy.size == 5 and toy.weight_decay == 0.1
     assert toy.keep_higher_rank is False and toy.progress is False
     assert toy.tags == ["x", "y"] and toy.extra == ["1", "2"] and toy.rank == "genus"
@@ -74,8 +92,12 @@ def test_flags_aliases_negations_parsers_and_repeats():
 def test_required_choices_and_exclusive_groups_are_enforced(capsys):
     parser = argparse.ArgumentParser()
     add_arguments(parser, Toy)
-    for argv in (["a"], ["a", "--out", "o", "--rank", "order"],
-                 ["a", "--out", "o", "--rank", "genus", "--cls", "x"], ["a", "--out", "o", "--hidden", "1"]):  # fmt: skip
+    for argv in (
+        ["a"],
+        ["a", "--out", "o", "--rank", "order"],
+        ["a", "--out", "o", "--rank", "genus", "--cls", "x"],
+        ["a", "--out", "o", "--hidden", "1"],
+    ):
         with pytest.raises(SystemExit) as exc:
             parser.parse_args(argv)
         assert exc.value.code == 2

@@ -82,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                     group, help=GROUPS.get(group), description=GROUPS.get(group)
                 )
                 holder.set_defaults(_help=holder)
-                groups[group] = holder.add_subparsers(dest="_sub", metavar="COMMAND",
-                                                      parser_class=_Parser)  # fmt: skip
+                groups[group] = holder.add_subparsers(
+                    dest="_sub", metavar="COMMAND", parser_class=_Parser
+                )
             subparsers = groups[group]
         sub = subparsers.add_parser(name, help=cmd.help, description=cmd.description)
         add_arguments(sub, cmd.config)

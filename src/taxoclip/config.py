@@ -62,9 +62,21 @@ def option(
     ``exclusive`` names a mutually exclusive group; ``cli=False`` keeps a field for
     library callers only.
     """
-    meta = dict(help=help, flag=flag, aliases=tuple(aliases), short=short, metavar=metavar,
-                choices=choices, positional=positional, nargs=nargs, append=append,
-                exclusive=exclusive, parse=parse, negate=negate, cli=cli)  # fmt: skip
+    meta = dict(
+        help=help,
+        flag=flag,
+        aliases=tuple(aliases),
+        short=short,
+        metavar=metavar,
+        choices=choices,
+        positional=positional,
+        nargs=nargs,
+        append=append,
+        exclusive=exclusive,
+        parse=parse,
+        negate=negate,
+        cli=cli,
+    )
     if isinstance(default, (list, dict, set)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata={_META: meta})

@@ -67,8 +67,11 @@ def model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def analysis(synth, model, tmp_path_factory):
     out = tmp_path_factory.mktemp("analysis") / "out"
-    result = run(AnalyzeConfig(model=str(model), data=str(synth), out=str(out), seed=0,
-                               device="cpu", progress=False))  # fmt: skip
+    result = run(
+        AnalyzeConfig(
+            model=str(model), data=str(synth), out=str(out), seed=0, device="cpu", progress=False
+        )
+    )
     return result, json.loads((out / "metrics.json").read_text())
 
 
@@ -407,8 +410,17 @@ def folder(synth, truth, tmp_path_factory):
 
 def test_an_eval_folder_gives_what_its_columns_allow(folder, model, tmp_path):
     path, n_rows = folder
-    result = run(AnalyzeConfig(model=str(model), data=str(path), out=str(tmp_path / "out"),
-                               baseline="none", plots=False, device="cpu", progress=False))  # fmt: skip
+    result = run(
+        AnalyzeConfig(
+            model=str(model),
+            data=str(path),
+            out=str(tmp_path / "out"),
+            baseline="none",
+            plots=False,
+            device="cpu",
+            progress=False,
+        )
+    )
     payload = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert {"taxonomic", "ecological_habitat", "trait_wing", "effective_dimension"} <= set(
         payload["metrics"]

@@ -414,8 +414,13 @@ def test_stock_open_clip_train_path_with_compat_webdataset(tmp_path: Path, clip_
 
 
 def test_caption_samples_hold_only_their_caption(tmp_path: Path) -> None:
-    sample = ShardSample(key="w1", jpg=jpeg(1), lineage=None, meta={"kind": "scene"},
-                         caption="  a  green animal\nwith a crest ")  # fmt: skip
+    sample = ShardSample(
+        key="w1",
+        jpg=jpeg(1),
+        lineage=None,
+        meta={"kind": "scene"},
+        caption="  a  green animal\nwith a crest ",
+    )
     shards = write_shards([sample], tmp_path)
     with tarfile.open(shards.paths[0]) as tar:
         assert tar.getnames() == ["w1.json", "w1.txt", "w1.jpg"]
@@ -423,7 +428,8 @@ def test_caption_samples_hold_only_their_caption(tmp_path: Path) -> None:
         assert json.loads(tar.extractfile("w1.json").read()) == {"kind": "scene"}
     for bad in ("", "   ", 3):
         with pytest.raises(UsageError, match="caption"):
-            write_shards([ShardSample(key="w2", jpg=jpeg(2), lineage=None, caption=bad)],
-                         tmp_path / "bad")  # fmt: skip
+            write_shards(
+                [ShardSample(key="w2", jpg=jpeg(2), lineage=None, caption=bad)], tmp_path / "bad"
+            )
     with pytest.raises(UsageError, match="lineage"):
         write_shards([ShardSample(key="w3", jpg=jpeg(3), lineage=None)], tmp_path / "bad2")

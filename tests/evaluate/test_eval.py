@@ -33,16 +33,30 @@ def trained(synth, tmp_path_factory):
 
 
 def test_synth_suite_reports_every_task_beside_the_baseline(synth, trained, tmp_path):
-    rows = run_eval(EvalConfig(model=str(trained), data=str(synth), suite="synth",
-                               out=str(tmp_path / "res"), cache_dir=str(tmp_path / "cache"),
-                               device="cpu", progress=False)).rows  # fmt: skip
+    rows = run_eval(
+        EvalConfig(
+            model=str(trained),
+            data=str(synth),
+            suite="synth",
+            out=str(tmp_path / "res"),
+            cache_dir=str(tmp_path / "cache"),
+            device="cpu",
+            progress=False,
+        )
+    ).rows
     tasks = {(r.task, r.metric, r.model) for r in rows}
     for model in ("trained", "untrained"):
-        for task, metric in [("seen species", "zero-shot top-1"), ("seen species", "zero-shot top-5"),
-                             ("seen species", "zero-shot top-1 genus"), ("seen species", "1-shot"),
-                             ("seen species", "5-shot"), ("seen species", "mistake severity (ranks)"),
-                             ("unseen species", "zero-shot top-1 family"), ("habitat", "linear probe accuracy"),
-                             ("beak length", "ridge R² (5-fold)")]:  # fmt: skip
+        for task, metric in [
+            ("seen species", "zero-shot top-1"),
+            ("seen species", "zero-shot top-5"),
+            ("seen species", "zero-shot top-1 genus"),
+            ("seen species", "1-shot"),
+            ("seen species", "5-shot"),
+            ("seen species", "mistake severity (ranks)"),
+            ("unseen species", "zero-shot top-1 family"),
+            ("habitat", "linear probe accuracy"),
+            ("beak length", "ridge R² (5-fold)"),
+        ]:
             assert (task, metric, model) in tasks, (task, metric, model)
     for r in rows:
         if "top" in r.metric or "1-shot" in r.metric or "accuracy" in r.metric:
@@ -82,9 +96,24 @@ def test_missing_files_are_reported_and_the_rest_evaluated(synth, trained, tmp_p
     evalset = read_metadata_folder(folder)
     assert len(evalset.missing) == 1 and len(evalset) == len(rows) - 1
     done = subprocess.run(
-        [sys.executable, "-m", "taxoclip", "eval", "--model", str(trained), "--data", str(folder), "-q",
-         "--cache-dir", str(tmp_path / "cache"), "--no-baseline"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "taxoclip",
+            "eval",
+            "--model",
+            str(trained),
+            "--data",
+            str(folder),
+            "-q",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-baseline",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr
     assert "no such file" in done.stderr and "zero-shot top-1" in done.stdout

@@ -34,11 +34,13 @@ def test_true_taxon_missing_from_candidates_counts_as_wrong():
 
 
 def test_mistake_severity_is_the_mean_distance_of_wrong_top1():
-    probs = np.array([
-        [0.1, 0.9, 0.0, 0.0],  # truth Ga a, predicted Ga b: distance 1
-        [0.0, 0.0, 0.0, 1.0],  # truth Ga a, predicted Gc d (other order): distance 4
-        [1.0, 0.0, 0.0, 0.0],  # correct: not counted
-    ])  # fmt: skip
+    probs = np.array(
+        [
+            [0.1, 0.9, 0.0, 0.0],  # truth Ga a, predicted Ga b: distance 1
+            [0.0, 0.0, 0.0, 1.0],  # truth Ga a, predicted Gc d (other order): distance 4
+            [1.0, 0.0, 0.0, 0.0],  # correct: not counted
+        ]
+    )
     result = mistake_severity(probs, CANDIDATES, [lin("Ga", "a")] * 3)
     assert result["mean_distance"] == pytest.approx(2.5)
     assert result["n_mistakes"] == 2 and result["same_genus"] == 0.5

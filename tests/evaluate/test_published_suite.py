@@ -19,9 +19,18 @@ def test_runs_what_exists_and_says_what_it_skipped(model_dir, tmp_path):
     root.mkdir()
     for make in (make_rare_species, make_newt, make_fishnet, make_awa2, make_herbarium19):
         make(root)
-    result = run_eval(EvalConfig(model=str(model_dir), suite="bioclip2", root=str(root),
-                                 out=str(tmp_path / "out"), baseline=False, device="cpu",
-                                 cache_dir=str(tmp_path / "cache"), progress=False))  # fmt: skip
+    result = run_eval(
+        EvalConfig(
+            model=str(model_dir),
+            suite="bioclip2",
+            root=str(root),
+            out=str(tmp_path / "out"),
+            baseline=False,
+            device="cpu",
+            cache_dir=str(tmp_path / "cache"),
+            progress=False,
+        )
+    )
     rows, notes = result.rows, result.notes
     by_task = {(r.task, r.metric): r.value for r in rows}
     assert any(task.startswith("rare") and metric == "zero-shot top-1" for task, metric in by_task)

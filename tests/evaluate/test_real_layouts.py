@@ -34,8 +34,9 @@ from tests.helpers import saved_model
 def synth(tmp_path_factory) -> list[dict[str, str]]:
     """48 SynthToL images (8 species × 6) with their metadata rows, paths absolute."""
     out = tmp_path_factory.mktemp("synth") / "synth"
-    generate(out, SynthConfig(species=8, images_per_species=6, image_size=32, seed=4),
-             progress=False)  # fmt: skip
+    generate(
+        out, SynthConfig(species=8, images_per_species=6, image_size=32, seed=4), progress=False
+    )
     records = []
     for split in ("train", "test"):
         with (out / split / "metadata.csv").open(newline="", encoding="utf-8") as handle:
@@ -50,8 +51,9 @@ def synth(tmp_path_factory) -> list[dict[str, str]]:
     return [r for _, r in sorted(keyed, key=lambda item: item[0])]
 
 
-def _write_csv(path: Path, header: list[str] | tuple[str, ...], rows: list[list[object]],
-               delimiter: str = ",") -> None:  # fmt: skip
+def _write_csv(
+    path: Path, header: list[str] | tuple[str, ...], rows: list[list[object]], delimiter: str = ","
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, delimiter=delimiter)
@@ -60,8 +62,15 @@ def _write_csv(path: Path, header: list[str] | tuple[str, ...], rows: list[list[
 
 
 def _ranks(r: dict[str, str]) -> list[str]:
-    return [r["kingdom"], r["phylum"], r["class_"], r["order"], r["family"], r["genus"],
-            r["species_epithet"]]  # fmt: skip
+    return [
+        r["kingdom"],
+        r["phylum"],
+        r["class_"],
+        r["order"],
+        r["family"],
+        r["genus"],
+        r["species_epithet"],
+    ]
 
 
 def _taxon_com(r: dict[str, str]) -> str:
@@ -87,9 +96,24 @@ def make_camera_traps(root: Path, synth: list[dict], sets: dict[str, int]) -> di
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.open(r["path"]).save(target)
             base = f"https://example.org/{relative}"
-            rows.append([base, base, base, image_id, f"seq{k}", f"loc{k % 2}", 0,
-                         r["common_name"], r["species"], r["common_name"], *_ranks(r)[:2],
-                         r["class_"], *_ranks(r)[3:], relative])  # fmt: skip
+            rows.append(
+                [
+                    base,
+                    base,
+                    base,
+                    image_id,
+                    f"seq{k}",
+                    f"loc{k % 2}",
+                    0,
+                    r["common_name"],
+                    r["species"],
+                    r["common_name"],
+                    *_ranks(r)[:2],
+                    r["class_"],
+                    *_ranks(r)[3:],
+                    relative,
+                ]
+            )
         _write_csv(folder / f"{set_name}-balanced.csv", CAMERA_TRAP_COLUMNS, rows)
         written[set_name] = synth[start : start + count]
         start += count
@@ -107,8 +131,17 @@ def make_rare_species_release(root: Path, synth: list[dict]) -> Path:
         target = folder / "dataset" / class_dir / f"{content}_{page}_eol-full-size-copy.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(r["path"], target)
-        rows.append([f"rs{k}", content, page, *_ranks(r)[:6], r["species_epithet"], r["species"],
-                     r["common_name"]])  # fmt: skip
+        rows.append(
+            [
+                f"rs{k}",
+                content,
+                page,
+                *_ranks(r)[:6],
+                r["species_epithet"],
+                r["species"],
+                r["common_name"],
+            ]
+        )
     rows.append(["rs-gone", 99_999, 1, *_ranks(synth[0])[:6], "gone", "Gone gone", "gone"])
     _write_csv(folder / RARE_SPECIES_CATALOG, RARE_SPECIES_CATALOG_COLUMNS, rows)
     return folder
@@ -145,20 +178,36 @@ def make_meta_album(root: Path, synth: list[dict]) -> Path:
         shutil.copyfile(r["path"], _mk(plankton / "images" / f"p{k}.jpg"))
         rows.append([f"p{k}.jpg", r["species"], r["family"]])
     _write_csv(plankton / "labels.csv", ["FILE_NAME", "CATEGORY", "SUPER_CATEGORY"], rows)
-    (plankton / "info.json").write_text(json.dumps({
-        "dataset_name": "Plankton", "image_column_name": "FILE_NAME",
-        "category_column_name": "CATEGORY", "has_super_categories": True,
-        "super_category_column_name": "SUPER_CATEGORY", "images_in_sub_folder": True,
-        "csv_with_tab": False}))  # fmt: skip
+    (plankton / "info.json").write_text(
+        json.dumps(
+            {
+                "dataset_name": "Plankton",
+                "image_column_name": "FILE_NAME",
+                "category_column_name": "CATEGORY",
+                "has_super_categories": True,
+                "super_category_column_name": "SUPER_CATEGORY",
+                "images_in_sub_folder": True,
+                "csv_with_tab": False,
+            }
+        )
+    )
     insects = folder / "set2" / "INS_Mini"
     rows = []
     for k, r in enumerate(synth[6:10]):
         shutil.copyfile(r["path"], _mk(insects / "images" / f"i{k}.jpg"))
         rows.append([f"i{k}.jpg", r["species"]])
     _write_csv(insects / "labels.csv", ["file", "label"], rows, delimiter="\t")
-    (insects / "info.json").write_text(json.dumps({
-        "image_column_name": "file", "category_column_name": "label",
-        "has_super_categories": False, "images_in_sub_folder": True, "csv_with_tab": True}))  # fmt: skip
+    (insects / "info.json").write_text(
+        json.dumps(
+            {
+                "image_column_name": "file",
+                "category_column_name": "label",
+                "has_super_categories": False,
+                "images_in_sub_folder": True,
+                "csv_with_tab": True,
+            }
+        )
+    )
     fungi = folder / "fungi"
     names = [
         "Cortinarius caperatus (Pers.) Fr.",
@@ -268,8 +317,25 @@ def model_dir(tmp_path_factory):
 
 
 def _eval(model_dir, root, out, cache, *extra) -> int:
-    return main(["eval", "--model", str(model_dir), "--suite", "bioclip2", "--root", str(root),
-                 "--out", str(out), "--cache-dir", str(cache), "--device", "cpu", "-q", *extra])  # fmt: skip
+    return main(
+        [
+            "eval",
+            "--model",
+            str(model_dir),
+            "--suite",
+            "bioclip2",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(cache),
+            "--device",
+            "cpu",
+            "-q",
+            *extra,
+        ]
+    )
 
 
 def test_suite_prints_published_columns_and_goes_on_past_a_broken_benchmark(
@@ -289,8 +355,11 @@ def test_suite_prints_published_columns_and_goes_on_past_a_broken_benchmark(
     columns = [c.strip() for c in header.strip("|").split("|")]
     assert columns[:6] == ["suite", "task", "metric", "n", "trained", "untrained"]
     assert columns[6:] == [paper.label(m) for m in paper.SHOWN]
-    lines = {tuple(c.strip() for c in line.strip("|").split("|")[1:3]): line
-             for line in printed.out.splitlines() if line.startswith("| bioclip2")}  # fmt: skip
+    lines = {
+        tuple(c.strip() for c in line.strip("|").split("|")[1:3]): line
+        for line in printed.out.splitlines()
+        if line.startswith("| bioclip2")
+    }
     nabirds = lines[("nabirds", "zero-shot top-1")]  # absent: published numbers, not on disk
     assert (
         "not on disk" in nabirds

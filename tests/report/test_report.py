@@ -92,11 +92,23 @@ def _run(folder: Path) -> Path:
 def _eval(folder: Path) -> Path:
     folder.mkdir(parents=True)
     rows = [
-        {"suite": "synth", "task": "species", "metric": "top1", "value": 0.6, "model": "trained",
-         "n": 50},
-        {"suite": "synth", "task": "species", "metric": "top1", "value": 0.02,
-         "model": "untrained", "n": 50},
-    ]  # fmt: skip
+        {
+            "suite": "synth",
+            "task": "species",
+            "metric": "top1",
+            "value": 0.6,
+            "model": "trained",
+            "n": 50,
+        },
+        {
+            "suite": "synth",
+            "task": "species",
+            "metric": "top1",
+            "value": 0.02,
+            "model": "untrained",
+            "n": 50,
+        },
+    ]
     (folder / "results.json").write_text(json.dumps(rows))
     return folder
 
@@ -174,8 +186,11 @@ def test_detect_and_cli(all_inputs: list[Path], tmp_path: Path, capsys) -> None:
 
 
 def test_sentence_from_numbers() -> None:
-    metric = {"kind": "trait_alignment", "trait": "hue",
-              "stats": {"pc1_spearman": _stat(0.68, 0.34, 0.21, 0.03, "holds")}}  # fmt: skip
+    metric = {
+        "kind": "trait_alignment",
+        "trait": "hue",
+        "stats": {"pc1_spearman": _stat(0.68, 0.34, 0.21, 0.03, "holds")},
+    }
     sentence = metric_sentence("trait_hue", metric)
     assert sentence == (
         "Hue: species centroids order by hue along their first principal component "
@@ -194,11 +209,22 @@ def test_renders_in_headless_chromium(all_inputs: list[Path], tmp_path: Path) ->
     out = write_report(all_inputs, tmp_path / "report.html")
     shot = tmp_path / "shot.png"
     proc = subprocess.run(
-        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
-         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
-         f"--screenshot={shot}", "--window-size=1280,2000", out.resolve().as_uri()],
-        capture_output=True, text=True, timeout=300,  # a hang guard: slow to start under load
-    )  # fmt: skip
+        [
+            CHROMIUM,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--screenshot={shot}",
+            "--window-size=1280,2000",
+            out.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,  # a hang guard: slow to start under load
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert shot.is_file()
     image = Image.open(shot).convert("L")
@@ -217,20 +243,55 @@ def test_renders_in_headless_chromium(all_inputs: list[Path], tmp_path: Path) ->
 def _study(folder: Path) -> Path:
     """A study.json in the schema of study/summary.py (claims, trends, runs)."""
     folder.mkdir(parents=True)
-    baselines = {"untrained": 0.0123, "general": 0.61, "flat": 0.55, "no_replay": None,
-                 "null": 0.498}  # fmt: skip
-    claim = {"claim": "sexes separated", "statistic": "separation_sex.probe_accuracy",
-             "size": 120, "mean": 0.62, "sd": 0.01, "n_seeds": 6, "baselines": baselines,
-             "baselines_sd": dict.fromkeys(baselines, 0.01), "against": ["untrained", "null"],
-             "verdict": "holds"}  # fmt: skip
-    trend = {"claim": "sexes separated grows with data", "statistic": claim["statistic"],
-             "slope": 0.031, "ci_low": 0.02, "ci_high": 0.042, "verdict": "holds"}  # fmt: skip
-    study = {"kind": "scaling", "recipe": "two-stage", "budget": "steps",
-             "budget_why": "fixed <compute>", "worlds": [{"seed": 0}, {"seed": 1}],
-             "model_seeds": [0, 1, 2], "sizes": [30, 60, 120], "verdict_rule": "the <rule>",
-             "claims": [claim, {**claim, "claim": "taxonomy", "statistic": "taxonomic.spearman",
-                                "mean": 0.1, "verdict": "does not hold"}],
-             "trends": [trend], "runs": {"w0/s0/size-30": {"kind": "stage2"}}}  # fmt: skip
+    baselines = {
+        "untrained": 0.0123,
+        "general": 0.61,
+        "flat": 0.55,
+        "no_replay": None,
+        "null": 0.498,
+    }
+    claim = {
+        "claim": "sexes separated",
+        "statistic": "separation_sex.probe_accuracy",
+        "size": 120,
+        "mean": 0.62,
+        "sd": 0.01,
+        "n_seeds": 6,
+        "baselines": baselines,
+        "baselines_sd": dict.fromkeys(baselines, 0.01),
+        "against": ["untrained", "null"],
+        "verdict": "holds",
+    }
+    trend = {
+        "claim": "sexes separated grows with data",
+        "statistic": claim["statistic"],
+        "slope": 0.031,
+        "ci_low": 0.02,
+        "ci_high": 0.042,
+        "verdict": "holds",
+    }
+    study = {
+        "kind": "scaling",
+        "recipe": "two-stage",
+        "budget": "steps",
+        "budget_why": "fixed <compute>",
+        "worlds": [{"seed": 0}, {"seed": 1}],
+        "model_seeds": [0, 1, 2],
+        "sizes": [30, 60, 120],
+        "verdict_rule": "the <rule>",
+        "claims": [
+            claim,
+            {
+                **claim,
+                "claim": "taxonomy",
+                "statistic": "taxonomic.spearman",
+                "mean": 0.1,
+                "verdict": "does not hold",
+            },
+        ],
+        "trends": [trend],
+        "runs": {"w0/s0/size-30": {"kind": "stage2"}},
+    }
     (folder / "study.json").write_text(json.dumps(study))
     Image.new("RGB", (50, 30), (30, 30, 200)).save(folder / "scaling.png")
     return folder

@@ -74,9 +74,21 @@ def _runs(stage2, baselines, sizes=(100, 200, 400, 800)):
     stat = "separation_sex.probe_accuracy"
 
     def entry(kind, seed, n, value, null=0.5):
-        return {"kind": kind, "world": 0, "seed": seed, "n_train": n,
-                "values": {stat: {"value": value, "null_mean": null, "null_sd": 0.01,
-                                  "n_species": 40, "n_images": 900}}}  # fmt: skip
+        return {
+            "kind": kind,
+            "world": 0,
+            "seed": seed,
+            "n_train": n,
+            "values": {
+                stat: {
+                    "value": value,
+                    "null_mean": null,
+                    "null_sd": 0.01,
+                    "n_species": 40,
+                    "n_images": 900,
+                }
+            },
+        }
 
     runs = {"w0/general": entry("general", None, None, baselines["general"])}
     for seed, values in enumerate(stage2):
@@ -88,14 +100,23 @@ def _runs(stage2, baselines, sizes=(100, 200, 400, 800)):
 
 
 def test_summarise_builds_the_schema_other_tools_read():
-    runs, stat = _runs([[0.60, 0.65, 0.70, 0.80], [0.61, 0.66, 0.71, 0.81],
-                        [0.59, 0.64, 0.69, 0.79]],
-                       {"general": 0.70, "untrained": 0.52, "flat": 0.75, "no_replay": 0.74})  # fmt: skip
+    runs, stat = _runs(
+        [[0.60, 0.65, 0.70, 0.80], [0.61, 0.66, 0.71, 0.81], [0.59, 0.64, 0.69, 0.79]],
+        {"general": 0.70, "untrained": 0.52, "flat": 0.75, "no_replay": 0.74},
+    )
     summary = summarise(runs, worlds=[0], seeds=[0, 1, 2])
     assert len(summary["claims"]) == len(CLAIMS)
     claim = next(c for c in summary["claims"] if c["statistic"] == stat)
-    assert set(claim) >= {"claim", "statistic", "size", "mean", "sd", "n_seeds", "baselines",
-                          "verdict"}  # fmt: skip
+    assert set(claim) >= {
+        "claim",
+        "statistic",
+        "size",
+        "mean",
+        "sd",
+        "n_seeds",
+        "baselines",
+        "verdict",
+    }
     assert claim["size"] == 800 and claim["n_seeds"] == 3
     assert claim["n_species"] == 40 and claim["n_images"] == 900
     assert claim["mean"] == pytest.approx(0.80) and claim["sd"] == pytest.approx(0.01)
@@ -116,15 +137,19 @@ def test_summarise_builds_the_schema_other_tools_read():
 
 
 def test_a_claim_below_the_general_model_does_not_hold():
-    runs, stat = _runs([[0.6, 0.6, 0.6, 0.65]] * 3,
-                       {"general": 0.70, "untrained": 0.52, "flat": 0.6, "no_replay": 0.6})  # fmt: skip
+    runs, stat = _runs(
+        [[0.6, 0.6, 0.6, 0.65]] * 3,
+        {"general": 0.70, "untrained": 0.52, "flat": 0.6, "no_replay": 0.6},
+    )
     claim = next(c for c in summarise(runs, [0], [0, 1, 2])["claims"] if c["statistic"] == stat)
     assert claim["verdict"] == FAILS
 
 
 def test_one_replicate_uses_the_null_spread():
-    runs, stat = _runs([[0.6, 0.62, 0.64, 0.66]],
-                       {"general": 0.55, "untrained": 0.52, "flat": 0.5, "no_replay": 0.5})  # fmt: skip
+    runs, stat = _runs(
+        [[0.6, 0.62, 0.64, 0.66]],
+        {"general": 0.55, "untrained": 0.52, "flat": 0.5, "no_replay": 0.5},
+    )
     summary = summarise(runs, [0], [0])
     claim = next(c for c in summary["claims"] if c["statistic"] == stat)
     assert claim["n_seeds"] == 1 and claim["sd"] == pytest.approx(0.01)
@@ -134,10 +159,22 @@ def test_one_replicate_uses_the_null_spread():
 
 def test_a_claim_without_the_comparator_it_is_about_has_no_verdict():
     stat = "zero_shot.seen_top1"
-    runs = {"w0/s0/size-100": {"kind": "stage2", "world": 0, "seed": 0, "n_train": 100,
-                               "values": {stat: {"value": 0.3}}},
-            "w0/s0/untrained": {"kind": "untrained", "world": 0, "seed": 0, "n_train": None,
-                                "values": {stat: {"value": 0.01}}}}  # fmt: skip
+    runs = {
+        "w0/s0/size-100": {
+            "kind": "stage2",
+            "world": 0,
+            "seed": 0,
+            "n_train": 100,
+            "values": {stat: {"value": 0.3}},
+        },
+        "w0/s0/untrained": {
+            "kind": "untrained",
+            "world": 0,
+            "seed": 0,
+            "n_train": None,
+            "values": {stat: {"value": 0.01}},
+        },
+    }
     claim = next(c for c in summarise(runs, [0], [0])["claims"] if c["statistic"] == stat)
     assert claim["baselines"]["flat"] is None
     assert claim["verdict"] == UNSURE  # beats the untrained twin, but "beats flat" is untested

@@ -21,6 +21,7 @@ from taxoclip.errors import UsageError
 from taxoclip.report import write_report
 from taxoclip.study import ScalingConfig
 from taxoclip.study import run as run_study
+from taxoclip.study.record import SCHEMA_FILE, StudyRecord
 from taxoclip.study.scaling import subset_count
 from taxoclip.synth import SynthConfig, generate
 
@@ -32,10 +33,21 @@ SEEDS = (0, 1)
 def study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study") / "out"
     config = ScalingConfig(
-        out=out, species=24, images_per_species=10, image_size=32, web=300, sizes=FRACTIONS,
-        seeds=len(SEEDS), world_seeds=[0], epochs=1, stage1_epochs=1, batch_size=32, seed=0,
-        device="cpu", progress=False,
-    )  # fmt: skip
+        out=out,
+        species=24,
+        images_per_species=10,
+        image_size=32,
+        web=300,
+        sizes=FRACTIONS,
+        seeds=len(SEEDS),
+        world_seeds=[0],
+        epochs=1,
+        stage1_epochs=1,
+        batch_size=32,
+        seed=0,
+        device="cpu",
+        progress=False,
+    )
     result = run_study(config)
     return result, json.loads((out / "study.json").read_text())
 
@@ -110,8 +122,10 @@ def test_stage_two_starts_from_the_general_model_and_replays_the_web(study):
 def test_flat_run_trains_on_scientific_names_only(study, train_meta):
     result, data = study
     flat = next(r for r in data["runs"].values() if r["kind"] == "flat")
-    by_key = {p.rsplit("/", 1)[-1][:-4]: row for p, row in zip(
-        train_meta["filepath"], train_meta.to_dict("records"), strict=True)}  # fmt: skip
+    by_key = {
+        p.rsplit("/", 1)[-1][:-4]: row
+        for p, row in zip(train_meta["filepath"], train_meta.to_dict("records"), strict=True)
+    }
     for sample in read_shards(flat["shards"], decode=False, require=("jpg", "sci.txt")):
         row = by_key[sample["__key__"]]
         assert sample["sci.txt"] == f"a photo of {row['species']}."
@@ -125,8 +139,12 @@ def test_every_model_measured_the_same_way(study):
         values = run["values"]
         keys = keys or set(values)
         assert set(values) == keys, name
-        for key in ("zero_shot.seen_top1", "zero_shot.unseen_genus_top1", "web.retrieval_r5",
-                    "web.crest_auc"):  # fmt: skip
+        for key in (
+            "zero_shot.seen_top1",
+            "zero_shot.unseen_genus_top1",
+            "web.retrieval_r5",
+            "web.crest_auc",
+        ):
             assert values[key]["value"] is None or 0.0 <= values[key]["value"] <= 1.0
         metrics = json.loads((Path(run["analysis"]) / "metrics.json").read_text())
         cell = metrics["metrics"]["taxonomic"]["stats"]["spearman"]
@@ -141,13 +159,23 @@ def test_claims_and_trends_in_their_stable_form(study):
     verdicts = {"holds", "does not hold", "inconclusive"}
     n_max = data["sizes"][-1]
     for claim in data["claims"]:
-        assert set(claim) >= {"claim", "statistic", "size", "mean", "sd", "n_seeds",
-                              "baselines", "verdict"}  # fmt: skip
+        assert set(claim) >= {
+            "claim",
+            "statistic",
+            "size",
+            "mean",
+            "sd",
+            "n_seeds",
+            "baselines",
+            "verdict",
+        }
         assert set(claim["baselines"]) == {"untrained", "general", "flat", "no_replay", "null"}
         assert claim["verdict"] in verdicts and claim["size"] == n_max
         assert claim["n_seeds"] in (0, len(SEEDS))
-        values = [data["runs"][f"w0/s{s}/size-{n_max}"]["values"][claim["statistic"]]["value"]
-                  for s in SEEDS]  # fmt: skip
+        values = [
+            data["runs"][f"w0/s{s}/size-{n_max}"]["values"][claim["statistic"]]["value"]
+            for s in SEEDS
+        ]
         if None not in values:
             assert claim["mean"] == pytest.approx(sum(values) / len(values))
     for entry in data["trends"]:
@@ -159,8 +187,13 @@ def test_claims_and_trends_in_their_stable_form(study):
         for r in data["statistics"]
         if r["statistic"] == "trait_hue.pc1_spearman"
     }
-    assert kinds == {*(("stage2", n) for n in data["sizes"]), ("flat", n_max),
-                     ("no_replay", n_max), ("general", None), ("untrained", None)}  # fmt: skip
+    assert kinds == {
+        *(("stage2", n) for n in data["sizes"]),
+        ("flat", n_max),
+        ("no_replay", n_max),
+        ("general", None),
+        ("untrained", None),
+    }
 
 
 def test_plot_table_and_report(study, tmp_path):
@@ -177,6 +210,48 @@ def test_plot_table_and_report(study, tmp_path):
     assert "sexes separated" in html and "replicate(s)" in html
 
 
+def _check_schema(document: dict) -> None:
+    """``document`` against study/study.schema.json (jsonschema is a dev dependency)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(document))
+    assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]]
+
+
+def test_study_json_follows_its_schema_and_its_record(study):
+    result, data = study
+    _check_schema(data)
+    # The record reads and writes the file unchanged, and is what the result holds.
+    assert StudyRecord.from_json(data).to_json() == data
+    assert result.study.to_json() == data
+    runs = json.loads((result.out / "runs.json").read_text())
+    assert runs == data["runs"]
+    flat_key = "w0/s0/flat-" + str(data["sizes"][-1])
+    flat = result.study.runs[flat_key]
+    assert flat.kind == "flat" and flat.text_type == "sci" and flat.steps >= 1
+    seen = data["runs"][flat_key]["values"]["zero_shot.seen_top1"]["value"]
+    assert flat.value("zero_shot.seen_top1") == seen
+    # The demo's one-seed form of it (kind "claims": no design; runs need no model).
+    stage2 = {
+        "kind": "stage2",
+        "world": 0,
+        "seed": 0,
+        "n_train": 120,
+        "values": data["runs"][flat_key]["values"],
+    }
+    demo = {
+        "kind": "claims",
+        "recipe": "two-stage",
+        "budget": "one run",
+        "note": "one seed",
+        "claims": data["claims"],
+        "trends": [],
+        "runs": {"w0/s0/stage2": stage2, "w0/general": data["runs"]["w0/general"]},
+    }
+    _check_schema(demo)
+
+
 def test_resume_keeps_what_was_measured_and_runs_the_rest(study):
     result, data = study
     runs = json.loads((result.out / "runs.json").read_text())
@@ -186,29 +261,53 @@ def test_resume_keeps_what_was_measured_and_runs_the_rest(study):
     del runs[dropped]  # as if the study had stopped before this run was measured
     (result.out / "runs.json").write_text(json.dumps(runs))
     config = ScalingConfig(
-        out=result.out, species=24, images_per_species=10, image_size=32, web=300,
-        sizes=FRACTIONS, seeds=len(SEEDS), world_seeds=[0], epochs=1, stage1_epochs=1,
-        batch_size=32, seed=0, device="cpu", progress=False, resume=True,
-    )  # fmt: skip
+        out=result.out,
+        species=24,
+        images_per_species=10,
+        image_size=32,
+        web=300,
+        sizes=FRACTIONS,
+        seeds=len(SEEDS),
+        world_seeds=[0],
+        epochs=1,
+        stage1_epochs=1,
+        batch_size=32,
+        seed=0,
+        device="cpu",
+        progress=False,
+        resume=True,
+    )
     again = run_study(config)
-    assert set(again.study["runs"]) == set(data["runs"])
+    assert set(again.study.runs) == set(data["runs"])
     assert kept_model.stat().st_mtime_ns == stamp  # not trained again
-    assert again.study["runs"][dropped]["steps"] == data["steps_per_run"]  # trained now
-    assert not (Path(again.study["runs"][dropped]["run"]) / "checkpoints").exists()
+    assert again.study.runs[dropped].steps == data["steps_per_run"]  # trained now
+    assert not (Path(again.study.runs[dropped].run) / "checkpoints").exists()
     with pytest.raises(UsageError, match="--resume"):
         run_study(ScalingConfig(**{**config.to_json(), "resume": False}))
 
 
 def test_scratch_recipe_has_no_general_model(tmp_path):
-    result = run_study(ScalingConfig(
-        out=tmp_path / "s", recipe="scratch", species=16, images_per_species=8, sizes=FRACTIONS,
-        seeds=1, world_seeds=[1], epochs=1, batch_size=16, ablation=True, device="cpu",
-        progress=False,
-    ))  # fmt: skip
-    kinds = sorted(r["kind"] for r in result.study["runs"].values())
+    result = run_study(
+        ScalingConfig(
+            out=tmp_path / "s",
+            recipe="scratch",
+            species=16,
+            images_per_species=8,
+            sizes=FRACTIONS,
+            seeds=1,
+            world_seeds=[1],
+            epochs=1,
+            batch_size=16,
+            ablation=True,
+            device="cpu",
+            progress=False,
+        )
+    )
+    kinds = sorted(r.kind for r in result.study.runs.values())
     assert kinds == ["flat", "stage2", "stage2", "stage2", "untrained"]
     assert not (result.out / "world-1" / "synth" / "web").exists()
-    assert all(c["baselines"]["general"] is None for c in result.study["claims"])
+    assert all(c.baselines["general"] is None for c in result.study.claims)
+    _check_schema(json.loads((result.out / "study.json").read_text()))
 
 
 def _status(argv: list[str]) -> int:

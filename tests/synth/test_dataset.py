@@ -53,8 +53,10 @@ def test_layout_and_counts(small):
     assert manifest["counts"]["train_images"] + manifest["counts"]["test_images"] == len(images)
     assert (small / "preview.png").exists()
     assert sorted(p.name for p in (small / "shards").glob("*.tar")) == [
-        "shard-000000.tar", "shard-000001.tar", "shard-000002.tar",
-    ]  # fmt: skip
+        "shard-000000.tar",
+        "shard-000001.tar",
+        "shard-000002.tar",
+    ]
     sizes = json.loads((small / "shards" / "sizes.json").read_text())
     assert sum(sizes.values()) == manifest["counts"]["train_images"]
     assert not list(small.parent.glob(".small.*"))  # no temporary left

@@ -11,9 +11,15 @@ from taxoclip.synth.render import (
 )
 
 TRAITS = {
-    "hue": 0.6, "elongation": 2.0, "size": 0.6, "pattern": "stripes", "pattern_freq": 3.0,
-    "beak_length": 0.2, "habitat": "terrestrial", "sex_strength": 1.0,
-}  # fmt: skip
+    "hue": 0.6,
+    "elongation": 2.0,
+    "size": 0.6,
+    "pattern": "stripes",
+    "pattern_freq": 3.0,
+    "beak_length": 0.2,
+    "habitat": "terrestrial",
+    "sex_strength": 1.0,
+}
 
 
 def canonical(traits=None, male=False, juvenile=False, size=64):

@@ -59,11 +59,28 @@ def test_captions_never_name_the_taxonomy(world):
     for column in ("kingdom", "phylum", "class", "order", "family", "genus", "species"):
         names |= {w.lower() for v in species[column] for w in str(v).split()}
     names |= {w.lower() for v in species["common_name"] for w in str(v).split()}
-    visible = {"crimson", "orange", "amber", "yellow", "lime", "green", "jade", "teal", "azure",
-               "blue", "violet", "magenta", "striped", "spotted", "small", "large"}  # fmt: skip
+    visible = {
+        "crimson",
+        "orange",
+        "amber",
+        "yellow",
+        "lime",
+        "green",
+        "jade",
+        "teal",
+        "azure",
+        "blue",
+        "violet",
+        "magenta",
+        "striped",
+        "spotted",
+        "small",
+        "large",
+    }
     names -= visible  # common names are built from the look, which captions may say
-    captions = pd.concat([pd.read_csv(world / "web" / f"{s}.csv", keep_default_na=False)
-                          for s in ("train", "test")])["caption"]  # fmt: skip
+    captions = pd.concat(
+        [pd.read_csv(world / "web" / f"{s}.csv", keep_default_na=False) for s in ("train", "test")]
+    )["caption"]
     leaked = [c for c in captions if _words(c) & names]
     assert not leaked, leaked[:5]
 
@@ -86,8 +103,14 @@ def test_mentions_follow_what_is_shown(world):
 
 def test_caption_vocabulary():
     rng = np.random.default_rng(0)
-    traits = {"hue": 0.4, "pattern": "stripes", "size": 0.7, "habitat": "marine",
-              "beak_length": 0.35, "sex_strength": 0.8}  # fmt: skip
+    traits = {
+        "hue": 0.4,
+        "pattern": "stripes",
+        "size": 0.7,
+        "habitat": "marine",
+        "beak_length": 0.35,
+        "sex_strength": 0.8,
+    }
     seen: set[str] = set()
     for _ in range(200):
         text, mentions = caption_for(rng, traits, male=True, juvenile=False, scene=4)
@@ -102,8 +125,16 @@ def test_caption_vocabulary():
 
 
 def test_scene_images_hold_no_organism():
-    traits = {"hue": 0.1, "elongation": 2.0, "size": 0.6, "pattern": "none", "pattern_freq": 3.0,
-              "beak_length": 0.2, "habitat": "terrestrial", "sex_strength": 1.0}  # fmt: skip
+    traits = {
+        "hue": 0.1,
+        "elongation": 2.0,
+        "size": 0.6,
+        "pattern": "none",
+        "pattern_freq": 3.0,
+        "beak_length": 0.2,
+        "habitat": "terrestrial",
+        "sex_strength": 1.0,
+    }
     params = sample_image_params(traits, 2, np.random.default_rng(0), individual_variation=False)
     both = render(params, 32, np.random.default_rng(0)).astype(int)
     scene = render(params, 32, np.random.default_rng(0), organism=np.array([0.0, 1.0]))
@@ -120,8 +151,11 @@ def test_same_seed_same_bytes_and_taxonomic_images_unchanged(world, tmp_path):
     generate(plain, SynthConfig(species=30, images_per_species=6, seed=3), progress=False)
 
     def digest(root, pattern):
-        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(root.glob(pattern)) if p.is_file()}  # fmt: skip
+        return {
+            p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.glob(pattern))
+            if p.is_file()
+        }
 
     assert digest(world, "web/**/*") == digest(again, "web/**/*")
     # the web corpus draws from its own random stream: the taxonomic images are the same

@@ -16,8 +16,14 @@ lineages = st.lists(name, min_size=N_RANKS, max_size=N_RANKS).map(Lineage.from_r
 
 def test_rank_names_match_pybioclip():
     assert [r.get_label() for r in Rank] == [
-        "kingdom", "phylum", "class", "order", "family", "genus", "species",
-    ]  # fmt: skip
+        "kingdom",
+        "phylum",
+        "class",
+        "order",
+        "family",
+        "genus",
+        "species",
+    ]
     assert Rank.parse("Genus") is Rank.GENUS
     assert Rank.parse(2) is Rank.CLASS
     with pytest.raises(ValueError, match="unknown rank 'tribe'"):

@@ -51,8 +51,16 @@ def test_json_round_trip_forgets_a_resume_file_that_is_gone(tmp_path):
 
 
 def test_result_lines_are_printed_by_rank_0_only():
-    result = TrainResult(run=Path("r"), steps=4, final_loss=1.23456, model_dir=Path("r/model"),
-                         samples_per_second=1.0, n_substituted=2, val_top1=0.5, val="v")  # fmt: skip
+    result = TrainResult(
+        run=Path("r"),
+        steps=4,
+        final_loss=1.23456,
+        model_dir=Path("r/model"),
+        samples_per_second=1.0,
+        n_substituted=2,
+        val_top1=0.5,
+        val="v",
+    )
     assert result.lines() == [
         "trained 4 steps; final loss 1.2346",
         "zero-shot top-1 on v: 0.500",

@@ -62,7 +62,7 @@ def test_readers_split_an_epoch_and_a_saved_position_goes_on_exactly(tiny_shards
     for stop in (5, 10, 61, 70, 140):
         first = ShardReader(shards, 3, 0, 2, buffer=7)
         keys(first, stop)
-        resumed = ShardReader(shards, 3, 0, 2, buffer=7, state=first.state())
+        resumed = ShardReader(shards, 3, 0, 2, buffer=7, position=first.position)
         assert keys(resumed, 30) == keys(first, 30), stop
     # The buffer shuffles within blocks, seeded.
     order = keys(ShardReader(shards, 3, 0, 1, buffer=20), 20)
@@ -135,9 +135,9 @@ def test_a_truncated_shard_is_counted_named_and_reading_goes_on(tiny_synth, tmp_
     shards = ShardList.resolve(str(tmp_path / "shard-{000000..000001}.tar"))
     reader = ShardReader(shards, 2, 0, 1, buffer=16)
     got = keys(reader, 200)  # past both shards of pass 0, into pass 1
-    state = reader.state()
-    assert state["n_read_errors"] + state["n_missing"] > 0
-    assert state["bad_shards"] == [str(tmp_path / "shard-000001.tar")]
+    position = reader.position
+    assert position.n_read_errors + position.n_missing > 0
+    assert position.bad_shards == [str(tmp_path / "shard-000001.tar")]
     assert len(got) == 200  # the stream went on
 
 
@@ -147,8 +147,18 @@ def tiny():
 
 
 def spec(shards, **kw):
-    base = dict(shards=shards, seed=4, text_type="random", batch_size=8, rank=0, world_size=1,
-                n_streams=1, start_step=0, total_steps=6, buffer=16)  # fmt: skip
+    base = dict(
+        shards=shards,
+        seed=4,
+        text_type="random",
+        batch_size=8,
+        rank=0,
+        world_size=1,
+        n_streams=1,
+        start_step=0,
+        total_steps=6,
+        buffer=16,
+    )
     return StreamSpec(**{**base, **kw})
 
 
@@ -156,22 +166,22 @@ def test_batches_follow_the_steps_caption_type_and_are_reproducible(tiny_shards,
     shards = ShardList.resolve(tiny_shards)
     transform = train_transform(tiny, squash=False)
     batches = list(StreamingBatches(spec(shards), transform, Collate(tiny.tokenizer)))
-    assert [b["step"] for b in batches] == list(range(6))
-    assert batches[0]["images"].shape == (8, 3, 32, 32) and batches[0]["tokens"].shape == (8, 64)
+    assert [b.step for b in batches] == list(range(6))
+    assert batches[0].images.shape == (8, 3, 32, 32) and batches[0].tokens.shape == (8, 64)
     again = list(StreamingBatches(spec(shards), transform, Collate(tiny.tokenizer)))
-    assert all(torch.equal(a["images"], b["images"]) for a, b in zip(batches, again, strict=True))
+    assert all(torch.equal(a.images, b.images) for a, b in zip(batches, again, strict=True))
     # Resumed at step 3 from the position batch 2 carried: the same batches 3..5.
-    states = [batches[2]["reader_state"]]
+    positions = [batches[2].position]
     resumed = list(
-        StreamingBatches(spec(shards, start_step=3), transform, Collate(tiny.tokenizer), states)
+        StreamingBatches(spec(shards, start_step=3), transform, Collate(tiny.tokenizer), positions)
     )
     for a, b in zip(batches[3:], resumed, strict=True):
-        assert a["step"] == b["step"] and torch.equal(a["images"], b["images"])
-        assert torch.equal(a["tokens"], b["tokens"])
+        assert a.step == b.step and torch.equal(a.images, b.images)
+        assert torch.equal(a.tokens, b.tokens)
     # Captions are the step's caption type.
     step = next(s for s in range(6) if text_type_for_step(4, s) == "sci_com")
     assert torch.equal(
-        batches[step]["tokens"][0],
+        batches[step].tokens[0],
         tiny.tokenizer([_caption(shards, batches, step)])[0],
     )
 
@@ -213,9 +223,9 @@ def test_corrupt_sample_is_replaced_counted_and_batch_keeps_its_size(tmp_path, t
         Collate(tiny.tokenizer),
     )
     (batch,) = list(dataset)
-    assert batch["images"].shape[0] == 65 and batch["n_substituted"] == 1
-    assert batch["reader_state"]["n_substituted"] == 1
-    assert np.isfinite(batch["images"].numpy()).all()
+    assert batch.images.shape[0] == 65 and batch.n_substituted == 1
+    assert batch.position.n_substituted == 1
+    assert np.isfinite(batch.images.numpy()).all()
 
 
 def test_the_fast_tar_reader_gives_what_tarfile_gives(tiny_synth, tmp_path):

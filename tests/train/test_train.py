@@ -18,20 +18,29 @@ from taxoclip.train import TrainConfig, TrainingError, train
 COMMON = ["--batch-size", "16", "--warmup", "2", "--lr", "1e-3", "--log-every", "1", "-q"]
 
 
+KILL_AFTER_CHECKPOINT = Path(__file__).with_name("kill_after_checkpoint.py")
+
+
 def run_train(
-    *args: str, env: dict | None = None, torchrun: int = 0
+    *args: str, torchrun: int = 0, kill_at: int | None = None
 ) -> subprocess.CompletedProcess:
+    """``taxoclip train ARGS`` in a subprocess (under torchrun with ``torchrun`` processes);
+    with ``kill_at`` it kills itself right after its step-``kill_at`` checkpoint."""
+    launcher = [sys.executable]
     if torchrun:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(torchrun),
-                    "--master_port", str(29500 + os.getpid() % 1000), "-m", "taxoclip"]  # fmt: skip
+        port = str(29500 + os.getpid() % 1000)
+        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(torchrun)]
+        launcher += ["--master_port", port]
+    if kill_at is None:
+        program = ["-m", "taxoclip", "train"]
     else:
-        launcher = [sys.executable, "-m", "taxoclip"]
+        program = [str(KILL_AFTER_CHECKPOINT), str(kill_at)]
     return subprocess.run(
-        [*launcher, "train", *args],
+        [*launcher, *program, *args],
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
     )
 
 
@@ -55,7 +64,7 @@ def test_a_run_writes_metrics_tensorboard_checkpoints_and_a_loadable_model(
             log_every=1,
             workers=1,
             val=str(tiny_synth / "test"),
-        )  # fmt: skip
+        )
     )
     n_train = (tiny_synth / "train" / "metadata.csv").read_text().count("\n") - 1
     steps_per_epoch = n_train // 16
@@ -94,9 +103,8 @@ def same_weights(a: Path, b: Path, atol: float = 0.0) -> None:
 
 def killed_then_resumed(args: list[str], run: Path, kill_at: int, torchrun: int = 0) -> None:
     """``kill -9`` of (rank 0 of) the run right after its step-``kill_at`` checkpoint (a
-    hook in the trainer: deterministic, no timing), then ``--resume latest``."""
-    killed = run_train(*args, "--out", str(run), env={"TAXOCLIP_TEST_KILL_AT": str(kill_at)},
-                       torchrun=torchrun)  # fmt: skip
+    checkpoint hook: deterministic, no timing), then ``--resume latest``."""
+    killed = run_train(*args, "--out", str(run), torchrun=torchrun, kill_at=kill_at)
     assert killed.returncode != 0 and not (run / "model").exists(), killed.stderr[-2000:]
     assert json.loads((run / "checkpoints" / "latest.json").read_text())["step"] == kill_at
     resumed = run_train(*args, "--out", str(run), "--resume", "latest", torchrun=torchrun)
@@ -106,8 +114,19 @@ def killed_then_resumed(args: list[str], run: Path, kill_at: int, torchrun: int 
 def test_kill_9_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_shards, tmp_path):
     # Two DataLoader workers, each streaming its own shards; the kill falls inside a
     # shuffle block and a shard, so the resume re-reads both to the recorded position.
-    args = ["--data", tiny_shards, "--steps", "12", "--checkpoint-every", "5", "--workers", "2",
-            "--shuffle-buffer", "24", *COMMON]  # fmt: skip
+    args = [
+        "--data",
+        tiny_shards,
+        "--steps",
+        "12",
+        "--checkpoint-every",
+        "5",
+        "--workers",
+        "2",
+        "--shuffle-buffer",
+        "24",
+        *COMMON,
+    ]
     straight = tmp_path / "straight"
     done = run_train(*args, "--out", str(straight))
     assert done.returncode == 0, done.stderr
@@ -117,13 +136,98 @@ def test_kill_9_then_resume_gives_the_same_weights_as_an_uninterrupted_run(tiny_
     assert losses(tmp_path / "killed") == losses(straight)
 
 
+#: A checkpoint's keys and a reader position's, as checkpoints were written before the run's
+#: state became typed pieces (train/state.py): the format those files keep being read in.
+CHECKPOINT_KEYS = {
+    "epoch",
+    "step",
+    "name",
+    "state_dict",
+    "replay_proj",
+    "optimizer",
+    "scaler",
+    "torch_rng",
+    "counters",
+    "config",
+    "layout",
+    "readers",
+    "replay_readers",
+}
+POSITION_KEYS = {
+    "shard",
+    "offset",
+    "block",
+    "taken",
+    "counted",
+    "n_read_errors",
+    "n_missing",
+    "n_skipped",
+    "n_substituted",
+    "bad_shards",
+}
+
+
+def test_a_checkpoint_in_the_plain_dict_format_resumes_exactly(tiny_shards, tmp_path):
+    common = dict(
+        data=tiny_shards,
+        steps=8,
+        batch_size=16,
+        warmup=2,
+        lr=1e-3,
+        log_every=1,
+        workers=0,
+        shuffle_buffer=24,
+        checkpoint_every=4,
+        replay=tiny_shards,
+        replay_batch_size=4,
+    )
+    straight = tmp_path / "straight"
+    train(TrainConfig(out=str(straight), **common))
+    saved = torch.load(straight / "checkpoints" / "step_00000004.pt", weights_only=True)
+    assert set(saved) == CHECKPOINT_KEYS
+    assert saved["counters"] == {"n_substituted": 0, "samples": 64}
+    for position in saved["readers"] + saved["replay_readers"]:
+        assert set(position) == POSITION_KEYS and isinstance(position["bad_shards"], list)
+    # Rebuilt key by key from plain values, as an old writer would have left it.
+    plain = {key: saved[key] for key in sorted(CHECKPOINT_KEYS)}
+    plain["readers"] = [dict(position) for position in saved["readers"]]
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    torch.save(plain, resumed / "checkpoints" / "step_00000004.pt")
+    pointer = {"file": "step_00000004.pt", "step": 4}
+    (resumed / "checkpoints" / "latest.json").write_text(json.dumps(pointer))
+    train(TrainConfig(out=str(resumed), resume="latest", **common))
+    same_weights(straight, resumed)
+    assert losses(resumed) == {k: v for k, v in losses(straight).items() if k >= 4}
+
+
 def test_torchrun_ddp_and_fsdp_resume_exactly_and_agree(tiny_synth, tiny_shards, tmp_path):
     """Two CPU processes (gloo): DDP killed and resumed ends bit-identical to DDP
     straight; FSDP (killed and resumed too) gives the same per-step losses within 1e-4
     and exports whole tensors equal to DDP's; validation runs under both."""
-    args = ["--data", tiny_shards, "--steps", "8", "--checkpoint-every", "3", "--workers", "0",
-            "--batch-size", "8", "--warmup", "2", "--lr", "1e-3", "--log-every", "1",
-            "--shuffle-buffer", "16", "--val", str(tiny_synth / "test"), "-q"]  # fmt: skip
+    args = [
+        "--data",
+        tiny_shards,
+        "--steps",
+        "8",
+        "--checkpoint-every",
+        "3",
+        "--workers",
+        "0",
+        "--batch-size",
+        "8",
+        "--warmup",
+        "2",
+        "--lr",
+        "1e-3",
+        "--log-every",
+        "1",
+        "--shuffle-buffer",
+        "16",
+        "--val",
+        str(tiny_synth / "test"),
+        "-q",
+    ]
     ddp = tmp_path / "ddp"
     done = run_train(*args, "--out", str(ddp), torchrun=2)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -151,9 +255,21 @@ def test_torchrun_ddp_and_fsdp_resume_exactly_and_agree(tiny_synth, tiny_shards,
 
     # Another world size cannot continue the data order: refused, naming the difference.
     with pytest.raises(UsageError, match="processes: 2 in the checkpoint, 1 now"):
-        train(TrainConfig(data=tiny_shards, out=str(ddp), steps=8, batch_size=8, warmup=2,
-                          lr=1e-3, log_every=1, workers=0, shuffle_buffer=16,
-                          val=str(tiny_synth / "test"), resume="latest"))  # fmt: skip
+        train(
+            TrainConfig(
+                data=tiny_shards,
+                out=str(ddp),
+                steps=8,
+                batch_size=8,
+                warmup=2,
+                lr=1e-3,
+                log_every=1,
+                workers=0,
+                shuffle_buffer=16,
+                val=str(tiny_synth / "test"),
+                resume="latest",
+            )
+        )
 
 
 def test_a_truncated_shard_is_reported_and_the_run_goes_on(tiny_synth, tmp_path):
@@ -164,9 +280,17 @@ def test_a_truncated_shard_is_reported_and_the_run_goes_on(tiny_synth, tmp_path)
     shutil.copy(folder / "sizes.json", data)
     whole = (folder / "shard-000001.tar").read_bytes()
     (data / "shard-000001.tar").write_bytes(whole[: len(whole) // 2])
-    result = train(TrainConfig(data=str(data / "shard-{000000..000001}.tar"),
-                               out=str(tmp_path / "run"), steps=8, batch_size=16, warmup=1,
-                               workers=0, shuffle_buffer=16))  # fmt: skip
+    result = train(
+        TrainConfig(
+            data=str(data / "shard-{000000..000001}.tar"),
+            out=str(tmp_path / "run"),
+            steps=8,
+            batch_size=16,
+            warmup=1,
+            workers=0,
+            shuffle_buffer=16,
+        )
+    )
     assert result.steps == 8 and (tmp_path / "run" / "model").is_dir()
     assert result.n_read_errors > 0
     assert result.bad_shards == [str(data / "shard-000001.tar")]
@@ -188,8 +312,15 @@ def test_non_finite_loss_stops_clearly_and_keeps_the_last_good_checkpoint(
 
     monkeypatch.setattr(trainer, "clip_loss", exploding)
     run = tmp_path / "nan"
-    config = TrainConfig(data=tiny_shards, out=str(run), steps=8, batch_size=16, warmup=2,
-                         checkpoint_every=2, workers=0)  # fmt: skip
+    config = TrainConfig(
+        data=tiny_shards,
+        out=str(run),
+        steps=8,
+        batch_size=16,
+        warmup=2,
+        checkpoint_every=2,
+        workers=0,
+    )
     with pytest.raises(TrainingError, match=r"loss became nan at step 4.*step_00000004\.pt"):
         train(config)
     assert not (run / "model").exists()
@@ -229,20 +360,57 @@ def test_bad_inputs_fail_clearly_and_overwrite_nothing(tiny_shards, tmp_path):
 
 def test_resume_with_other_settings_is_refused(tiny_shards, tmp_path):
     run = tmp_path / "r"
-    train(TrainConfig(data=tiny_shards, out=str(run), steps=2, batch_size=16, warmup=1,
-                      checkpoint_every=1, workers=0))  # fmt: skip
+    train(
+        TrainConfig(
+            data=tiny_shards,
+            out=str(run),
+            steps=2,
+            batch_size=16,
+            warmup=1,
+            checkpoint_every=1,
+            workers=0,
+        )
+    )
     with pytest.raises(UsageError, match="batch_size: 16 in the checkpoint, 8 now"):
-        train(TrainConfig(data=tiny_shards, out=str(run), steps=2, batch_size=8, warmup=1,
-                          checkpoint_every=1, workers=0, resume="latest"))  # fmt: skip
+        train(
+            TrainConfig(
+                data=tiny_shards,
+                out=str(run),
+                steps=2,
+                batch_size=8,
+                warmup=1,
+                checkpoint_every=1,
+                workers=0,
+                resume="latest",
+            )
+        )
     with pytest.raises(InputError):
-        train(TrainConfig(data=tiny_shards, out=str(tmp_path / "x"), steps=1, batch_size=16,
-                          model=str(tmp_path / "no-such.json")))  # fmt: skip
+        train(
+            TrainConfig(
+                data=tiny_shards,
+                out=str(tmp_path / "x"),
+                steps=1,
+                batch_size=16,
+                model=str(tmp_path / "no-such.json"),
+            )
+        )
 
 
 def test_replay_run_keeps_the_second_projection_out_of_the_model(tiny_shards, tmp_path):
     run = tmp_path / "replay"
-    train(TrainConfig(data=tiny_shards, out=str(run), steps=2, batch_size=16, warmup=1,
-                      replay=tiny_shards, replay_ratio=0.2, checkpoint_every=2, workers=0))  # fmt: skip
+    train(
+        TrainConfig(
+            data=tiny_shards,
+            out=str(run),
+            steps=2,
+            batch_size=16,
+            warmup=1,
+            replay=tiny_shards,
+            replay_ratio=0.2,
+            checkpoint_every=2,
+            workers=0,
+        )
+    )
     checkpoint = torch.load(run / "checkpoints" / "step_00000002.pt", weights_only=True)
     visual_proj = checkpoint["state_dict"]["visual.proj"]
     assert checkpoint["replay_proj"].shape == visual_proj.shape
@@ -275,8 +443,11 @@ def test_the_loss_is_reduced_over_ranks_only_at_log_steps(tiny_shards, tmp_path,
     real = trainer.mean_over_ranks
     monkeypatch.setattr(trainer, "mean_over_ranks", lambda v, env: calls.append(1) or real(v, env))
     run = tmp_path / "quiet"
-    train(TrainConfig(data=tiny_shards, out=str(run), steps=6, batch_size=16, warmup=1,
-                      log_every=3, workers=0))  # fmt: skip
+    train(
+        TrainConfig(
+            data=tiny_shards, out=str(run), steps=6, batch_size=16, warmup=1, log_every=3, workers=0
+        )
+    )
     assert len(calls) == 3 and sorted(losses(run)) == [0, 2, 5]  # first, every 3rd, last
 
 
@@ -290,8 +461,18 @@ def test_caption_text_trains_on_a_general_corpus(tmp_path):
     generate(synth, SynthConfig(species=10, images_per_species=4, seed=2, web=120), progress=False)
     web = ShardSet.load(synth / "web" / "shards", prefix="web").pattern
     run = tmp_path / "stage1"
-    result = train(TrainConfig(data=web, out=str(run), text_type="caption", caption_positives=True,
-                               steps=3, batch_size=16, warmup=1, workers=0))  # fmt: skip
+    result = train(
+        TrainConfig(
+            data=web,
+            out=str(run),
+            text_type="caption",
+            caption_positives=True,
+            steps=3,
+            batch_size=16,
+            warmup=1,
+            workers=0,
+        )
+    )
     assert result.steps == 3 and (run / "model" / "open_clip_model.safetensors").is_file()
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert {r["text_type"] for r in logged} == {"caption"}

@@ -22,23 +22,43 @@ from .config import AnalysisResult, AnalyzeConfig, format_summary
 _LAZY = {
     **dict.fromkeys(
         (
-            "DOES_NOT_HOLD", "HOLDS", "INCONCLUSIVE", "EcologicalAlignment",
-            "IntraSpeciesSeparation", "Orthogonality", "TaxonomicAlignment", "TraitAlignment",
-            "Verdict", "claim_holds", "ecological_alignment", "effective_dimension",
-            "fisher_direction", "fisher_discriminant_ratio", "group_means",
-            "intra_species_separation", "l2_normalize", "orthogonality", "taxonomic_alignment",
+            "DOES_NOT_HOLD",
+            "HOLDS",
+            "INCONCLUSIVE",
+            "EcologicalAlignment",
+            "IntraSpeciesSeparation",
+            "Orthogonality",
+            "TaxonomicAlignment",
+            "TraitAlignment",
+            "Verdict",
+            "claim_holds",
+            "ecological_alignment",
+            "effective_dimension",
+            "fisher_direction",
+            "fisher_discriminant_ratio",
+            "group_means",
+            "intra_species_separation",
+            "l2_normalize",
+            "orthogonality",
+            "taxonomic_alignment",
             "trait_alignment",
         ),
         "metrics",
     ),
     **dict.fromkeys(
-        ("AnalysisData", "Embedded", "SpeciesTable", "load_embeddings", "read_analysis_data",
-         "save_embeddings"),
+        (
+            "AnalysisData",
+            "Embedded",
+            "SpeciesTable",
+            "load_embeddings",
+            "read_analysis_data",
+            "save_embeddings",
+        ),
         "data",
     ),
     **dict.fromkeys(("STATS", "compute_metrics", "species_centroids", "stat_entry"), "suite"),
     **dict.fromkeys(("render_plots", "write_json"), "runner"),
-}  # fmt: skip
+}
 
 __all__ = ["AnalysisResult", "AnalyzeConfig", "format_summary", "run", *sorted(_LAZY)]
 

@@ -434,8 +434,16 @@ def _separation_plans(run: _Run) -> list[_Plan]:
         plans.append(
             ("separation_sex", adults & (strength > 0), emb.sex, sex_pair, dimorphic, None)
         )
-        plans.append(("separation_sex_monomorphic", adults & (strength == 0), emb.sex, sex_pair,
-                      control, expected))  # fmt: skip
+        plans.append(
+            (
+                "separation_sex_monomorphic",
+                adults & (strength == 0),
+                emb.sex,
+                sex_pair,
+                control,
+                expected,
+            )
+        )
     else:
         scope = "adults of all species (dimorphism unknown)"
         plans.append(("separation_sex", adults, emb.sex, sex_pair, scope, None))
@@ -444,8 +452,16 @@ def _separation_plans(run: _Run) -> list[_Plan]:
         run.skipped["separation_life_stage"] = "no life_stage column with two values"
     else:
         everything = np.ones(len(emb.species), dtype=bool)
-        plans.append(("separation_life_stage", everything, emb.life_stage, stage_pair,
-                      "all images, both sexes", None))  # fmt: skip
+        plans.append(
+            (
+                "separation_life_stage",
+                everything,
+                emb.life_stage,
+                stage_pair,
+                "all images, both sexes",
+                None,
+            )
+        )
     return plans
 
 

@@ -494,8 +494,9 @@ def open_shard(url: str, retries: int = 3) -> BinaryIO:
             return _Prefixed(head, stream)
         except Exception as exc:  # any opener failure: retry, then report it
             last = exc
-            logger.warning("cannot open shard %s (attempt %d of %d): %s", url, attempt + 1,
-                           retries + 1, exc)  # fmt: skip
+            logger.warning(
+                "cannot open shard %s (attempt %d of %d): %s", url, attempt + 1, retries + 1, exc
+            )
             if stream is not None:
                 with contextlib.suppress(Exception):
                     stream.close()

@@ -198,9 +198,11 @@ def _sample_members(sample: ShardSample, key: str) -> list[tuple[str, bytes]]:
     if sample.caption is not None:  # a general image–caption pair: no taxonomic texts
         record = _jsonable(dict(sample.meta or {}), key)
         payload = json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return [(f"{key}.json", payload.encode("utf-8")),
-                (f"{key}.txt", " ".join(sample.caption.split()).encode("utf-8")),
-                (f"{key}.jpg", bytes(sample.jpg))]  # fmt: skip
+        return [
+            (f"{key}.json", payload.encode("utf-8")),
+            (f"{key}.txt", " ".join(sample.caption.split()).encode("utf-8")),
+            (f"{key}.jpg", bytes(sample.jpg)),
+        ]
     common = clean_name(sample.common_name)
     texts = render_all(sample.lineage, common)
     record = _jsonable(dict(sample.meta or {}), key)

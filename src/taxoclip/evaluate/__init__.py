@@ -18,15 +18,25 @@ from .config import EvalConfig, EvalResult, format_table
 # name -> submodule holding it (imported on first access: torch, open_clip, sklearn)
 _LAZY = {
     **dict.fromkeys(
-        ("EvalContext", "Result", "SynthSplits", "read_synth_splits", "synth_suite",
-         "synth_zero_shot", "folder_suite", "side_by_side", "write_results", "zero_shot",
-         "few_shot"),
+        (
+            "EvalContext",
+            "Result",
+            "SynthSplits",
+            "read_synth_splits",
+            "synth_suite",
+            "synth_zero_shot",
+            "folder_suite",
+            "side_by_side",
+            "write_results",
+            "zero_shot",
+            "few_shot",
+        ),
         "suites",
     ),
     **dict.fromkeys(("EvalSet", "read_metadata_folder"), "dataset"),
     **dict.fromkeys(("class_embeddings", "image_features", "default_cache_dir"), "features"),
     "bioclip2_suite": "published",
-}  # fmt: skip
+}
 
 __all__ = ["EvalConfig", "EvalResult", "format_table", "run", *sorted(_LAZY)]
 

@@ -101,8 +101,10 @@ class EvalResult(StageResult):
         tasks = sorted({r.task for r in failed})
         if not tasks:
             return []
-        return [f"{len(tasks)} benchmark(s) could not be read or run: {', '.join(tasks)}; "
-                f"{'the others ran' if ran else 'none ran'} (reasons in the notes)"]  # fmt: skip
+        return [
+            f"{len(tasks)} benchmark(s) could not be read or run: {', '.join(tasks)}; "
+            f"{'the others ran' if ran else 'none ran'} (reasons in the notes)"
+        ]
 
     @property
     def exit_code(self) -> int:

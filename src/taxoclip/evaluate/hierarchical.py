@@ -61,9 +61,10 @@ def mistake_severity(
     and the share of mistakes that at least stay in the right genus / family."""
     top1 = probs.argmax(axis=1)
     distances = [
-        taxonomic_distance(candidates[p], t) for p, t in zip(top1, truth, strict=True)
+        taxonomic_distance(candidates[p], t)
+        for p, t in zip(top1, truth, strict=True)
         if candidates[p].ranks != t.ranks
-    ]  # fmt: skip
+    ]
     if not distances:
         return {
             "mean_distance": 0.0,

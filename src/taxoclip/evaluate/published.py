@@ -42,8 +42,9 @@ def _run(ctx: EvalContext, protocol: str, evalset: EvalSet) -> list[Result]:
     mask, values = _features(ctx, evalset)
     if protocol in ("mlp_attributes_exact_match", "mlp_attributes_macro_f1"):
         kept, train, test = _split_arrays(evalset, mask)
-        result = protocols.mlp_attributes(values[train], kept.attributes[train], values[test],
-                                          kept.attributes[test], seed=0)  # fmt: skip
+        result = protocols.mlp_attributes(
+            values[train], kept.attributes[train], values[test], kept.attributes[test], seed=0
+        )
         metric = "exact_match" if protocol.endswith("exact_match") else "macro_f1"
         return [
             Result(
@@ -57,10 +58,23 @@ def _run(ctx: EvalContext, protocol: str, evalset: EvalSet) -> list[Result]:
         ]
     if protocol == "svm_binary_tasks":
         kept = evalset.subset(mask)
-        result = protocols.svm_binary_tasks(values, np.array(kept.labels).astype(int), list(kept.task_ids),
-                                            list(kept.splits), seed=0)  # fmt: skip
-        return [Result(SUITE, evalset.name, "pooled accuracy", result["pooled_accuracy"], ctx.model_name,
-                       result["n_tasks"])]  # fmt: skip
+        result = protocols.svm_binary_tasks(
+            values,
+            np.array(kept.labels).astype(int),
+            list(kept.task_ids),
+            list(kept.splits),
+            seed=0,
+        )
+        return [
+            Result(
+                SUITE,
+                evalset.name,
+                "pooled accuracy",
+                result["pooled_accuracy"],
+                ctx.model_name,
+                result["n_tasks"],
+            )
+        ]
     if protocol == "gcd":
         kept = evalset.subset(mask)
         known = set(evalset.extra.get("known_classes", []))
@@ -70,8 +84,17 @@ def _run(ctx: EvalContext, protocol: str, evalset: EvalSet) -> list[Result]:
         _, codes = np.unique(labels, return_inverse=True)
         n_clusters = int(evalset.extra.get("n_clusters") or len(set(labels)))
         result = protocols.gcd_accuracy(values, codes, known_mask, n_clusters=n_clusters, seed=0)
-        return [Result(SUITE, evalset.name, f"GCD accuracy ({part})", result[part], ctx.model_name,
-                       int((~known_mask).sum())) for part in ("all", "old", "new")]  # fmt: skip
+        return [
+            Result(
+                SUITE,
+                evalset.name,
+                f"GCD accuracy ({part})",
+                result[part],
+                ctx.model_name,
+                int((~known_mask).sum()),
+            )
+            for part in ("all", "old", "new")
+        ]
     raise ValueError(f"unknown protocol {protocol}")
 
 
@@ -108,8 +131,15 @@ def _mean_row(ctx: EvalContext, task: str, metric: str, values: list[float], tot
     if len(values) == total and all(v == v for v in values):
         return Result(SUITE, task, metric, float(np.mean(values)), ctx.model_name, total)
     done = sum(1 for v in values if v == v)
-    return Result(SUITE, task, metric, float("nan"), ctx.model_name, done,
-                  note=f"incomplete: {done} of {total} ran")  # fmt: skip
+    return Result(
+        SUITE,
+        task,
+        metric,
+        float("nan"),
+        ctx.model_name,
+        done,
+        note=f"incomplete: {done} of {total} ran",
+    )
 
 
 def bioclip2_suite(
@@ -140,8 +170,16 @@ def bioclip2_suite(
             except Exception as exc:  # idem: report with its reason, go on with the others
                 reason = _reason(exc)
                 notes.append(f"could not read {set_name}: {reason}")
-                rows.append(Result(SUITE, set_name, first_metric, float("nan"), ctx.model_name,
-                                   note=f"not read: {reason}"))  # fmt: skip
+                rows.append(
+                    Result(
+                        SUITE,
+                        set_name,
+                        first_metric,
+                        float("nan"),
+                        ctx.model_name,
+                        note=f"not read: {reason}",
+                    )
+                )
                 continue
             for path, reason in evalset.missing:
                 log.warning("%s: %s: %s", evalset.name, path, reason)
@@ -150,8 +188,17 @@ def bioclip2_suite(
                     rows += _run(bench_ctx, protocol, evalset)
                 except ValueError as exc:  # e.g. too few images for the protocol: report, go on
                     notes.append(f"could not run {protocol} on {evalset.name}: {exc}")
-                    rows.append(Result(SUITE, evalset.name, PRIMARY_METRIC[protocol], float("nan"),
-                                       ctx.model_name, len(evalset), note=f"not run: {exc}"))  # fmt: skip
+                    rows.append(
+                        Result(
+                            SUITE,
+                            evalset.name,
+                            PRIMARY_METRIC[protocol],
+                            float("nan"),
+                            ctx.model_name,
+                            len(evalset),
+                            note=f"not run: {exc}",
+                        )
+                    )
     extra = _published_rows(ctx, rows)
     camera = [i for i, r in enumerate(rows) if r.task.startswith("camera_trap/")]
     if camera and extra and extra[0].task == paper.CAMERA_TRAP_TASK:  # beside its sets
@@ -192,14 +239,27 @@ def _published_rows(ctx: EvalContext, rows: list[Result]) -> list[Result]:
         mean = float(np.mean([r.value for r in ran]))
         note = "" if len(ran) == len(camera) else f"mean of {len(ran)} of {len(camera)} sets read"
         ours[(paper.CAMERA_TRAP_TASK, paper.CAMERA_TRAP_METRIC)] = Result(
-            SUITE, paper.CAMERA_TRAP_TASK, paper.CAMERA_TRAP_METRIC, mean, ctx.model_name,
-            sum(r.n for r in ran))  # fmt: skip
+            SUITE,
+            paper.CAMERA_TRAP_TASK,
+            paper.CAMERA_TRAP_METRIC,
+            mean,
+            ctx.model_name,
+            sum(r.n for r in ran),
+        )
         out.append(ours[(paper.CAMERA_TRAP_TASK, paper.CAMERA_TRAP_METRIC)])
         if note:
             log.warning("%s: %s", paper.CAMERA_TRAP_TASK, note)
     elif camera:  # every set failed: the column says so
-        out.append(Result(SUITE, paper.CAMERA_TRAP_TASK, paper.CAMERA_TRAP_METRIC, float("nan"),
-                          ctx.model_name, note=camera[0].note))  # fmt: skip
+        out.append(
+            Result(
+                SUITE,
+                paper.CAMERA_TRAP_TASK,
+                paper.CAMERA_TRAP_METRIC,
+                float("nan"),
+                ctx.model_name,
+                note=camera[0].note,
+            )
+        )
         ours[(paper.CAMERA_TRAP_TASK, paper.CAMERA_TRAP_METRIC)] = out[-1]
     by_table: dict[str, list[float]] = {"zero-shot": [], "beyond": []}
     for column in paper.COLUMNS:
@@ -207,12 +267,23 @@ def _published_rows(ctx: EvalContext, rows: list[Result]) -> list[Result]:
             continue
         row = ours.get((column.task, column.metric))
         if row is None:
-            row = Result(SUITE, column.task, column.metric, float("nan"), ctx.model_name,
-                         note="not on disk")  # fmt: skip
+            row = Result(
+                SUITE, column.task, column.metric, float("nan"), ctx.model_name, note="not on disk"
+            )
             out.append(row)
         by_table[column.table].append(float("nan") if row.note else row.value)
-    out.append(_mean_row(ctx, paper.ZERO_SHOT_MEAN_TASK, "zero-shot top-1", by_table["zero-shot"],
-                         len(paper.ZERO_SHOT_COLUMNS) - 1))  # fmt: skip
-    out.append(_mean_row(ctx, paper.BEYOND_MEAN_TASK, "mean", by_table["beyond"],
-                         len(paper.BEYOND_COLUMNS) - 1))  # fmt: skip
+    out.append(
+        _mean_row(
+            ctx,
+            paper.ZERO_SHOT_MEAN_TASK,
+            "zero-shot top-1",
+            by_table["zero-shot"],
+            len(paper.ZERO_SHOT_COLUMNS) - 1,
+        )
+    )
+    out.append(
+        _mean_row(
+            ctx, paper.BEYOND_MEAN_TASK, "mean", by_table["beyond"], len(paper.BEYOND_COLUMNS) - 1
+        )
+    )
     return out

@@ -15,8 +15,19 @@ from dataclasses import dataclass
 SOURCE = "imageomics/bioclip-2 model card, Results (= the BioCLIP 2 paper, arXiv 2505.23883)"
 
 #: Zero-shot top-1 (%), the ten species benchmarks and their mean.
-ZERO_SHOT_COLUMNS = ("NABirds", "Plankton", "Insects", "Insects 2", "Camera Trap", "PlantNet",
-                     "Fungi", "PlantVillage", "Med. Leaf", "Rare Species", "mean")  # fmt: skip
+ZERO_SHOT_COLUMNS = (
+    "NABirds",
+    "Plankton",
+    "Insects",
+    "Insects 2",
+    "Camera Trap",
+    "PlantNet",
+    "Fungi",
+    "PlantVillage",
+    "Med. Leaf",
+    "Rare Species",
+    "mean",
+)
 ZERO_SHOT: dict[str, tuple[float, ...]] = {
     "CLIP ViT-L/14": (66.5, 1.3, 9.0, 11.7, 29.5, 61.7, 7.6, 6.5, 25.6, 35.2, 25.5),
     "SigLIP": (61.7, 2.4, 27.3, 20.7, 33.7, 81.8, 36.9, 28.5, 54.5, 47.6, 39.5),

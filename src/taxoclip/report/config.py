@@ -22,8 +22,9 @@ from taxoclip.config import StageConfig, StageResult, command, option
 )
 @dataclass(kw_only=True)
 class ReportConfig(StageConfig):
-    dirs: list[str] = option(positional=True, metavar="DIR",
-                             help="run, eval, curation, analysis or study dir")  # fmt: skip
+    dirs: list[str] = option(
+        positional=True, metavar="DIR", help="run, eval, curation, analysis or study dir"
+    )
     out: str = option("report.html", metavar="FILE", help="output file")
 
     def check(self) -> list[str]:

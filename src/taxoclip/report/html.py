@@ -8,7 +8,8 @@ Each input folder is recognised by the files it holds:
 - eval results (``taxoclip eval --out``): ``results.json`` (a list of result rows);
 - curation: ``stats.json`` with ``records_in``/``kept``/``rejected``;
 - study (``taxoclip study scaling``, or the demo's ``claims/``): ``study.json`` with
-  ``claims`` (shown first), ``trends`` and ``runs``, and its ``scaling.png``.
+  ``claims`` (shown first), ``trends`` and ``runs``, read as a
+  :class:`~taxoclip.study.record.StudyRecord`, and its ``scaling.png``.
 
 Parts that are missing are listed on a "not available" line rather than raising.
 """
@@ -25,6 +26,7 @@ from html import escape
 from pathlib import Path
 
 from taxoclip.errors import InputError
+from taxoclip.study.record import ClaimResult, StudyRecord, TrendResult
 
 VERDICT_CLASS = {"holds": "ok", "does not hold": "bad", "inconclusive": "meh"}
 
@@ -322,71 +324,11 @@ def _glance_line(name: str, metric: dict) -> str:
 
 
 def _section_summary(found: ReportInputs, ctx: dict) -> str:
-    cards = []
-    params = ctx.get("params") or {}
-    if params:
-        cards.append(_card("model", params.get("model", "?")))
-        if "epochs" in params:
-            cards.append(_card("epochs", _num(params["epochs"])))
-        if "global_batch" in params or "batch_size" in params:
-            cards.append(_card("batch", _num(params.get("global_batch", params.get("batch_size")))))
-    records = ctx.get("records") or []
-    losses = [r for r in records if "loss" in r]
-    if losses:
-        cards.append(
-            _card("loss first → last", f"{losses[0]['loss']:.3f} → {losses[-1]['loss']:.3f}")
-        )
-        cards.append(_card("steps", _num(losses[-1].get("step", len(losses)))))
-    val = [r["val_zeroshot_top1"] for r in records if "val_zeroshot_top1" in r]
-    if val:
-        cards.append(_card("val zero-shot top-1", _num(val[-1])))
-    stats = ctx.get("curation") or {}
-    if stats:
-        cards.append(
-            _card("records kept", f"{_num(stats.get('kept'))} / {_num(stats.get('records_in'))}")
-        )
+    """The run's headline numbers as cards, what the report was made from, what it lacks,
+    and the analysis at a glance."""
     metrics = (ctx.get("metrics") or {}).get("metrics") or {}
-    if metrics:
-        counts = {"holds": 0, "does not hold": 0, "inconclusive": 0}
-        for metric in metrics.values():
-            for stat in (metric.get("stats") or {}).values():
-                if isinstance(stat, dict) and stat.get("verdict") in counts:
-                    counts[stat["verdict"]] += 1
-        cards.append(
-            _card(
-                "analysis verdicts",
-                f"{counts['holds']} hold · {counts['inconclusive']} inconclusive · "
-                f"{counts['does not hold']} do not",
-            )
-        )
-    eval_rows = ctx.get("eval") or []
-    if eval_rows:
-        top1 = [r for r in eval_rows if r.get("model", "trained") == "trained"]
-        if top1:
-            first = top1[0]
-            twin = [r for r in eval_rows if r.get("model") == "untrained"
-                    and (r.get("task"), r.get("metric")) == (first.get("task"), first.get("metric"))]  # fmt: skip
-            value = _num(first.get("value"))
-            if twin:
-                value += f" (untrained {_num(twin[0].get('value'))})"
-            cards.append(_card(f"{first.get('task')} {first.get('metric')}", value))
-    what = []
-    if found.run:
-        what.append(f"training run {found.run}")
-    if found.analysis:
-        analysis = ctx.get("analysis_meta") or {}
-        model = (ctx.get("metrics") or {}).get("model", "")
-        n = analysis.get("n_images")
-        what.append(
-            f"analysis of {model or '?'}"
-            + (f" on {n:,} images of {analysis.get('n_species', '?')} species" if n else "")
-        )
-    if found.eval:
-        what.append(f"evaluation {found.eval}")
-    if found.curation:
-        what.append(f"curation {found.curation}")
-    if found.study:
-        what.append(f"scaling study {found.study}")
+    cards = _summary_cards(ctx, metrics)
+    what = _summary_sources(found, ctx)
     lines = f'<p class="muted">{_e("; ".join(what))}</p>'
     missing = [
         name
@@ -411,6 +353,85 @@ def _section_summary(found: ReportInputs, ctx: dict) -> str:
         '<section id="summary"><h2>Summary</h2>'
         f'{lines}<div class="cards">{"".join(cards)}</div>{glance}{notavail}</section>'
     )
+
+
+def _summary_cards(ctx: dict, metrics: dict) -> list[str]:
+    """A card per headline number: model, epochs, batch, loss, validation, curation, the
+    analysis' verdicts and the first eval row beside the untrained twin's."""
+    cards = []
+    params = ctx.get("params") or {}
+    if params:
+        cards.append(_card("model", params.get("model", "?")))
+        if "epochs" in params:
+            cards.append(_card("epochs", _num(params["epochs"])))
+        if "global_batch" in params or "batch_size" in params:
+            cards.append(_card("batch", _num(params.get("global_batch", params.get("batch_size")))))
+    records = ctx.get("records") or []
+    losses = [r for r in records if "loss" in r]
+    if losses:
+        cards.append(
+            _card("loss first → last", f"{losses[0]['loss']:.3f} → {losses[-1]['loss']:.3f}")
+        )
+        cards.append(_card("steps", _num(losses[-1].get("step", len(losses)))))
+    val = [r["val_zeroshot_top1"] for r in records if "val_zeroshot_top1" in r]
+    if val:
+        cards.append(_card("val zero-shot top-1", _num(val[-1])))
+    stats = ctx.get("curation") or {}
+    if stats:
+        cards.append(
+            _card("records kept", f"{_num(stats.get('kept'))} / {_num(stats.get('records_in'))}")
+        )
+    if metrics:
+        counts = {"holds": 0, "does not hold": 0, "inconclusive": 0}
+        for metric in metrics.values():
+            for stat in (metric.get("stats") or {}).values():
+                if isinstance(stat, dict) and stat.get("verdict") in counts:
+                    counts[stat["verdict"]] += 1
+        cards.append(
+            _card(
+                "analysis verdicts",
+                f"{counts['holds']} hold · {counts['inconclusive']} inconclusive · "
+                f"{counts['does not hold']} do not",
+            )
+        )
+    eval_rows = ctx.get("eval") or []
+    if eval_rows:
+        top1 = [r for r in eval_rows if r.get("model", "trained") == "trained"]
+        if top1:
+            first = top1[0]
+            twin = [
+                r
+                for r in eval_rows
+                if r.get("model") == "untrained"
+                and (r.get("task"), r.get("metric")) == (first.get("task"), first.get("metric"))
+            ]
+            value = _num(first.get("value"))
+            if twin:
+                value += f" (untrained {_num(twin[0].get('value'))})"
+            cards.append(_card(f"{first.get('task')} {first.get('metric')}", value))
+    return cards
+
+
+def _summary_sources(found: ReportInputs, ctx: dict) -> list[str]:
+    """What the report was made from, one phrase per input folder."""
+    what = []
+    if found.run:
+        what.append(f"training run {found.run}")
+    if found.analysis:
+        analysis = ctx.get("analysis_meta") or {}
+        model = (ctx.get("metrics") or {}).get("model", "")
+        n = analysis.get("n_images")
+        what.append(
+            f"analysis of {model or '?'}"
+            + (f" on {n:,} images of {analysis.get('n_species', '?')} species" if n else "")
+        )
+    if found.eval:
+        what.append(f"evaluation {found.eval}")
+    if found.curation:
+        what.append(f"curation {found.curation}")
+    if found.study:
+        what.append(f"scaling study {found.study}")
+    return what
 
 
 def _section_curation(ctx: dict) -> str:
@@ -452,8 +473,18 @@ def _section_training(ctx: dict) -> str:
         elif records is not None:
             body += '<p class="na">No logged steps in metrics.jsonl.</p>'
         if params:
-            keys = ("model", "data", "epochs", "global_batch", "lr", "wd", "warmup", "precision",
-                    "device", "seed")  # fmt: skip
+            keys = (
+                "model",
+                "data",
+                "epochs",
+                "global_batch",
+                "lr",
+                "wd",
+                "warmup",
+                "precision",
+                "device",
+                "seed",
+            )
             rows = [[_e(k), _e(_num(params[k]))] for k in keys if k in params]
             if rows:
                 body += "<h3>Parameters</h3>" + _table(["parameter", "value"], rows)
@@ -548,71 +579,82 @@ def _mean_sd(mean, sd) -> str:
     return f'<td class="num">{_e(text)}</td>'
 
 
+def _verdict_cell(verdict: str) -> str:
+    return f'<td class="verdict {VERDICT_CLASS.get(verdict, "")}">{_e(verdict)}</td>'
+
+
+def _claim_row(c: ClaimResult) -> list[str]:
+    """A claim's cells: its mean ± sd, each baseline's (bold: the comparators the verdict
+    needs beaten), its verdict."""
+    row = [_e(c.claim), f"<code>{_e(c.statistic)}</code>", _mean_sd(c.mean, c.sd)]
+    for kind in _BASELINES:
+        cell = _mean_sd(c.baselines.get(kind), c.baselines_sd.get(kind))
+        if kind in c.against:
+            cell = cell.replace("<td", '<td style="font-weight:600"', 1)
+        row.append(cell)
+    row.append(_verdict_cell(str(c.verdict)))
+    return row
+
+
+def _trend_row(t: TrendResult) -> list[str]:
+    interval = f"[{_num(t.ci_low)}, {_num(t.ci_high)}]" if t.ci_low is not None else "–"
+    return [
+        _e(t.claim),
+        f"<code>{_e(t.statistic)}</code>",
+        _numcell(t.slope),
+        f'<td class="num">{_e(interval)}</td>',
+        _verdict_cell(str(t.verdict)),
+    ]
+
+
 def _section_claims(ctx: dict) -> str:
     """The paper's claims first: each with its mean ± sd over replicates, every baseline,
     the null and the verdict (study.json's ``claims``), then the trends with data."""
-    study = ctx.get("study")
-    if not study or not isinstance(study.get("claims"), list):
+    study: StudyRecord | None = ctx.get("study")
+    if study is None or not study.claims:
         return ""
     header = ["claim", "statistic", "mean ± sd", *_BASELINES, "verdict"]
-    rows = []
-    for c in study["claims"]:
-        if not isinstance(c, dict):
-            continue
-        base, spread = c.get("baselines") or {}, c.get("baselines_sd") or {}
-        against = set(c.get("against") or [])
-        row = [_e(c.get("claim")), f"<code>{_e(c.get('statistic'))}</code>",
-               _mean_sd(c.get("mean"), c.get("sd"))]  # fmt: skip
-        for kind in _BASELINES:
-            cell = _mean_sd(base.get(kind), spread.get(kind))
-            row.append(cell.replace("<td", '<td style="font-weight:600"', 1) if kind in against
-                       else cell)  # fmt: skip
-        verdict = str(c.get("verdict", ""))
-        row.append(f'<td class="verdict {VERDICT_CLASS.get(verdict, "")}">{_e(verdict)}</td>')
-        rows.append(row)
-    n = max((int(c.get("n_seeds") or 0) for c in study["claims"] if isinstance(c, dict)), default=0)
-    body = (f'<p class="muted">{n} replicate(s) (world seed × model seed); bold: the '
-            "comparators a verdict needs beaten. " + _e(study.get("verdict_rule", "")) + "</p>")  # fmt: skip
-    if study.get("note"):
-        body += f'<p class="muted"><strong>{_e(study["note"])}</strong></p>'
-    body += _table(header, rows)
-    trends = [t for t in study.get("trends") or [] if isinstance(t, dict)]
-    if trends:
-        trows = []
-        for t in trends:
-            interval = (f"[{_num(t.get('ci_low'))}, {_num(t.get('ci_high'))}]"
-                        if t.get("ci_low") is not None else "–")  # fmt: skip
-            verdict = str(t.get("verdict", ""))
-            trows.append([_e(t.get("claim")), f"<code>{_e(t.get('statistic'))}</code>",
-                          _numcell(t.get("slope")), f'<td class="num">{_e(interval)}</td>',
-                          f'<td class="verdict {VERDICT_CLASS.get(verdict, "")}">{_e(verdict)}</td>'])  # fmt: skip
+    n = max((int(c.n_seeds or 0) for c in study.claims), default=0)
+    body = (
+        f'<p class="muted">{n} replicate(s) (world seed × model seed); bold: the '
+        "comparators a verdict needs beaten. " + _e(study.verdict_rule or "") + "</p>"
+    )
+    if study.note:
+        body += f'<p class="muted"><strong>{_e(study.note)}</strong></p>'
+    body += _table(header, [_claim_row(c) for c in study.claims])
+    if study.trends:
         body += "<h3>Does it grow with data?</h3>"
         body += _table(
-            ["trend", "statistic", "slope per doubling", "95% interval", "verdict"], trows
+            ["trend", "statistic", "slope per doubling", "95% interval", "verdict"],
+            [_trend_row(t) for t in study.trends],
         )
     return f'<section id="claims"><h2>The paper\'s claims</h2>{body}</section>'
 
 
 def _section_study(ctx: dict) -> str:
     """The scaling study's design and its plot (the claims table is its own section)."""
-    study = ctx.get("study")
-    if not study or study.get("kind") != "scaling":
+    study: StudyRecord | None = ctx.get("study")
+    if study is None or study.kind != "scaling":
         return ""
-    worlds = study.get("worlds") or []
-    meta = [f"recipe: {study.get('recipe', '?')}",
-            f"world seeds: {', '.join(str(w.get('seed')) for w in worlds if isinstance(w, dict))}",
-            f"model seeds: {', '.join(str(s) for s in study.get('model_seeds') or [])}",
-            f"training images per size: {', '.join(str(n) for n in study.get('sizes') or [])}",
-            f"budget: same {study.get('budget', '?')} per run"]  # fmt: skip
+    meta = [
+        f"recipe: {study.recipe or '?'}",
+        f"world seeds: {', '.join(str(w.seed) for w in study.worlds)}",
+        f"model seeds: {', '.join(str(s) for s in study.model_seeds)}",
+        f"training images per size: {', '.join(str(n) for n in study.sizes)}",
+        f"budget: same {study.budget or '?'} per run",
+    ]
     body = f'<p class="muted">{_e("; ".join(meta))}</p>'
-    if study.get("budget_why"):
-        body += f'<p class="muted">{_e(study["budget_why"])}</p>'
+    if study.budget_why:
+        body += f'<p class="muted">{_e(study.budget_why)}</p>'
     if ctx.get("study_plot"):
-        body += _figure(ctx["study_plot"], "scaling.png: each claim's statistic against training "
-                        "images, mean ± sd over replicates, with every baseline")  # fmt: skip
-    for key in ("subset_rule", "zero_shot_protocol"):
-        if study.get(key):
-            body += f'<p class="muted">{_e(study[key])}</p>'
+        caption = (
+            "scaling.png: each claim's statistic against training images, mean ± sd over "
+            "replicates, with every baseline"
+        )
+        body += _figure(ctx["study_plot"], caption)
+    for text in (study.subset_rule, study.zero_shot_protocol):
+        if text:
+            body += f'<p class="muted">{_e(text)}</p>'
     return f'<section id="study"><h2>Scaling study</h2>{body}</section>'
 
 
@@ -647,7 +689,8 @@ def _gather(found: ReportInputs) -> dict:
     if found.curation:
         ctx["curation"] = _read_json(found.curation / "stats.json")
     if found.study:
-        ctx["study"] = _read_json(found.study / "study.json")
+        study = _read_json(found.study / "study.json")  # detect_inputs checked: an object
+        ctx["study"] = StudyRecord.from_json(study) if isinstance(study, dict) else None
         plot = found.study / "scaling.png"
         ctx["study_plot"] = plot.read_bytes() if plot.is_file() else None
     return ctx

@@ -13,8 +13,14 @@ from typing import Any
 
 from .config import ScalingConfig, ScalingResult, parse_sizes
 
-_LAZY = ("format_table", "measure", "plot_study", "select_subsets", "subset_count",
-         "zero_shot_loaded")  # fmt: skip
+_LAZY = (
+    "format_table",
+    "measure",
+    "plot_study",
+    "select_subsets",
+    "subset_count",
+    "zero_shot_loaded",
+)
 
 __all__ = ["ScalingConfig", "ScalingResult", "parse_sizes", "run", *_LAZY]
 

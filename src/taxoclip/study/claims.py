@@ -57,35 +57,53 @@ class Claim:
     needs: tuple[str, ...] = ()  # comparators without which there is no verdict at all
 
 
+#: A claim about what the recipe adds is judged against the models before it (the
+#: untrained twin, the stage-1 general model) and the null; one about how it adds it, also
+#: against its two ablations (flat labels, no replay).
+BEFORE = ("untrained", "general", "null")
+EVERY = ("untrained", "general", "flat", "no_replay", "null")
+
 #: The paper's claims (BioCLIP 2, section 5), in the order the report lists them.
 CLAIMS: tuple[Claim, ...] = (
-    Claim("finches ordered by beak length", "trait_finch_beak_length.pc1_spearman",
-          ("untrained", "general", "null")),
-    Claim("habitats separate across orders", "ecological_habitat.probe_accuracy",
-          ("untrained", "general", "null")),
-    Claim("centroid distances follow taxonomy", "taxonomic.spearman",
-          ("untrained", "general", "null")),
-    Claim("life stages separated", "separation_life_stage.fdr",
-          ("untrained", "general", "flat", "no_replay", "null")),
-    Claim("life stages separated", "separation_life_stage.probe_accuracy",
-          ("untrained", "general", "flat", "no_replay", "null")),
-    Claim("sexes separated", "separation_sex.fdr",
-          ("untrained", "general", "flat", "no_replay", "null")),
-    Claim("sexes separated", "separation_sex.probe_accuracy",
-          ("untrained", "general", "flat", "no_replay", "null")),
-    Claim("sex direction orthogonal to the species span",
-          "orthogonality_sex.fraction_outside", ("null",)),
-    Claim("life-stage direction orthogonal to the species span",
-          "orthogonality_life_stage.fraction_outside", ("null",)),
-    Claim("hierarchical text beats flat: seen species", "zero_shot.seen_top1",
-          ("untrained", "flat"), grows="zero-shot on seen species grows with data",
-          needs=("flat",)),
-    Claim("hierarchical text beats flat: genus of unseen species", "zero_shot.unseen_genus_top1",
-          ("untrained", "flat"), grows="zero-shot genus of unseen species grows with data",
-          needs=("flat",)),
-    Claim("replay keeps the general ability", "web.retrieval_r5", ("no_replay",),
-          trend=False, keep=True),
-)  # fmt: skip
+    Claim("finches ordered by beak length", "trait_finch_beak_length.pc1_spearman", BEFORE),
+    Claim("habitats separate across orders", "ecological_habitat.probe_accuracy", BEFORE),
+    Claim("centroid distances follow taxonomy", "taxonomic.spearman", BEFORE),
+    Claim("life stages separated", "separation_life_stage.fdr", EVERY),
+    Claim("life stages separated", "separation_life_stage.probe_accuracy", EVERY),
+    Claim("sexes separated", "separation_sex.fdr", EVERY),
+    Claim("sexes separated", "separation_sex.probe_accuracy", EVERY),
+    Claim(
+        "sex direction orthogonal to the species span",
+        "orthogonality_sex.fraction_outside",
+        ("null",),
+    ),
+    Claim(
+        "life-stage direction orthogonal to the species span",
+        "orthogonality_life_stage.fraction_outside",
+        ("null",),
+    ),
+    Claim(
+        "hierarchical text beats flat: seen species",
+        "zero_shot.seen_top1",
+        ("untrained", "flat"),
+        grows="zero-shot on seen species grows with data",
+        needs=("flat",),
+    ),
+    Claim(
+        "hierarchical text beats flat: genus of unseen species",
+        "zero_shot.unseen_genus_top1",
+        ("untrained", "flat"),
+        grows="zero-shot genus of unseen species grows with data",
+        needs=("flat",),
+    ),
+    Claim(
+        "replay keeps the general ability",
+        "web.retrieval_r5",
+        ("no_replay",),
+        trend=False,
+        keep=True,
+    ),
+)
 #: "Replay keeps the general ability" also needs this share of the general model's value.
 KEEP_SHARE = 0.9
 
@@ -139,8 +157,13 @@ def keep_verdict(
     lost = [r / g for r, g in zip(no_replay, general, strict=True) if g]
     share, share_sd, _ = mean_sd(ratios)
     lost_share, lost_sd, _ = mean_sd(lost)
-    facts = {"kept_share": share, "kept_share_sd": share_sd, "no_replay_share": lost_share,
-             "no_replay_share_sd": lost_sd, "required_share": KEEP_SHARE}  # fmt: skip
+    facts = {
+        "kept_share": share,
+        "kept_share_sd": share_sd,
+        "no_replay_share": lost_share,
+        "no_replay_share_sd": lost_sd,
+        "required_share": KEEP_SHARE,
+    }
     if share is None or lost_share is None:
         return UNSURE, facts
     beats, _ = verdict(share, share_sd, {"no_replay": (lost_share, lost_sd)})
@@ -151,8 +174,11 @@ def keep_verdict(
 
 def slope(sizes: Sequence[float], values: Sequence[float]) -> float | None:
     """Least-squares slope of values against log2(sizes) (None with < 2 finite points)."""
-    pairs = [(math.log2(n), float(v)) for n, v in zip(sizes, values, strict=True)
-             if v is not None and math.isfinite(float(v))]  # fmt: skip
+    pairs = [
+        (math.log2(n), float(v))
+        for n, v in zip(sizes, values, strict=True)
+        if v is not None and math.isfinite(float(v))
+    ]
     if len(pairs) < 2 or len({x for x, _ in pairs}) < 2:
         return None
     x, y = np.array(pairs).T

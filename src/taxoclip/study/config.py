@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from taxoclip.config import StageConfig, StageResult, command, option, shared
 from taxoclip.errors import UsageError
+
+from .record import StudyRecord
 
 BUDGETS = ("steps", "epochs")
 RECIPES = ("two-stage", "scratch")
@@ -159,7 +160,7 @@ class ScalingConfig(StageConfig):
 @dataclass
 class ScalingResult(StageResult):
     out: Path
-    study: dict[str, Any]
+    study: StudyRecord  # what study.json holds
     plot: Path | None
     table: str
     runs: dict[str, Path] = field(default_factory=dict)  # run name -> model dir
@@ -167,9 +168,11 @@ class ScalingResult(StageResult):
     def lines(self) -> list[str]:
         study = self.study
         lines = self.table.splitlines()
-        lines.append(f"study of {len(study['runs'])} runs over {len(study['worlds'])} world(s) × "
-                     f"{len(study['model_seeds'])} seed(s) in {study['seconds']['total']:.1f} s; "
-                     f"same {study['budget']} per run")  # fmt: skip
+        seconds = (study.seconds or {}).get("total", 0.0)
+        lines.append(
+            f"study of {len(study.runs)} runs over {len(study.worlds)} world(s) × "
+            f"{len(study.model_seeds)} seed(s) in {seconds:.1f} s; same {study.budget} per run"
+        )
         lines.append(f"results: {self.out}/study.json (claims, trends, runs)")
         if self.plot:
             lines.append(f"plot: {self.plot}")

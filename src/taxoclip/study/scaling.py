@@ -43,6 +43,15 @@ from taxoclip.errors import UsageError
 
 from .claims import RULE
 from .config import BUDGETS, DEFAULT_SIZES, MIN_SIZES, ScalingConfig, ScalingResult, parse_sizes
+from .record import (
+    FORMAT_VERSION,
+    Statistic,
+    StudyRecord,
+    StudyRun,
+    StudyWorld,
+    run_key,
+    runs_from_json,
+)
 from .subsets import (
     SUBSET_RULE,
     check_counts,
@@ -71,8 +80,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
-HIERARCHICAL_TEXT = "random"  # BioCLIP 2's recipe: a text type drawn per sample
+HIERARCHICAL_TEXT = "random"  # BioCLIP 2's recipe: a caption type drawn per step (train/data.py)
 #: Replay images per bio image. BioCLIP 2 replays ~10 % (320 of 3,136 per GPU, 10,240 per
 #: global batch); at a 128-image batch 10 % is a 14-pair contrast, nearly trivial, so the
 #: replayed captions pull little. A fifth (32 per step) is the small-scale stand-in.
@@ -141,9 +149,14 @@ def zero_shot_loaded(loaded, synth_root: Path, device: str = "cpu") -> dict[str,
 
 
 def measure(
-    model_dir: Path, synth: Path, web: Path | None, out: Path, seed: int, device: str,
+    model_dir: Path,
+    synth: Path,
+    web: Path | None,
+    out: Path,
+    seed: int,
+    device: str,
     progress: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Every statistic of one model: ``{"values": {statistic: {"value", "null_mean",
     "null_sd", "n_species", "n_images"}}, "analysis": dir, "seconds": {...}}``.
 
@@ -156,8 +169,18 @@ def measure(
 
     seconds: dict[str, float] = {}
     tick = time.perf_counter()
-    result = analyze(AnalyzeConfig(model=str(model_dir), data=synth, out=out, baseline="none",
-                                   seed=seed, device=device, plots=False, progress=progress))  # fmt: skip
+    result = analyze(
+        AnalyzeConfig(
+            model=str(model_dir),
+            data=synth,
+            out=out,
+            baseline="none",
+            seed=seed,
+            device=device,
+            plots=False,
+            progress=progress,
+        )
+    )
     seconds["analysis"] = time.perf_counter() - tick
     values = values_from_analysis(json.loads((result.out / "metrics.json").read_text()))
     tick = time.perf_counter()
@@ -167,8 +190,12 @@ def measure(
         scores.update(web_values(loaded, web, device))
     seconds["zero_shot_web"] = time.perf_counter() - tick
     values.update(plain_values(scores))
-    return {"values": values, "analysis": str(result.out), "skipped": result.skipped,
-            "seconds": {k: round(v, 2) for k, v in seconds.items()}}  # fmt: skip
+    return {
+        "values": values,
+        "analysis": str(result.out),
+        "skipped": result.skipped,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
 
 
 def values_from_analysis(metrics: dict, part: str = "model") -> dict[str, dict[str, Any]]:
@@ -182,10 +209,13 @@ def values_from_analysis(metrics: dict, part: str = "model") -> dict[str, dict[s
         used = entry.get("n_used") or {}
         for stat, cell in (entry.get("stats") or {}).items():
             null = cell.get(f"{prefix}null") or {}
-            values[f"{name}.{stat}"] = {"value": cell.get(f"{prefix}value"),
-                                        "null_mean": null.get("mean"), "null_sd": null.get("sd"),
-                                        "n_species": used.get("species"),
-                                        "n_images": used.get("images")}  # fmt: skip
+            values[f"{name}.{stat}"] = {
+                "value": cell.get(f"{prefix}value"),
+                "null_mean": null.get("mean"),
+                "null_sd": null.get("sd"),
+                "n_species": used.get("species"),
+                "n_images": used.get("images"),
+            }
     return values
 
 
@@ -211,98 +241,100 @@ def web_values(loaded, web: Path, device: str = "cpu") -> dict[str, float | None
 def run(config: ScalingConfig) -> ScalingResult:
     """Run the study of ``config``; write OUT (see the module docstring) and return it."""
     out = Path(config.out)
-    runs: dict[str, dict[str, Any]] = _earlier_runs(out, config.resume)
+    runs = _earlier_runs(out, config.resume)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     device = _device(config.device)
     fractions = sorted(float(f) for f in config.sizes)
-    models = {name: Path(entry["model"]) for name, entry in runs.items()}
     worlds = []
     for world_seed in config.world_seeds:
         world = _prepare_world(config, world_seed, out, fractions)
         worlds.append(world)
-        name = f"w{world.seed}/general"
+        name = run_key(world.seed, "general")
         if world.general is not None and name not in runs:
-            runs[name] = _baseline_entry("general", world, None, world.general)
-            runs[name].update(measure(world.general, world.synth, world.web,
-                                      world.root / "analysis" / "general", world.seed, device,
-                                      config.progress))  # fmt: skip
-            models[name] = world.general
+            where = world.root / "analysis" / "general"
+            runs[name] = _measured_baseline(
+                "general", world, None, world.general, where, device, config.progress
+            )
         for seed in config.model_seeds:
             for spec in world.specs:
-                name = f"w{world.seed}/s{seed}/{spec.name}"
+                name = run_key(world.seed, spec.name, seed)
                 if name not in runs:
-                    runs[name], models[name] = _train_and_measure(config, world, spec, seed, device)
+                    runs[name] = _train_and_measure(config, world, spec, seed, device)
                     _log_runs(out, runs)
-            name = f"w{world.seed}/s{seed}/untrained"
+            name = run_key(world.seed, "untrained", seed)
             if name not in runs:
-                twin = _save_untrained(models[f"w{world.seed}/s{seed}/{world.specs[0].name}"],
-                                       world.root / f"seed-{seed}" / "analysis" / "untrained",
-                                       seed)  # fmt: skip
-                runs[name] = _baseline_entry("untrained", world, seed, twin)
-                runs[name].update(measure(twin, world.synth, world.web, twin.parent, seed,
-                                          device, config.progress))  # fmt: skip
-                models[name] = twin
+                trained = Path(runs[run_key(world.seed, world.specs[0].name, seed)].model)
+                where = world.root / f"seed-{seed}" / "analysis" / "untrained"
+                twin = _save_untrained(trained, where, seed)
+                runs[name] = _measured_baseline(
+                    "untrained", world, seed, twin, twin.parent, device, config.progress
+                )
                 _log_runs(out, runs)
 
     study = _study_record(config, worlds, runs, fractions)
-    study["seconds"] = {"total": round(time.perf_counter() - started, 2)}
+    study.seconds = {"total": round(time.perf_counter() - started, 2)}
     from taxoclip.analyze import write_json
 
-    write_json(out / "study.json", study)
+    write_json(out / "study.json", study.to_json())
     plot = None
     try:
         plot = plot_study(study, out / "scaling.png")
     except ImportError as exc:  # matplotlib missing
         log.warning("scaling.png skipped: %s", exc)
+    models = {name: Path(r.model) for name, r in runs.items() if r.model}
     return ScalingResult(out, study, plot, format_table(study), runs=models)
 
 
-def _study_record(config: ScalingConfig, worlds: list[World], runs: dict, fractions) -> dict:
+def _study_record(
+    config: ScalingConfig, worlds: list[World], runs: dict[str, StudyRun], fractions
+) -> StudyRecord:
     """study.json: the design, the claims and trends, and every run's values."""
-    summary = summarise(runs, worlds=[w.seed for w in worlds], seeds=config.model_seeds)
+    summary = StudyRecord.from_json(
+        summarise(runs, worlds=[w.seed for w in worlds], seeds=config.model_seeds)
+    )
     n_max = worlds[0].counts[-1]
-    return {
-        "format_version": FORMAT_VERSION,
-        "kind": "scaling",
-        "taxoclip_version": __version__,
-        "recipe": config.recipe,
-        "config": {**config.to_json(), "sizes": fractions},
-        "worlds": [
-            {
-                "seed": w.seed,
-                "synth": str(w.synth),
-                "web": str(w.web) if w.web else None,
-                "general": str(w.general) if w.general else None,
-                "sizes": w.counts,
-            }
+    return StudyRecord(
+        format_version=FORMAT_VERSION,
+        kind="scaling",
+        taxoclip_version=__version__,
+        recipe=config.recipe,
+        config={**config.to_json(), "sizes": fractions},
+        worlds=[
+            StudyWorld(
+                seed=w.seed,
+                synth=str(w.synth),
+                web=str(w.web) if w.web else None,
+                general=str(w.general) if w.general else None,
+                sizes=w.counts,
+            )
             for w in worlds
-        ],  # fmt: skip
-        "model_seeds": config.model_seeds,
-        "sizes": worlds[0].counts,
-        "subset_rule": SUBSET_RULE,
-        "budget": config.budget,
-        "budget_why": BUDGET_WHY[config.budget],
-        "steps_per_run": (
+        ],
+        model_seeds=config.model_seeds,
+        sizes=worlds[0].counts,
+        subset_rule=SUBSET_RULE,
+        budget=config.budget,
+        budget_why=BUDGET_WHY[config.budget],
+        steps_per_run=(
             config.epochs * (n_max // config.batch_size) if config.budget == "steps" else None
         ),
-        "text": {
+        text={
             "stage2": f"text_type={HIERARCHICAL_TEXT!r} (BioCLIP 2: a caption type per step)",
             "flat": f"text_type={FLAT_TEXT!r} (scientific name only), on the largest size",
             "stage1": "text_type='caption' (the web corpus' alt-text), identical captions "
             "in a batch counted as positives",
         },
-        "replay_ratio": REPLAY_RATIO if config.recipe == "two-stage" else None,
-        "zero_shot_protocol": ZERO_SHOT_PROTOCOL,
-        "verdict_rule": RULE,
-        "claims": summary["claims"],
-        "trends": summary["trends"],
-        "statistics": summary["statistics"],
-        "runs": runs,
-    }
+        replay_ratio=REPLAY_RATIO if config.recipe == "two-stage" else None,
+        zero_shot_protocol=ZERO_SHOT_PROTOCOL,
+        verdict_rule=RULE,
+        claims=summary.claims,
+        trends=summary.trends,
+        statistics=summary.statistics,
+        runs=runs,
+    )
 
 
-def _earlier_runs(out: Path, resume: bool) -> dict[str, dict[str, Any]]:
+def _earlier_runs(out: Path, resume: bool) -> dict[str, StudyRun]:
     """The runs a study cut short measured (``resume``), whose models are still there;
     without ``resume`` an OUT holding a study is refused."""
     holds_study = (out / "study.json").exists() or any(out.glob("world-*"))
@@ -316,15 +348,15 @@ def _earlier_runs(out: Path, resume: bool) -> dict[str, dict[str, Any]]:
     path = out / "runs.json"
     if not path.is_file():
         return {}
-    runs = json.loads(path.read_text())
-    return {name: entry for name, entry in runs.items() if Path(entry["model"]).is_dir()}
+    runs = runs_from_json(json.loads(path.read_text()))
+    return {name: run for name, run in runs.items() if run.model and Path(run.model).is_dir()}
 
 
-def _log_runs(out: Path, runs: dict[str, dict[str, Any]]) -> None:
+def _log_runs(out: Path, runs: dict[str, StudyRun]) -> None:
     """The runs measured so far (``OUT/runs.json``), so a study cut short keeps them."""
     from taxoclip.analyze import write_json
 
-    write_json(out / "runs.json", runs)
+    write_json(out / "runs.json", {name: run.to_json() for name, run in runs.items()})
 
 
 def _prepare_world(config: ScalingConfig, world_seed: int, out: Path, fractions) -> World:
@@ -343,20 +375,28 @@ def _prepare_world(config: ScalingConfig, world_seed: int, out: Path, fractions)
     subsets = select_subsets(rows, fractions, world_seed)
     counts = check_counts([len(subsets[f]) for f in fractions], fractions, config.batch_size)
     n_max = counts[-1]
-    specs = [RunSpec(f"size-{n}", "stage2", f, n, HIERARCHICAL_TEXT, two_stage)
-             for f, n in zip(fractions, counts, strict=True)]  # fmt: skip
+    specs = [
+        RunSpec(f"size-{n}", "stage2", f, n, HIERARCHICAL_TEXT, two_stage)
+        for f, n in zip(fractions, counts, strict=True)
+    ]
     if two_stage or config.ablation:
         specs.append(RunSpec(f"flat-{n_max}", "flat", fractions[-1], n_max, FLAT_TEXT, two_stage))
     if two_stage:
-        specs.append(RunSpec(f"no-replay-{n_max}", "no_replay", fractions[-1], n_max,
-                             HIERARCHICAL_TEXT, False))  # fmt: skip
+        specs.append(
+            RunSpec(
+                f"no-replay-{n_max}", "no_replay", fractions[-1], n_max, HIERARCHICAL_TEXT, False
+            )
+        )
     shards_for: dict[float, str] = {}
     for spec in specs:
         if spec.fraction not in shards_for:
             shards_for[spec.fraction] = write_subset_shards(
-                synth, rows, subsets[spec.fraction], root / "data" / f"size-{spec.n_train}",
+                synth,
+                rows,
+                subsets[spec.fraction],
+                root / "data" / f"size-{spec.n_train}",
                 world_seed,
-            )  # fmt: skip
+            )
         spec.shards = shards_for[spec.fraction]
     world = World(world_seed, root, synth, web, counts, specs)
     if two_stage:
@@ -372,9 +412,12 @@ def _synth_root(config: ScalingConfig, world_seed: int, root: Path, two_stage: b
     from taxoclip.synth import SynthConfig, generate
 
     synth_config = SynthConfig(
-        species=config.species, images_per_species=config.images_per_species,
-        image_size=config.image_size, seed=world_seed, web=config.web if two_stage else 0,
-    )  # fmt: skip
+        species=config.species,
+        images_per_species=config.images_per_species,
+        image_size=config.image_size,
+        seed=world_seed,
+        web=config.web if two_stage else 0,
+    )
     return generate(root / "synth", synth_config, progress=config.progress).out.resolve()
 
 
@@ -396,12 +439,20 @@ def _train_stage1(config: ScalingConfig, world: World) -> Path:
         print(f"[study] world {world.seed}: stage 1 (general) on {shards}", flush=True)
     result = train(
         TrainConfig(
-            data=shards, out=str(world.root / "stage1"), model=config.model,
-            text_type="caption", caption_positives=True, epochs=config.stage1_epochs,
-            batch_size=config.batch_size, warmup=100 if config.warmup is None else config.warmup,
-            workers=1, seed=world.seed, device=config.device, progress=config.progress,
+            data=shards,
+            out=str(world.root / "stage1"),
+            model=config.model,
+            text_type="caption",
+            caption_positives=True,
+            epochs=config.stage1_epochs,
+            batch_size=config.batch_size,
+            warmup=100 if config.warmup is None else config.warmup,
+            workers=1,
+            seed=world.seed,
+            device=config.device,
+            progress=config.progress,
         )
-    )  # fmt: skip
+    )
     _drop_checkpoints(result.run)
     return result.model_dir
 
@@ -417,7 +468,7 @@ def _drop_checkpoints(run: Path) -> None:
 
 def _train_and_measure(
     config: ScalingConfig, world: World, spec: RunSpec, seed: int, device: str
-) -> tuple[dict[str, Any], Path]:
+) -> StudyRun:
     """Train one stage-2 run from the general model (or from scratch), measure it."""
     from taxoclip.train import TrainConfig, train
 
@@ -426,8 +477,12 @@ def _train_and_measure(
     ref_steps = config.epochs * (n_max // config.batch_size)
     warmup = config.warmup if config.warmup is not None else min(100, ref_steps // 10)
     if config.progress:
-        print(f"[study] world {world.seed}, seed {seed}: {spec.name} ({spec.n_train} images, "
-              f"text {spec.text_type}, replay {'on' if spec.replay else 'off'})", flush=True)  # fmt: skip
+        replay = "on" if spec.replay else "off"
+        print(
+            f"[study] world {world.seed}, seed {seed}: {spec.name} ({spec.n_train} images, "
+            f"text {spec.text_type}, replay {replay})",
+            flush=True,
+        )
     tick = time.perf_counter()
     run_dir = world.root / f"seed-{seed}" / "runs" / spec.name
     if config.resume:  # a run cut short is not in runs.json: it starts again
@@ -436,35 +491,68 @@ def _train_and_measure(
         shutil.rmtree(run_dir, ignore_errors=True)
     result = train(
         TrainConfig(
-            data=spec.shards, out=str(run_dir),
+            data=spec.shards,
+            out=str(run_dir),
             model=str(world.general) if world.general is not None else config.model,
-            text_type=spec.text_type, epochs=config.epochs, steps=steps,
-            batch_size=config.batch_size, warmup=warmup, workers=1, seed=seed,
-            replay=_web_shards(world.web) if spec.replay else None, replay_ratio=REPLAY_RATIO,
-            device=config.device, progress=config.progress,
+            text_type=spec.text_type,
+            epochs=config.epochs,
+            steps=steps,
+            batch_size=config.batch_size,
+            warmup=warmup,
+            workers=1,
+            seed=seed,
+            replay=_web_shards(world.web) if spec.replay else None,
+            replay_ratio=REPLAY_RATIO,
+            device=config.device,
+            progress=config.progress,
         )
-    )  # fmt: skip
+    )
     train_seconds = time.perf_counter() - tick
     _drop_checkpoints(result.run)
-    measured = measure(result.model_dir, world.synth, world.web,
-                       world.root / f"seed-{seed}" / "analysis" / spec.name, seed, device,
-                       config.progress)  # fmt: skip
+    where = world.root / f"seed-{seed}" / "analysis" / spec.name
+    measured = measure(
+        result.model_dir, world.synth, world.web, where, seed, device, config.progress
+    )
     measured["seconds"]["train"] = round(train_seconds, 2)
     params = json.loads((result.run / "params.json").read_text())
-    entry = {
-        "kind": spec.kind, "world": world.seed, "seed": seed, "fraction": spec.fraction,
-        "n_train": spec.n_train, "text_type": spec.text_type, "replay": spec.replay,
-        "shards": spec.shards, "run": str(result.run), "model": str(result.model_dir),
-        "steps": result.steps,
-        "epochs": round(result.steps / max(1, params.get("steps_per_epoch", 1)), 3),
-        "final_loss": result.final_loss, **measured,
-    }  # fmt: skip
-    return entry, result.model_dir
+    return _with_measured(
+        StudyRun(
+            kind=spec.kind,
+            world=world.seed,
+            seed=seed,
+            fraction=spec.fraction,
+            n_train=spec.n_train,
+            text_type=spec.text_type,
+            replay=spec.replay,
+            shards=spec.shards,
+            run=str(result.run),
+            model=str(result.model_dir),
+            steps=result.steps,
+            epochs=round(result.steps / max(1, params.get("steps_per_epoch", 1)), 3),
+            final_loss=result.final_loss,
+        ),
+        measured,
+    )
 
 
-def _baseline_entry(kind: str, world: World, seed: int | None, model: Path) -> dict[str, Any]:
-    return {"kind": kind, "world": world.seed, "seed": seed, "n_train": None,
-            "model": str(model)}  # fmt: skip
+def _measured_baseline(
+    kind: str, world: World, seed: int | None, model: Path, out: Path, device: str, progress: bool
+) -> StudyRun:
+    """A model that is not a training run of the study (the general model, the untrained
+    twin), measured like every run."""
+    baseline = StudyRun(kind=kind, world=world.seed, seed=seed, n_train=None, model=str(model))
+    measured = measure(
+        model, world.synth, world.web, out, world.seed if seed is None else seed, device, progress
+    )
+    return _with_measured(baseline, measured)
+
+
+def _with_measured(run: StudyRun, measured: dict[str, Any]) -> StudyRun:
+    """``run`` with what :func:`measure` returned (its JSON form) filled in."""
+    run.values = {k: Statistic.from_json(v) for k, v in measured["values"].items()}
+    run.analysis, run.skipped = measured["analysis"], measured["skipped"]
+    run.seconds = measured["seconds"]
+    return run
 
 
 def _save_untrained(model_dir: Path, out: Path, seed: int) -> Path:

@@ -48,9 +48,22 @@ FORMAT_VERSION = 1
 # Columns of the evaluation-folder metadata.csv. ``class`` is the label (docs/reference.md);
 # the class *rank* is therefore written as ``class_`` so the two cannot collide.
 METADATA_COLUMNS = (
-    "filepath", "class", "kingdom", "phylum", "class_", "order", "family", "genus",
-    "species_epithet", "species", "common_name", "species_id", "sex", "life_stage", "seen",
-)  # fmt: skip
+    "filepath",
+    "class",
+    "kingdom",
+    "phylum",
+    "class_",
+    "order",
+    "family",
+    "genus",
+    "species_epithet",
+    "species",
+    "common_name",
+    "species_id",
+    "sex",
+    "life_stage",
+    "seen",
+)
 
 
 @dataclass
@@ -165,9 +178,14 @@ def _generate_into(root: Path, config: SynthConfig, progress: bool) -> SynthResu
 
         result.web = root / "web"
         result.counts["web"] = write_web_corpus(
-            root, species, config.web, config.seed, config.image_size, config.jpeg_quality,
+            root,
+            species,
+            config.web,
+            config.seed,
+            config.image_size,
+            config.jpeg_quality,
             progress,
-        )  # fmt: skip
+        )
     manifest = {
         "generator": "taxoclip.synth",
         "taxoclip_version": __version__,

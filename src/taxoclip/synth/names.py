@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-_ONSETS = (
-    "b", "c", "d", "f", "g", "l", "m", "n", "p", "r", "s", "t", "v", "x", "z",
-    "br", "cr", "dr", "gr", "pr", "tr", "ch", "ph", "th", "st", "sc", "pl", "cl",
-)  # fmt: skip
+
+def words(text: str) -> tuple[str, ...]:
+    """A vocabulary written as one string: its words, in order."""
+    return tuple(text.split())
+
+
+_ONSETS = words("b c d f g l m n p r s t v x z br cr dr gr pr tr ch ph th st sc pl cl")
 _VOWELS = ("a", "e", "i", "o", "u", "ae", "au", "y")
 _CODAS = ("", "", "", "n", "r", "s", "l", "x", "m")
 
@@ -22,14 +25,11 @@ _RANK_SUFFIXES: tuple[tuple[str, ...], ...] = (
     ("ensis", "us", "a", "ii", "atus", "icola", "oides", "ea"),  # species epithet
 )
 
-HUE_WORDS = (
-    "crimson", "orange", "amber", "yellow", "lime", "green",
-    "jade", "teal", "azure", "blue", "violet", "magenta",
-)  # fmt: skip
-_PLACE_WORDS = (
-    "northern", "southern", "eastern", "western", "marsh", "highland", "coastal", "island",
-    "forest", "desert", "river", "mountain", "valley", "reef", "lake", "cave",
-)  # fmt: skip
+HUE_WORDS = words("crimson orange amber yellow lime green jade teal azure blue violet magenta")
+_PLACE_WORDS = words(
+    "northern southern eastern western marsh highland coastal island forest desert "
+    "river mountain valley reef lake cave"
+)
 _NOUNS = {
     "freshwater": ("minnow", "darter", "shiner", "loach", "chub", "dace", "gudgeon", "bream"),
     "marine": ("wrasse", "snapper", "goby", "blenny", "grunt", "damsel", "jack", "tang"),

@@ -168,18 +168,29 @@ def render(
     """Draw the batch: (B, size, size, 3) uint8. ``rng`` supplies the pixel noise.
 
     ``organism`` (B,) 0/1 leaves the organism out where 0: the scene alone, as the web
-    corpus's non-organism images are drawn (synth/web.py).
+    corpus's non-organism images are drawn (synth/web.py). Back to front: the scene, the
+    appendages, the body and head, the features on top, then the camera.
     """
-    n = len(params)
     grid = (np.arange(size, dtype=np.float32) + 0.5) / size
     X, Y = grid[None, None, :], grid[None, :, None]
+    img = _scene(params, X, Y, size)
+    frame = _Frame.of(params, X, Y, size, organism)
+    body_rgb = hsv_to_rgb(params.hue, 0.65, 0.82)
+    _blend(img, _limbs(params.habitat, frame), body_rgb * 0.62)
+    head = _body_and_head(img, params, frame, body_rgb)
+    _features(img, params, frame, head)
+    return _camera(img, params, rng)
 
-    # Scene: vertical gradient, then clutter blobs behind the organism (one blend: the
-    # blobs rarely overlap, so the most opaque one gives the colour).
+
+def _scene(params: ImageParams, X: np.ndarray, Y: np.ndarray, size: int) -> np.ndarray:
+    """The background: a vertical gradient, then clutter blobs behind the organism (one
+    blend: the blobs rarely overlap, so the most opaque one gives the colour)."""
+    n = len(params)
     scene = _SCENES[params.scene]
     t = Y[..., None]
-    img = np.broadcast_to(scene[:, None, None, 0] * (1 - t) + scene[:, None, None, 1] * t,
-                          (n, size, size, 3)).copy()  # fmt: skip
+    img = np.broadcast_to(
+        scene[:, None, None, 0] * (1 - t) + scene[:, None, None, 1] * t, (n, size, size, 3)
+    ).copy()
     if params.clutter_on.any():
         cx, cy = params.clutter_xy[..., 0], params.clutter_xy[..., 1]
         d = np.hypot(X[:, None] - cx[..., None, None], Y[:, None] - cy[..., None, None])
@@ -189,30 +200,42 @@ def render(
         total = alphas.sum(axis=1)
         colour /= np.maximum(total, 1e-6)[..., None]
         _blend(img, np.minimum(total, 1.0), colour)
+    return img
 
-    # Organism frame: u along the body (head at +u), v up; body length = 1.
-    juvenile = params.juvenile.astype(np.float32)
-    length = _col(params.size * params.scale * np.where(params.juvenile, JUVENILE_SCALE, 1.0))
-    theta = _col(params.angle)
-    dx, dy = X - _col(params.cx), _col(params.cy) - Y
-    cos, sin = np.cos(theta), np.sin(theta)
-    # Centre the whole animal (tail tip at -0.7, beak tip at ~0.6 + beak), not the body,
-    # so long beaks stay in frame.
-    shift = _col((params.beak - 0.1) / 2.0)
-    u = (dx * cos + dy * sin) / length * _col(params.flip) + shift
-    v = (-dx * sin + dy * cos) / length
-    ramp = length * size  # 1 / pixel size in body lengths
-    shown = _col(np.ones(n) if organism is None else organism)
 
-    def cover(d: np.ndarray) -> np.ndarray:
-        return np.clip(0.5 - d * ramp, 0.0, 1.0) * shown
+@dataclass
+class _Frame:
+    """The organism's frame: ``u`` along the body (head at +u), ``v`` up, body length 1;
+    :meth:`cover` turns a signed distance in it into coverage with a one-pixel ramp."""
 
-    b = _col(0.5 / params.elongation)  # body half-height
-    habitat = params.habitat
-    body_rgb = hsv_to_rgb(params.hue, 0.65, 0.82)
+    u: np.ndarray
+    v: np.ndarray
+    b: np.ndarray  # the body's half-height
+    ramp: np.ndarray  # 1 / pixel size in body lengths
+    shown: np.ndarray  # 0 where the image has no organism
 
-    # Appendages behind the body: fins for aquatic plans, legs and tails for land plans.
-    # A batch is usually one species, so whole plans are skipped when nobody needs them.
+    @classmethod
+    def of(cls, params: ImageParams, X: np.ndarray, Y: np.ndarray, size: int, organism) -> _Frame:
+        length = _col(params.size * params.scale * np.where(params.juvenile, JUVENILE_SCALE, 1.0))
+        theta = _col(params.angle)
+        dx, dy = X - _col(params.cx), _col(params.cy) - Y
+        cos, sin = np.cos(theta), np.sin(theta)
+        # Centre the whole animal (tail tip at -0.7, beak tip at ~0.6 + beak), not the body,
+        # so long beaks stay in frame.
+        shift = _col((params.beak - 0.1) / 2.0)
+        u = (dx * cos + dy * sin) / length * _col(params.flip) + shift
+        v = (-dx * sin + dy * cos) / length
+        shown = _col(np.ones(len(params)) if organism is None else organism)
+        return cls(u, v, _col(0.5 / params.elongation), length * size, shown)
+
+    def cover(self, d: np.ndarray) -> np.ndarray:
+        return np.clip(0.5 - d * self.ramp, 0.0, 1.0) * self.shown
+
+
+def _limbs(habitat: np.ndarray, frame: _Frame) -> np.ndarray:
+    """Appendages behind the body: fins for aquatic plans, legs and tails for land plans.
+    A batch is usually one species, so whole plans are skipped when nobody needs them."""
+    u, v, b, cover = frame.u, frame.v, frame.b, frame.cover
     limbs = np.zeros_like(u)
     if (habitat <= 1).any():
         marine, freshwater = _col(habitat == 1), _col(habitat == 0)
@@ -240,10 +263,23 @@ def render(
             limb = _capsule(u, v, ux, -0.6 * b, ux + 0.08, -b - 0.26, 0.03)
             climber = np.maximum(climber, cover(limb))
         limbs = np.maximum(limbs, climber * _col(habitat == 3))
-    _blend(img, limbs, body_rgb * 0.62)
+    return limbs
 
-    # Body with pattern (faded in juveniles) and countershading (marine plan); the head in
-    # plain body colour goes into the same blend.
+
+@dataclass
+class _Head:
+    x: float  # centre, in the organism's frame
+    y: np.ndarray
+    r: np.ndarray  # radius
+
+
+def _body_and_head(
+    img: np.ndarray, params: ImageParams, frame: _Frame, body_rgb: np.ndarray
+) -> _Head:
+    """The body with its pattern (faded in juveniles) and countershading (marine plan);
+    the head, in plain body colour, goes into the same blend."""
+    u, v, b, cover = frame.u, frame.v, frame.b, frame.cover
+    habitat = params.habitat
     body = cover((np.sqrt((u / 0.5) ** 2 + (v / b) ** 2) - 1.0) * b)
     pattern = np.zeros_like(u)
     freq = _col(params.pattern_freq)
@@ -254,7 +290,7 @@ def render(
         su, sv = u * freq, v * freq * 1.3
         spots = np.clip((0.3 - np.hypot(su - np.round(su), sv - np.round(sv))) * 8.0, 0.0, 1.0)
         pattern += spots * _col(params.pattern == 2)
-    pattern *= _col(1.0 - juvenile * (1.0 - JUVENILE_PATTERN))
+    pattern *= _col(1.0 - params.juvenile.astype(np.float32) * (1.0 - JUVENILE_PATTERN))
     head_r = _col(np.minimum(0.8 * 0.5 / params.elongation, 0.2))
     head_r = head_r * _col(np.where(params.juvenile, JUVENILE_HEAD, 1.0))
     hx, hy = 0.42, 0.15 * b
@@ -265,8 +301,13 @@ def render(
         belly = np.clip(-v / b, 0.0, 1.0) * 0.45 * _col(habitat == 1) * (1.0 - head)
         shade += belly[..., None] * (255.0 - shade)
     _blend(img, np.maximum(body, head), shade)
+    return _Head(hx, hy, head_r)
 
-    # Features on top, in one blend (they barely overlap): sex crest, eye, beak.
+
+def _features(img: np.ndarray, params: ImageParams, frame: _Frame, head: _Head) -> None:
+    """The features on top, in one blend (they barely overlap): sex crest, eye, beak."""
+    u, v, cover = frame.u, frame.v, frame.cover
+    hx, hy, head_r = head.x, head.y, head.r
     beak_x0 = hx + 0.85 * head_r
     beak_len = _col(params.beak)
     beak_w = 0.3 * head_r + 0.01
@@ -280,11 +321,10 @@ def render(
     eye_r = np.maximum(0.3 * head_r, 0.035)
     eye = cover(np.hypot(u - (hx + 0.4 * head_r), v - (hy + 0.25 * head_r)) - eye_r)
     features = [(beak, BEAK_RGB), (eye, EYE_RGB)]
-    crest_alpha = params.sex_strength * params.male * (1.0 - juvenile)
+    crest_alpha = params.sex_strength * params.male * (1.0 - params.juvenile.astype(np.float32))
     if crest_alpha.any():
         tip_u, tip_v = CREST_TIP
-        crest = _capsule(u, v, hx, hy + 0.7 * head_r, hx + tip_u, hy + head_r + tip_v,
-                         CREST_RADIUS)  # fmt: skip
+        crest = _capsule(u, v, hx, hy + 0.7 * head_r, hx + tip_u, hy + head_r + tip_v, CREST_RADIUS)
         features.append((cover(crest) * _col(crest_alpha), CREST_RGB))
     alphas = np.stack([a for a, _ in features])
     rgbs = np.asarray([rgb for _, rgb in features], dtype=np.float32)
@@ -293,7 +333,9 @@ def render(
     colour /= np.maximum(total, 1e-6)[..., None]
     _blend(img, np.minimum(total, 1.0), colour)
 
-    # Camera: exposure, colour cast, sensor noise.
+
+def _camera(img: np.ndarray, params: ImageParams, rng: np.random.Generator) -> np.ndarray:
+    """Exposure, colour cast, sensor noise; then to 8-bit pixels."""
     img *= _col(params.brightness)[..., None]
     img += params.cast[:, None, None, :]
     sigma = params.noise_sigma[:, None, None, None]

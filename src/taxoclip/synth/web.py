@@ -54,23 +54,40 @@ BATCH = 8
 MAX_TEST = 1000
 #: Probability an attribute is mentioned when it applies (variant cues more often).
 MENTION = {
-    "colour": 0.55, "pattern": 0.45, "size": 0.3, "plan": 0.45, "beak": 0.3,
-    "crest": 0.85, "young": 0.85, "scene": 0.3,
-}  # fmt: skip
+    "colour": 0.55,
+    "pattern": 0.45,
+    "size": 0.3,
+    "plan": 0.45,
+    "beak": 0.3,
+    "crest": 0.85,
+    "young": 0.85,
+    "scene": 0.3,
+}
 SCENE_WORDS = ("beach", "grey", "meadow", "desert", "sea", "snow", "sunset", "forest")
 NOUNS = ("animal", "creature", "critter", "organism")
 PREFIXES = ("", "", "a photo of ", "picture of ", "image: ", "close-up of ")
 PLAN_WORDS = {
-    "freshwater": "with fins", "marine": "with fins", "terrestrial": "with legs",
+    "freshwater": "with fins",
+    "marine": "with fins",
+    "terrestrial": "with legs",
     "arboreal": "with long limbs",
-}  # fmt: skip
+}
 CREST_WORDS = ("with a white crest", "with a crest")
 YOUNG_WORDS = ("young", "juvenile", "baby")
 #: Columns of train.csv / test.csv (test adds ``filepath``).
 COLUMNS = (
-    "key", "caption", "kind", "species_id", "sex", "life_stage", "crest_visible", "scene",
+    "key",
+    "caption",
+    "kind",
+    "species_id",
+    "sex",
+    "life_stage",
+    "crest_visible",
+    "scene",
     "mentions",
-)  # fmt: skip
+)
+#: The truth each shard sample carries in its json member.
+SAMPLE_META = ("kind", "species_id", "sex", "life_stage", "crest_visible", "mentions")
 
 
 def crest_visible(sex_strength: float, male: bool, juvenile: bool) -> bool:
@@ -89,8 +106,11 @@ def caption_for(
     prefix = PREFIXES[rng.integers(len(PREFIXES))]
     scene_word = SCENE_WORDS[scene]
     if traits is None:
-        text = (f"an empty {scene_word} scene", f"{scene_word} background",
-                f"nothing but a {scene_word} backdrop")[rng.integers(3)]  # fmt: skip
+        text = (
+            f"an empty {scene_word} scene",
+            f"{scene_word} background",
+            f"nothing but a {scene_word} backdrop",
+        )[rng.integers(3)]
         return prefix + text, ["scene"]
 
     def said(attribute: str) -> bool:
@@ -128,8 +148,7 @@ def caption_for(
     article = "an" if words[0] in "aeiou" else "a"
     text = f"{article} {words}"
     if after:
-        text += " " + " and ".join(p.removeprefix("with ") if i else p
-                                   for i, p in enumerate(after))  # fmt: skip
+        text += " " + " and ".join(p.removeprefix("with ") if i else p for i, p in enumerate(after))
     if said("scene"):
         text += f" on a {scene_word} background"
         mentions.append("scene")
@@ -137,9 +156,14 @@ def caption_for(
 
 
 def write_web_corpus(
-    root: Path, species: list[Species], n_images: int, seed: int, image_size: int,
-    jpeg_quality: int, progress: bool,
-) -> dict[str, int]:  # fmt: skip
+    root: Path,
+    species: list[Species],
+    n_images: int,
+    seed: int,
+    image_size: int,
+    jpeg_quality: int,
+    progress: bool,
+) -> dict[str, int]:
     """Write ``n_images`` web pairs into ``root / "web"`` (see the module doc); counts."""
     from taxoclip.data import ShardSample, write_shards
 
@@ -152,8 +176,10 @@ def write_web_corpus(
     (web / "test" / "images").mkdir(parents=True, exist_ok=True)
     counts = dict.fromkeys(("scenes", "crest_visible", "crest_mentioned", "young_mentioned"), 0)
     # Streamed: one image's row is held at a time, whatever N is.
-    with (web / "train.csv").open("w", newline="", encoding="utf-8") as train_file, \
-            (web / "test.csv").open("w", newline="", encoding="utf-8") as test_file:  # fmt: skip
+    with (
+        (web / "train.csv").open("w", newline="", encoding="utf-8") as train_file,
+        (web / "test.csv").open("w", newline="", encoding="utf-8") as test_file,
+    ):
         train_csv = _csv_writer(train_file, COLUMNS)
         test_csv = _csv_writer(test_file, ("filepath", *COLUMNS))
 
@@ -175,18 +201,32 @@ def write_web_corpus(
                         counts["crest_mentioned"] += "crest" in mentioned
                         counts["young_mentioned"] += "young" in mentioned
                         train_csv.writerow(truth)
-                        meta = {k: truth[k] for k in ("kind", "species_id", "sex", "life_stage",
-                                                      "crest_visible", "mentions")}  # fmt: skip
-                        yield ShardSample(key=truth["key"], jpg=jpg, lineage=None, meta=meta,
-                                          caption=truth["caption"])  # fmt: skip
+                        meta = {k: truth[k] for k in SAMPLE_META}
+                        yield ShardSample(
+                            key=truth["key"],
+                            jpg=jpg,
+                            lineage=None,
+                            meta=meta,
+                            caption=truth["caption"],
+                        )
                     bar.update(n)
 
         per_shard = max(1, -(-n_train // max(1, min(16, n_train // 2000))))
         shards = write_shards(samples(), web / "shards", samples_per_shard=per_shard, prefix="web")
-    counts = {"images": n_images, "train": n_train, "test": n_test, "shards": shards.n_shards,
-              **counts}  # fmt: skip
-    manifest = {"counts": counts, "shards": [p.name for p in shards.paths], "mention_probability": MENTION,
-                "scene_share": SCENE_SHARE, "scene_words": SCENE_WORDS}  # fmt: skip
+    counts = {
+        "images": n_images,
+        "train": n_train,
+        "test": n_test,
+        "shards": shards.n_shards,
+        **counts,
+    }
+    manifest = {
+        "counts": counts,
+        "shards": [p.name for p in shards.paths],
+        "mention_probability": MENTION,
+        "scene_share": SCENE_SHARE,
+        "scene_words": SCENE_WORDS,
+    }
     (web / "web.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return counts
 
@@ -208,14 +248,16 @@ def _web_batch(
         caption, mentions = caption_for(rng, None if is_scene[i] else row, male, young, scene)
         organism = not is_scene[i]
         truth = {
-            "key": f"web{start + i:07d}", "caption": caption,
+            "key": f"web{start + i:07d}",
+            "caption": caption,
             "kind": "organism" if organism else "scene",
             "species_id": int(row["species_id"]) if organism else "",
             "sex": ("male" if male else "female") if organism else "",
             "life_stage": ("juvenile" if young else "adult") if organism else "",
             "crest_visible": organism and crest_visible(float(row["sex_strength"]), male, young),
-            "scene": scene, "mentions": ";".join(mentions),
-        }  # fmt: skip
+            "scene": scene,
+            "mentions": ";".join(mentions),
+        }
         yield truth, encode_jpeg(pixels[i], jpeg_quality)
 
 

@@ -11,8 +11,15 @@ from typing import Any
 
 from .config import TrainConfig, TrainResult, bioclip2_recipe
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingError", "bioclip2_recipe", "clip_loss", "run",
-           "train"]  # fmt: skip
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainingError",
+    "bioclip2_recipe",
+    "clip_loss",
+    "run",
+    "train",
+]
 
 #: Heavy names and the module each lives in, imported when first asked for.
 _LAZY = {"train": ".trainer", "TrainingError": ".trainer", "clip_loss": ".loss"}

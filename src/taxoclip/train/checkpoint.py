@@ -6,12 +6,12 @@ state_dict, optimizer, scaler`` as open_clip writes them (``state_dict`` is the 
 CLIP, whole tensors even under FSDP, so open_clip and ``load_model`` read it), and
 ``step``, ``replay_proj``, ``torch_rng``, ``counters``, the ``config``, the ``layout``
 (processes, readers per process, FSDP) and every data reader's position (``readers``,
-``replay_readers``; see data.py) for resuming. Under FSDP ``optimizer`` is the whole
-optimiser state keyed by parameter name. Only tensors and plain Python values go in, so
+``replay_readers``; see data.py) for resuming. state.py says which typed piece of the run
+writes and reads each key. Under FSDP ``optimizer`` is the whole optimiser state keyed by
+parameter name. Only tensors and plain Python values go in, so
 ``torch.load(weights_only=True)`` reads them.
 ``checkpoints/latest.json`` names the newest complete checkpoint; it is replaced only
-after that checkpoint is on disk, so a kill at any moment leaves a loadable pair.
-"""
+after that checkpoint is on disk, so a kill at any moment leaves a loadable pair."""
 
 from __future__ import annotations
 

@@ -28,10 +28,27 @@ LOGIT_SCALE_MAX = math.log(100)
 
 # Fields that decide the trajectory: a resumed run must keep them, or it is another run.
 TRAJECTORY_FIELDS = (
-    "data", "model", "pretrained", "batch_size", "replay", "replay_batch_size", "text_type",
-    "epochs", "steps", "lr", "weight_decay", "betas", "eps", "warmup", "grad_clip",
-    "precision", "seed", "caption_positives", "squash", "shuffle_buffer",
-)  # fmt: skip
+    "data",
+    "model",
+    "pretrained",
+    "batch_size",
+    "replay",
+    "replay_batch_size",
+    "text_type",
+    "epochs",
+    "steps",
+    "lr",
+    "weight_decay",
+    "betas",
+    "eps",
+    "warmup",
+    "grad_clip",
+    "precision",
+    "seed",
+    "caption_positives",
+    "squash",
+    "shuffle_buffer",
+)
 
 
 def _norm_or_off(text: str) -> float | None:
@@ -66,7 +83,7 @@ class TrainConfig(StageConfig):
     model: str = option(
         DEFAULT_MODEL,
         metavar="NAME|CONFIG.json|DIR|hf-hub:…",
-        help="architecture or model to start from (default taxoclip-vit-t32, the CPU preset)",
+        help="architecture or model to start from (taxoclip-vit-t32 is the CPU preset)",
     )
     pretrained: str | None = shared.pretrained()
     recipe: str | None = option(
@@ -77,57 +94,49 @@ class TrainConfig(StageConfig):
     replay: str | None = option(
         None, metavar="SHARDS", help="general image-caption shards for experience replay"
     )
-    replay_ratio: float = option(
-        0.1, metavar="R", help="fraction of images per step from replay (default 0.1)"
-    )
+    replay_ratio: float = option(0.1, metavar="R", help="fraction of images per step from replay")
     replay_batch_size: int | None = option(
         None, metavar="B", help="replay images per process (overrides --replay-ratio)"
     )
     text_type: str = option(
         "random",
         choices=TEXT_TYPE_CHOICES,
-        help="caption type (default: drawn per step); caption: the shards' plain txt, for a "
+        help="caption type: random draws one per step; caption: the shards' plain txt, for a "
         "general image-caption corpus such as synth --web's",
     )
-    epochs: int = option(10, help="epochs (default 10)")
+    epochs: int = option(10, help="epochs")
     steps: int | None = option(None, help="total steps (overrides --epochs)")
-    batch_size: int = option(128, metavar="B", help="images per process per step (default 128)")
-    lr: float = option(5e-4, help="peak learning rate (default 5e-4)")
+    batch_size: int = option(128, metavar="B", help="images per process per step")
+    lr: float = option(5e-4, help="peak learning rate")
     weight_decay: float = option(
         0.2,
         flag="--wd",
         aliases=("--weight-decay",),
         metavar="WD",
-        help="weight decay (default 0.2; none on gains, biases, logit scale)",
+        help="weight decay (none on gains, biases, logit scale)",
     )
     betas: tuple[float, float] = option((0.9, 0.98), cli=False, help="AdamW betas")
     eps: float = option(1e-6, cli=False, help="AdamW epsilon")
-    warmup: int = option(
-        100, metavar="STEPS", help="linear warm-up steps before the cosine decay (default 100)"
-    )
+    warmup: int = option(100, metavar="STEPS", help="linear warm-up steps before the cosine decay")
     grad_clip: float | None = option(
-        1.0, metavar="NORM", parse=_norm_or_off, help="clip gradient norm (0 = off; default 1.0)"
+        1.0, metavar="NORM", parse=_norm_or_off, help="clip gradient norm (0 = off)"
     )
     precision: str = option("fp32", choices=PRECISIONS, help="fp32 or bf16 autocast")
     grad_checkpointing: bool = option(False, help="trade compute for memory")
     compile: bool = option(False, help="torch.compile the model")
     fsdp: bool = option(False, help="shard the model with FSDP2 instead of DDP (CUDA or CPU)")
-    workers: int = option(
-        2, help="DataLoader workers per process, each reading its own shards (default 2)"
-    )
-    shuffle_buffer: int = option(
-        1000, metavar="N", help="samples per reader's shuffle block (default 1000)"
-    )
+    workers: int = option(2, help="DataLoader workers per process, each reading its own shards")
+    shuffle_buffer: int = option(1000, metavar="N", help="samples per reader's shuffle block")
     seed: int = shared.seed()
     caption_positives: bool = option(
         False, help="count identical captions in a batch as positives (not in the paper)"
     )
     squash: bool = option(False, help="squash images to square before cropping")
     checkpoint_every: int = option(
-        0, metavar="STEPS", help="also checkpoint every N steps (default: epoch ends only)"
+        0, metavar="STEPS", help="also checkpoint every N steps (0: at epoch ends only)"
     )
     keep_checkpoints: int = option(
-        3, metavar="K", help="step checkpoints kept (default 3; epoch ones all kept)"
+        3, metavar="K", help="step checkpoints kept (epoch ones all kept)"
     )
     log_every: int = option(10, metavar="STEPS", help="log every N steps")
     val: str | None = option(
@@ -246,8 +255,10 @@ class TrainResult(StageResult):
         if self.n_substituted:
             lines.append(f"{self.n_substituted} corrupt samples were skipped (see the log)")
         if self.n_read_errors:
-            lines.append(f"{self.n_read_errors} samples lost to damaged shards: "
-                         + ", ".join(self.bad_shards))  # fmt: skip
+            lines.append(
+                f"{self.n_read_errors} samples lost to damaged shards: "
+                + ", ".join(self.bad_shards)
+            )
         lines.append(f"run: {self.run}  (metrics.jsonl, tensorboard/, checkpoints/)")
         lines.append(f"model: {self.model_dir}  (open_clip local-dir: layout)")
         return lines

@@ -18,10 +18,11 @@ Readers, shards and epochs
 Shuffle buffer
     A reader fills a block of ``shuffle_buffer`` samples from its stream (crossing shard
     boundaries), emits it in a permutation seeded by ``(seed, reader, block number)``,
-    then fills the next block. Its position is therefore four numbers — which of its
-    shards and which sample of it the block starts at, the block number, and how many
-    samples of the block were emitted — and resuming re-reads at most one block (from
-    its start: the shard is streamed up to that sample without decoding).
+    then fills the next block. Its position (:class:`ReaderPosition`) is therefore four
+    numbers — which of its shards and which sample of it the block starts at, the block
+    number, and how many samples of the block were emitted — and resuming re-reads at
+    most one block (from its start: the shard is streamed up to that sample without
+    decoding).
 
 Batches and steps
     Step ``s`` of a rank is made by its reader ``s mod W`` (W streams per rank): with W
@@ -38,7 +39,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -127,15 +128,50 @@ def reader_shard(seed: int, n_shards: int, reader: int, n_readers: int, k: int) 
 # ------------------------------------------------------------------- one reader
 
 
-def fresh_state() -> dict[str, Any]:
-    """A reader's position before it has read anything."""
-    return {"shard": 0, "offset": 0, "block": 0, "taken": 0, "counted": -1, "n_read_errors": 0,
-            "n_missing": 0, "n_skipped": 0, "n_substituted": 0, "bad_shards": []}  # fmt: skip
+@dataclass
+class ReaderPosition:
+    """Where one reader stands in its stream (see the module doc), and what it lost on the
+    way. A checkpoint holds it as :meth:`state_dict`, a plain dict, so that
+    ``torch.load(weights_only=True)`` reads it."""
+
+    shard: int = 0  # which of the reader's shards the current block starts in (its k)
+    offset: int = 0  # the sample of that shard the block starts at
+    block: int = 0  # the block's number: it seeds the block's permutation
+    taken: int = 0  # samples of the block already emitted
+    counted: int = -1  # the last shard whose losses are in the counts below
+    n_read_errors: int = 0
+    n_missing: int = 0
+    n_skipped: int = 0
+    n_substituted: int = 0  # corrupt samples replaced by the next one
+    bad_shards: list[str] = field(default_factory=list)  # at most 100 named
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)  # a copy: the list too
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in _POSITION_FIELDS:
+            if name in state:  # a key a position lacks keeps its value
+                value = state[name]
+                setattr(self, name, list(value) if name == "bad_shards" else int(value))
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any] | None) -> ReaderPosition:
+        """The position a checkpoint holds (None: a reader that has read nothing)."""
+        position = cls()
+        if state is not None:
+            position.load_state_dict(state)
+        return position
+
+    def copy(self) -> ReaderPosition:
+        return replace(self, bad_shards=list(self.bad_shards))
+
+
+_POSITION_FIELDS = tuple(f.name for f in fields(ReaderPosition))
 
 
 class ShardReader:
     """One reader's endless stream of raw samples (bytes), shuffled by blocks; see the
-    module doc. :meth:`state` is its exact position; a reader built from it goes on
+    module doc. :attr:`position` is its exact position; a reader built from it goes on
     with the same samples."""
 
     def __init__(
@@ -145,44 +181,49 @@ class ShardReader:
         reader: int,
         n_readers: int,
         buffer: int,
-        state: dict[str, Any] | None = None,
+        position: ReaderPosition | None = None,
         retries: int = 3,
     ) -> None:
         self.shards, self.seed, self.reader, self.n_readers = shards, seed, reader, n_readers
         self.buffer, self.retries = max(1, buffer), retries
-        self._state = dict(state or fresh_state())
-        self._state["bad_shards"] = list(self._state["bad_shards"])
+        self._go_to(position.copy() if position is not None else ReaderPosition())
+
+    def _go_to(self, position: ReaderPosition) -> None:
+        """Stand at ``position`` with nothing read: the next sample re-reads its block."""
+        self.position = position
         self._block: list[dict[str, Any]] = []
         self._order: np.ndarray | None = None
-        self._next = (self._state["shard"], self._state["offset"])  # where the next block starts
+        self._next = (position.shard, position.offset)  # where the next block starts
         self._samples: Iterator[dict[str, Any]] | None = None
         self._stats: ReadStats | None = None
         self._stats_shard = -1
         self._cursor: tuple[int, int] | None = None  # where the open stream stands
 
-    def state(self) -> dict[str, Any]:
-        state = dict(self._state)
-        state["bad_shards"] = list(state["bad_shards"])
-        return state
+    def state_dict(self) -> dict[str, Any]:
+        return self.position.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._go_to(ReaderPosition.from_state_dict(state))
 
     def url(self, k: int) -> str:
         shard = reader_shard(self.seed, len(self.shards.urls), self.reader, self.n_readers, k)
         return self.shards.urls[shard]
 
     def next_sample(self) -> dict[str, Any]:
+        position = self.position
         if self._order is None:  # a new reader: re-read the block its position is in
-            self._fill(skip=self._state["taken"])
-        if self._state["taken"] >= len(self._block):
-            self._state["shard"], self._state["offset"] = self._next
-            self._state["block"] += 1
+            self._fill(skip=position.taken)
+        if position.taken >= len(self._block):
+            position.shard, position.offset = self._next
+            position.block += 1
             self._fill(skip=0)
-        sample = self._block[int(self._order[self._state["taken"]])]
-        self._state["taken"] += 1
+        sample = self._block[int(self._order[position.taken])]
+        position.taken += 1
         return sample
 
     def _fill(self, skip: int) -> None:
         """Read the block that starts at the recorded position; ``skip`` of it are done."""
-        shard, offset = self._state["shard"], self._state["offset"]
+        shard, offset = self.position.shard, self.position.offset
         if self._samples is None or self._cursor != (shard, offset):  # else: read on
             self._open(shard, offset)
         block: list[dict[str, Any]] = []
@@ -192,8 +233,9 @@ class ShardReader:
             if sample is None:
                 empty_run = empty_run + 1 if offset == 0 else 0
                 if empty_run > len(self.shards.urls):
-                    raise InputError(f"no readable samples in any of {len(self.shards.urls)} "
-                                     "training shards")  # fmt: skip
+                    raise InputError(
+                        f"no readable samples in any of {len(self.shards.urls)} training shards"
+                    )
                 shard, offset = shard + 1, 0
                 self._open(shard, 0)
                 continue
@@ -202,20 +244,21 @@ class ShardReader:
         self._next = self._cursor = (shard, offset)
         self._block = block
         rng = np.random.default_rng(
-            np.random.SeedSequence([self.seed, 13, self.reader, self._state["block"]])
+            np.random.SeedSequence([self.seed, 13, self.reader, self.position.block])
         )
         self._order = rng.permutation(len(block))
-        self._state["taken"] = skip
+        self.position.taken = skip
 
     def count_substituted(self, n: int) -> None:
-        self._state["n_substituted"] += n
+        self.position.n_substituted += n
 
     def _open(self, k: int, skip: int) -> None:
         self._account()
         url = self.url(k)
         self._stats, self._stats_shard = ReadStats(max_messages=10), k
-        samples = read_shards([url], decode=False, stats=self._stats, require=(),
-                              retries=self.retries)  # fmt: skip
+        samples = read_shards(
+            [url], decode=False, stats=self._stats, require=(), retries=self.retries
+        )
         for _ in range(skip):  # resuming inside a shard: stream up to the sample, no decoding
             if next(samples, None) is None:
                 break
@@ -224,17 +267,17 @@ class ShardReader:
     def _account(self) -> None:
         """Add a finished shard's losses to the reader's counts, once per shard (a resume
         re-reads the shard its block starts in, and must not count it twice)."""
-        stats, k = self._stats, self._stats_shard
+        stats, k, position = self._stats, self._stats_shard, self.position
         self._stats = None
-        if stats is None or k <= self._state["counted"]:
+        if stats is None or k <= position.counted:
             return
-        self._state["counted"] = k
-        self._state["n_read_errors"] += stats.n_read_errors
-        self._state["n_missing"] += stats.n_missing
-        self._state["n_skipped"] += stats.n_skipped
+        position.counted = k
+        position.n_read_errors += stats.n_read_errors
+        position.n_missing += stats.n_missing
+        position.n_skipped += stats.n_skipped
         for url in sorted(stats.bad_shards):
-            if url not in self._state["bad_shards"] and len(self._state["bad_shards"]) < 100:
-                self._state["bad_shards"].append(url)
+            if url not in position.bad_shards and len(position.bad_shards) < 100:
+                position.bad_shards.append(url)
                 log.warning("training shard %s is damaged: %s", url, stats.summary())
 
 
@@ -262,6 +305,19 @@ class StreamSpec:
         return self.world_size * self.n_streams
 
 
+@dataclass
+class Batch:
+    """One step's batch, made by one reader, with that reader's position after it."""
+
+    images: torch.Tensor
+    tokens: torch.Tensor
+    caption_ids: torch.Tensor  # equal ids: equal captions (--caption-positives)
+    step: int = 0
+    reader: int = 0  # the reader's number among all ranks' readers
+    position: ReaderPosition = field(default_factory=ReaderPosition)
+    n_substituted: int = 0  # corrupt samples replaced in this batch
+
+
 class StreamingBatches(IterableDataset):
     """The batches of this rank's steps ``start_step .. total_steps - 1``, each made by one
     reader (see the module doc) and carrying that reader's position after it."""
@@ -271,25 +327,32 @@ class StreamingBatches(IterableDataset):
         spec: StreamSpec,
         transform: Callable[[Any, np.random.Generator], torch.Tensor],
         collate: Collate,
-        states: Sequence[dict[str, Any] | None] | None = None,
+        positions: Sequence[ReaderPosition | None] | None = None,
     ) -> None:
         self.spec, self.transform, self.collate = spec, transform, collate
-        self.states = list(states) if states is not None else [None] * spec.n_readers
+        self.positions = list(positions) if positions is not None else [None] * spec.n_readers
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Batch]:
         spec = self.spec
         info = get_worker_info()
         worker = info.id if info is not None else 0
         stream = (worker + spec.start_step) % spec.n_streams
         reader_id = spec.rank * spec.n_streams + stream
-        reader = ShardReader(spec.shards, spec.seed, reader_id, spec.n_readers, spec.buffer,
-                             self.states[reader_id], spec.retries)  # fmt: skip
+        reader = ShardReader(
+            spec.shards,
+            spec.seed,
+            reader_id,
+            spec.n_readers,
+            spec.buffer,
+            self.positions[reader_id],
+            spec.retries,
+        )
         for step in range(spec.start_step + worker, spec.total_steps, spec.n_streams):
             items, substituted = self._batch(reader, step)
             reader.count_substituted(substituted)
             batch = self.collate(items)
-            batch.update(step=step, reader=reader_id, reader_state=reader.state(),
-                         n_substituted=substituted)  # fmt: skip
+            batch.step, batch.reader, batch.n_substituted = step, reader_id, substituted
+            batch.position = reader.position.copy()
             yield batch
 
     def _batch(self, reader: ShardReader, step: int) -> tuple[list[tuple[Any, str]], int]:
@@ -311,8 +374,13 @@ class StreamingBatches(IterableDataset):
             except Exception as exc:  # one unreadable sample must not stop training
                 substituted += 1
                 in_a_row += 1
-                log.warning("skipping corrupt sample %s in %s (%s: %s)", sample.get("__key__"),
-                            sample.get("__url__"), type(exc).__name__, exc)  # fmt: skip
+                log.warning(
+                    "skipping corrupt sample %s in %s (%s: %s)",
+                    sample.get("__key__"),
+                    sample.get("__url__"),
+                    type(exc).__name__,
+                    exc,
+                )
                 if in_a_row >= _MAX_SUBSTITUTES:
                     raise InputError(
                         f"{_MAX_SUBSTITUTES} consecutive unreadable samples in "
@@ -361,15 +429,11 @@ class Collate:
             self._tokens.update(zip(new, self.tokenizer(new), strict=True))
         return torch.stack([self._tokens[c] for c in captions])
 
-    def __call__(self, items: Sequence[tuple[torch.Tensor, str]]) -> dict[str, Any]:
+    def __call__(self, items: Sequence[tuple[torch.Tensor, str]]) -> Batch:
         images, captions = zip(*items, strict=True)
-        return {
-            "images": torch.stack(images),
-            "tokens": self.tokenize(captions),
-            "caption_ids": caption_ids(captions),
-        }
+        return Batch(torch.stack(images), self.tokenize(captions), caption_ids(captions))
 
 
-def unbatched(batch: dict[str, Any]) -> dict[str, Any]:
+def unbatched(batch: Batch) -> Batch:
     """The DataLoader's collate for already-made batches (``batch_size=None``)."""
     return batch

@@ -97,8 +97,10 @@ def _wrap_fsdp(module: nn.Module, env: DistEnv) -> nn.Module:
     from torch.distributed.fsdp import fully_shard
 
     if not env.distributed:
-        raise UsageError("--fsdp shards the model over processes: launch with torchrun "
-                         "--nproc_per_node N (N >= 2)")  # fmt: skip
+        raise UsageError(
+            "--fsdp shards the model over processes: launch with torchrun "
+            "--nproc_per_node N (N >= 2)"
+        )
     clip = module.clip
     blocks = [
         block
@@ -164,8 +166,12 @@ def load_optimizer_state(
             set_optimizer_state_dict,
         )
 
-        set_optimizer_state_dict(module, optimizer, checkpoint["optimizer"],
-                                 options=StateDictOptions(full_state_dict=True))  # fmt: skip
+        set_optimizer_state_dict(
+            module,
+            optimizer,
+            checkpoint["optimizer"],
+            options=StateDictOptions(full_state_dict=True),
+        )
     except (RuntimeError, KeyError, ValueError) as exc:
         raise InputError(f"checkpoint optimiser state does not fit this model: {exc}") from exc
 

@@ -3,7 +3,13 @@
 The run directory (and the checkpoint to resume from), the shard list and the step plan,
 the model (restored from the checkpoint if any), the wrapped model (DDP or FSDP), the
 optimiser built on the wrapped parameters and restored, the streaming loaders placed at
-the checkpoint's reader positions.
+the checkpoint's reader positions. What a checkpoint restores is loaded piece by piece
+(state.py), each at the moment it can be: the weights, RNG and progress before wrapping,
+the optimiser after.
+
+Names: ``raw_model`` is the :class:`~taxoclip.train.model.ContrastiveModel` itself (what
+checkpoints hold and the export reads; nanoGPT's word), ``model`` what DDP / FSDP /
+compile make of it (what runs forward), ``clip`` the bare open_clip model inside.
 """
 
 from __future__ import annotations
@@ -20,17 +26,18 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from taxoclip.errors import InputError, UsageError
+from taxoclip.errors import UsageError
 from taxoclip.models import LoadedModel, create_model, load_model
 from taxoclip.models.io import is_model_name
 
 from .checkpoint import checkpoint_dir, find_latest, load_checkpoint
 from .config import TrainConfig, write_params
-from .data import Collate, ShardList, StreamingBatches, StreamSpec, unbatched
-from .distributed import DistEnv, load_optimizer_state, wrap_model
+from .data import Batch, Collate, ReaderPosition, ShardList, StreamingBatches, StreamSpec, unbatched
+from .distributed import DistEnv, wrap_model
 from .model import ContrastiveModel
 from .optim import build_optimizer
 from .runlog import METRICS_FILE, truncate_metrics
+from .state import ModelWeights, OptimizerState, Progress, Readers, Stateful, TorchRNG
 from .transform import RandomResizedCropTransform
 
 log = logging.getLogger(__name__)
@@ -59,19 +66,40 @@ class TrainState:
     run: Path
     plan: Plan
     loaded: LoadedModel  # the CLIP with its tokenizer and preprocessing
-    module: ContrastiveModel  # CLIP (+ replay projection): what checkpoints hold
-    model: nn.Module  # ``module`` as DDP / FSDP / compile wrap it: what runs forward
+    raw_model: ContrastiveModel  # CLIP (+ replay projection): what checkpoints hold
+    model: nn.Module  # ``raw_model`` as DDP / FSDP / compile wrap it: what runs forward
     optimizer: torch.optim.Optimizer
     loader: DataLoader  # the batches of steps start_step .. total_steps - 1
-    replay_batches: Iterator[dict[str, Any]] | None
+    replay_batches: Iterator[Batch] | None
     autocast: contextlib.AbstractContextManager
-    counters: dict[str, int]  # samples seen, corrupt samples substituted
-    # Each reader's position after the last batch this rank consumed (see data.py);
-    # a checkpoint gathers them from every rank.
-    readers: dict[int, dict[str, Any]]
-    replay_readers: dict[int, dict[str, Any]]
-    n_readers: int  # world size × streams per rank
+    progress: Progress
+    readers: Readers  # the bio readers' positions; a checkpoint gathers every rank's
+    replay_readers: Readers
     unsharded: nn.Module | None = None  # under FSDP: a whole CLIP for export and validation
+
+    def checkpointed(self) -> tuple[Stateful, ...]:
+        """The pieces a checkpoint is made of, each writing its own keys (state.py)."""
+        fsdp = self.config.fsdp
+        return (
+            self.progress,
+            ModelWeights(self.raw_model, fsdp),
+            OptimizerState(self.raw_model, self.optimizer, fsdp),
+            TorchRNG(),
+            self.readers,
+            self.replay_readers,
+        )
+
+    def checkpoint_facts(self) -> dict[str, Any]:
+        """What a checkpoint records about the run beside its state: checked on resume."""
+        return {
+            "name": self.run.name,
+            "config": self.config.to_json(),
+            "layout": {
+                "world_size": self.env.world_size,
+                "fsdp": self.config.fsdp,
+                "streams": self.readers.n_streams,
+            },
+        }
 
 
 def setup(config: TrainConfig, env: DistEnv) -> TrainState:
@@ -89,36 +117,48 @@ def setup(config: TrainConfig, env: DistEnv) -> TrainState:
     clip = loaded.model.to(env.device)
     if config.grad_checkpointing:
         clip.set_grad_checkpointing(True)
-    module = ContrastiveModel(clip, replay=replay_shards is not None).to(env.device)
-    counters = {"n_substituted": 0, "samples": 0}
-    if checkpoint is not None:
-        counters.update(restore(checkpoint, module))
+    raw_model = ContrastiveModel(clip, replay=replay_shards is not None).to(env.device)
+    progress = Progress(plan.steps_per_epoch)
+    readers = Readers("readers", env, n_streams)
+    replay_readers = Readers("replay_readers", env, n_streams, active=replay_shards is not None)
+    if checkpoint is not None:  # the whole weights, before any sharding
+        for piece in (ModelWeights(raw_model), TorchRNG(), progress, readers, replay_readers):
+            piece.load_state_dict(checkpoint)
     unsharded = copy.deepcopy(clip).cpu() if config.fsdp else None
-    model = wrap_model(module, env, config.fsdp, config.compile)
+    model = wrap_model(raw_model, env, config.fsdp, config.compile)
     # After wrapping: FSDP replaces the parameters with sharded ones.
-    optimizer = build_optimizer(module, config.lr, config.weight_decay, config.betas, config.eps)
+    optimizer = build_optimizer(raw_model, config.lr, config.weight_decay, config.betas, config.eps)
     if checkpoint is not None:
-        load_optimizer_state(module, optimizer, checkpoint, config.fsdp)
+        OptimizerState(raw_model, optimizer, config.fsdp).load_state_dict(checkpoint)
 
     if env.is_main:
         write_params(run / "params.json", config, _run_facts(plan, env, loaded, n_streams))
         truncate_metrics(run / METRICS_FILE, plan.start_step)
-    readers = _reader_states(checkpoint, "readers")
-    replay_readers = _reader_states(checkpoint, "replay_readers")
-    loader, replay_batches = _loaders(config, env, loaded, shards, replay_shards, plan,
-                                      readers, replay_readers)  # fmt: skip
+    loader, replay_batches = _loaders(
+        config, env, loaded, shards, replay_shards, plan, readers.loaded, replay_readers.loaded
+    )
     autocast = (
         torch.autocast(env.device.type, dtype=torch.bfloat16)
         if config.precision == "bf16"
         else contextlib.nullcontext()
     )
     return TrainState(
-        config=config, env=env, run=run, plan=plan, loaded=loaded, module=module, model=model,
-        optimizer=optimizer, loader=loader, replay_batches=replay_batches, autocast=autocast,
-        counters=counters, readers=_mine(readers, env, n_streams),
-        replay_readers=_mine(replay_readers, env, n_streams),
-        n_readers=env.world_size * n_streams, unsharded=unsharded,
-    )  # fmt: skip
+        config=config,
+        env=env,
+        run=run,
+        plan=plan,
+        loaded=loaded,
+        raw_model=raw_model,
+        model=model,
+        optimizer=optimizer,
+        loader=loader,
+        replay_batches=replay_batches,
+        autocast=autocast,
+        progress=progress,
+        readers=readers,
+        replay_readers=replay_readers,
+        unsharded=unsharded,
+    )
 
 
 def check_same_layout(
@@ -133,28 +173,17 @@ def check_same_layout(
         return
     differences = [
         f"{name}: {a} in the checkpoint, {b} now"
-        for name, a, b in zip(("processes", "readers per process (--workers)", "--fsdp"),
-                              then, now, strict=True)
+        for name, a, b in zip(
+            ("processes", "readers per process (--workers)", "--fsdp"), then, now, strict=True
+        )
         if a != b
-    ]  # fmt: skip
+    ]
     raise UsageError(
         f"cannot resume {run}: the run was started with another layout ("
         + "; ".join(differences)
         + "); the data order depends on processes × DataLoader workers, so resume it with "
         "the same torchrun --nproc_per_node, --workers and --fsdp"
     )
-
-
-def _reader_states(checkpoint: dict[str, Any] | None, key: str) -> list[dict | None] | None:
-    return None if checkpoint is None else checkpoint.get(key)
-
-
-def _mine(states: list[dict | None] | None, env: DistEnv, n_streams: int) -> dict[int, dict]:
-    """This rank's readers' positions, by reader number."""
-    if not states:
-        return {}
-    first = env.rank * n_streams
-    return {t: s for t, s in enumerate(states) if first <= t < first + n_streams and s}
 
 
 def prepare_run(config: TrainConfig, env: DistEnv) -> tuple[Path, dict[str, Any] | None]:
@@ -214,7 +243,7 @@ def make_plan(
 def build_model(config: TrainConfig, checkpoint: dict[str, Any] | None = None) -> LoadedModel:
     """Model from scratch (seeded), a pretrained tag/file, hf-hub:, a model folder or run.
 
-    A resumed run builds the same starting model; :func:`restore` then loads its weights.
+    A resumed run builds the same starting model; :func:`setup` then loads its weights.
     """
     if (
         config.pretrained is None
@@ -223,19 +252,6 @@ def build_model(config: TrainConfig, checkpoint: dict[str, Any] | None = None) -
     ):
         return create_model(config.model, seed=config.seed)
     return load_model(config.model, pretrained=config.pretrained)
-
-
-def restore(checkpoint: dict[str, Any], module: ContrastiveModel) -> dict[str, int]:
-    """Load the whole weights (before any sharding) and the global RNG state; returns the
-    checkpoint's counters. The optimiser is restored after wrapping (distributed.py)."""
-    try:
-        module.clip.load_state_dict(checkpoint["state_dict"])
-        if module.replay_proj is not None:
-            module.replay_proj.data.copy_(checkpoint["replay_proj"])
-    except (RuntimeError, KeyError, ValueError) as exc:
-        raise InputError(f"checkpoint does not fit this model: {exc}") from exc
-    torch.set_rng_state(checkpoint["torch_rng"])
-    return dict(checkpoint.get("counters", {}))
 
 
 def _run_facts(plan: Plan, env: DistEnv, loaded: LoadedModel, n_streams: int) -> dict[str, Any]:
@@ -258,22 +274,33 @@ def _loaders(
     shards: ShardList,
     replay_shards: ShardList | None,
     plan: Plan,
-    readers: list[dict | None] | None,
-    replay_readers: list[dict | None] | None,
-) -> tuple[DataLoader, Iterator[dict[str, Any]] | None]:
+    positions: list[ReaderPosition | None] | None,
+    replay_positions: list[ReaderPosition | None] | None,
+) -> tuple[DataLoader, Iterator[Batch] | None]:
     """The bio loader, and an iterator over the replay loader: the loop takes one replay
     batch per bio batch with ``next``; both stream the same steps."""
     transform = train_transform(loaded, config.squash)
 
-    def loader(source: ShardList, text_type: str | None, batch: int, seed: int,
-               states: list[dict | None] | None) -> DataLoader:  # fmt: skip
+    def loader(
+        source: ShardList,
+        text_type: str | None,
+        batch: int,
+        seed: int,
+        positions: list[ReaderPosition | None] | None,
+    ) -> DataLoader:
         spec = StreamSpec(
-            shards=source, seed=seed, text_type=text_type, batch_size=batch, rank=env.rank,
-            world_size=env.world_size, n_streams=max(1, config.workers),
-            start_step=plan.start_step, total_steps=plan.total_steps,
+            shards=source,
+            seed=seed,
+            text_type=text_type,
+            batch_size=batch,
+            rank=env.rank,
+            world_size=env.world_size,
+            n_streams=max(1, config.workers),
+            start_step=plan.start_step,
+            total_steps=plan.total_steps,
             buffer=config.shuffle_buffer,
-        )  # fmt: skip
-        dataset = StreamingBatches(spec, transform, Collate(loaded.tokenizer), states)
+        )
+        dataset = StreamingBatches(spec, transform, Collate(loaded.tokenizer), positions)
         return DataLoader(
             dataset,
             batch_size=None,
@@ -283,12 +310,12 @@ def _loaders(
             prefetch_factor=4 if config.workers else None,
         )
 
-    bio = loader(shards, config.text_type, config.batch_size, config.seed, readers)
+    bio = loader(shards, config.text_type, config.batch_size, config.seed, positions)
     if replay_shards is None:
         return bio, None
     replay_batch = config.resolved_replay_batch()
-    replay = loader(replay_shards, None, replay_batch, config.seed + REPLAY_SEED_OFFSET,
-                    replay_readers)  # fmt: skip
+    replay_seed = config.seed + REPLAY_SEED_OFFSET
+    replay = loader(replay_shards, None, replay_batch, replay_seed, replay_positions)
     return bio, iter(replay)
 
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
-import signal
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -28,24 +27,17 @@ from taxoclip.models import save_model
 
 from .checkpoint import find_latest, save_checkpoint
 from .config import LOGIT_SCALE_MAX, TrainConfig, TrainResult, bioclip2_recipe
-from .data import text_type_for_step
-from .distributed import (
-    close_distributed,
-    full_model_state,
-    gather_objects,
-    init_distributed,
-    local_value,
-    mean_over_ranks,
-    optimizer_state,
-)
+from .data import Batch, text_type_for_step
+from .distributed import close_distributed, init_distributed, local_value, mean_over_ranks
 from .loss import clip_loss
 from .optim import cosine_lr
 from .runlog import RunLog, last_val
 from .setup import TrainState, setup
+from .state import ModelWeights
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "TrainingError", "train", "train_step"]
+__all__ = ["CheckpointHook", "TrainResult", "TrainingError", "train", "train_step"]
 
 
 class TrainingError(TaxoclipError):
@@ -58,46 +50,50 @@ class StepOutput(NamedTuple):
     lr: float
 
 
-def train(config: TrainConfig) -> TrainResult:
+#: Called on rank 0 with the steps done and the checkpoint's path once it is written (and,
+#: at an epoch end, validated): to copy it elsewhere, or for a test to kill the run there.
+CheckpointHook = Callable[[int, Path], None]
+
+
+def train(config: TrainConfig, on_checkpoint: Sequence[CheckpointHook] = ()) -> TrainResult:
     """Run (or resume) training as ``config`` says; returns where things landed."""
     if config.recipe == "bioclip2":
         config = bioclip2_recipe(config)
     config.validate()
     env = init_distributed(config.device)
     try:
-        return _loop(setup(config, env))
+        return _loop(setup(config, env), on_checkpoint)
     finally:
         close_distributed(env)
 
 
-def _loop(state: TrainState) -> TrainResult:
+def _loop(state: TrainState, on_checkpoint: Sequence[CheckpointHook] = ()) -> TrainResult:
     """One step per batch; log, checkpoint and validate on schedule; export at the end."""
     env, plan = state.env, state.plan
     runlog = RunLog(
         state.run, env.is_main, state.config.progress, plan.total_steps, plan.start_step
     )
     loss = math.nan
-    state.module.train()
+    state.raw_model.train()
     try:
         # The loader yields only the steps still to do: start_step .. total_steps - 1.
         for batch in state.loader:
-            step = batch["step"]
-            out = train_step(state, batch, step)
-            n_samples = batch["images"].shape[0] * env.world_size
-            state.counters["samples"] += n_samples
-            state.counters["n_substituted"] += batch["n_substituted"]
-            state.readers[batch["reader"]] = batch["reader_state"]
-            runlog.tick(n_samples)
-            loss = log_step(state, runlog, step, out, loss)
-            maybe_checkpoint(state, runlog, done=step + 1)
+            out = train_step(state, batch)
+            runlog.tick(state.progress.advance(batch, env.world_size))
+            state.readers.update(batch)
+            loss = log_step(state, runlog, batch.step, out, loss)
+            saved = maybe_checkpoint(state, runlog)
+            if saved is not None:
+                for hook in on_checkpoint:
+                    hook(state.progress.step, saved)
     finally:
         runlog.close()
     return finish(state, loss, runlog.throughput)
 
 
-def train_step(state: TrainState, batch: dict[str, Any], step: int) -> StepOutput:
+def train_step(state: TrainState, batch: Batch) -> StepOutput:
     """One optimiser step on ``batch``: schedule, forward, loss, backward, clip, update."""
-    config, optimizer = state.config, state.optimizer
+    config, optimizer, step = state.config, state.optimizer, batch.step
     lr = cosine_lr(step, config.lr, config.warmup, state.plan.total_steps)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -113,23 +109,23 @@ def train_step(state: TrainState, batch: dict[str, Any], step: int) -> StepOutpu
     loss.backward()  # under DDP this also all-reduces the gradients
     grad_norm = None
     if config.grad_clip:
-        grad_norm = torch.nn.utils.clip_grad_norm_(state.module.parameters(), config.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(state.raw_model.parameters(), config.grad_clip)
     optimizer.step()
     with torch.no_grad():  # CLIP's cap on the temperature: logit scale at most 100
-        state.module.clip.logit_scale.clamp_(0, LOGIT_SCALE_MAX)  # a DTensor under FSDP
+        state.raw_model.clip.logit_scale.clamp_(0, LOGIT_SCALE_MAX)  # a DTensor under FSDP
     return StepOutput(loss, grad_norm, lr)
 
 
-def _forward_loss(state: TrainState, batch: dict[str, Any]) -> torch.Tensor:
+def _forward_loss(state: TrainState, batch: Batch) -> torch.Tensor:
     """CLIP loss of the bio batch, plus that of the replay batch through its projection."""
     device, distributed = state.env.device, state.env.distributed
-    images = batch["images"].to(device, non_blocking=True)
-    tokens = batch["tokens"].to(device, non_blocking=True)
-    ids = batch["caption_ids"].to(device) if state.config.caption_positives else None
+    images = batch.images.to(device, non_blocking=True)
+    tokens = batch.tokens.to(device, non_blocking=True)
+    ids = batch.caption_ids.to(device) if state.config.caption_positives else None
     replay = None
     if state.replay_batches is not None:
         replay = next(state.replay_batches)
-        state.replay_readers[replay["reader"]] = replay["reader_state"]
+        state.replay_readers.update(replay)
     with state.autocast:
         if replay is None:
             out = state.model(images, tokens)
@@ -137,8 +133,8 @@ def _forward_loss(state: TrainState, batch: dict[str, Any]) -> torch.Tensor:
             out = state.model(
                 images,
                 tokens,
-                replay["images"].to(device, non_blocking=True),
-                replay["tokens"].to(device, non_blocking=True),
+                replay.images.to(device, non_blocking=True),
+                replay.tokens.to(device, non_blocking=True),
             )
         # In fp32 even under bf16 autocast: the softmax over the global batch needs it.
         scale = out["logit_scale"].float()
@@ -146,10 +142,8 @@ def _forward_loss(state: TrainState, batch: dict[str, Any]) -> torch.Tensor:
             out["image"].float(), out["text"].float(), scale, ids, distributed=distributed
         )
         if replay is not None:
-            loss = loss + clip_loss(
-                out["replay_image"].float(), out["replay_text"].float(), scale, None,
-                distributed=distributed,
-            )  # fmt: skip
+            replay_image, replay_text = out["replay_image"].float(), out["replay_text"].float()
+            loss = loss + clip_loss(replay_image, replay_text, scale, None, distributed=distributed)
     return loss
 
 
@@ -170,12 +164,12 @@ def log_step(
         "epoch": step / plan.steps_per_epoch,
         "loss": loss,
         "lr": out.lr,
-        "logit_scale": float(local_value(state.module.clip.logit_scale.detach()).exp()),
+        "logit_scale": float(local_value(state.raw_model.clip.logit_scale.detach()).exp()),
         "text_type": text_type_for_step(config.seed, step, config.text_type),
         "samples_per_second": throughput,
         "grad_norm": float(grad_norm) if grad_norm is not None else None,
-        "n_substituted": state.counters["n_substituted"],
-        "shard_read_errors": _read_errors(state.readers.values()),  # this rank's readers
+        "n_substituted": state.progress.n_substituted,
+        "shard_read_errors": state.readers.read_errors(),  # this rank's readers
     }
     scalars = ("loss", "lr", "logit_scale", "samples_per_second")
     runlog.write(record, {f"train/{key}": record[key] for key in scalars})
@@ -183,89 +177,33 @@ def log_step(
     return loss
 
 
-def _read_errors(readers) -> int:
-    return sum(r["n_read_errors"] + r["n_missing"] for r in readers)
-
-
-def maybe_checkpoint(state: TrainState, runlog: RunLog, done: int) -> None:
-    """After ``done`` steps: checkpoint at epoch ends and every --checkpoint-every steps;
-    at epoch ends also validate on --val."""
-    config, steps_per_epoch = state.config, state.plan.steps_per_epoch
+def maybe_checkpoint(state: TrainState, runlog: RunLog) -> Path | None:
+    """After the step just done: checkpoint at epoch ends and every --checkpoint-every
+    steps; at epoch ends also validate on --val. Returns the checkpoint written (rank 0)."""
+    config, steps_per_epoch, done = state.config, state.plan.steps_per_epoch, state.progress.step
     epoch_end = done % steps_per_epoch == 0
     periodic = config.checkpoint_every and done % config.checkpoint_every == 0
     if not (epoch_end or periodic):
-        return
-    # Collectives first, on every rank: the readers' positions and (FSDP) whole tensors.
-    weights = full_model_state(state.module, config.fsdp)
-    optimizer = optimizer_state(state.module, state.optimizer, config.fsdp)
-    readers = _all_readers(state, state.readers)
-    replay_readers = _all_readers(state, state.replay_readers)
+        return None
+    # Every rank: some pieces' state_dict() are collectives (state.py).
+    checkpoint = state.checkpoint_facts()
+    for piece in state.checkpointed():
+        checkpoint.update(piece.state_dict())
+    path = None
     if state.env.is_main:
         name = f"epoch_{done // steps_per_epoch}.pt" if epoch_end else f"step_{done:08d}.pt"
-        checkpoint = _checkpoint_state(state, done, weights, optimizer, readers, replay_readers)
-        save_checkpoint(state.run, checkpoint, name, config.keep_checkpoints)
+        path = save_checkpoint(state.run, checkpoint, name, config.keep_checkpoints)
     if epoch_end and config.val:
-        validate(state, runlog, step=done - 1, weights=weights)
-    _test_kill_hook(state, done)
-
-
-def _all_readers(state: TrainState, mine: dict[int, dict]) -> list[dict | None] | None:
-    """Every reader's position, gathered from the ranks (a collective)."""
-    merged: dict[int, dict] = {}
-    for part in gather_objects(mine, state.env):
-        merged.update(part)
-    return [merged.get(t) for t in range(state.n_readers)]
-
-
-def _test_kill_hook(state: TrainState, done: int) -> None:
-    """For tests of exact resume: ``TAXOCLIP_TEST_KILL_AT=N`` kills rank 0 with SIGKILL
-    right after the checkpoint of step N is written (a deterministic ``kill -9``)."""
-    kill_at = os.environ.get("TAXOCLIP_TEST_KILL_AT")
-    if kill_at and int(kill_at) == done and state.env.is_main:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _checkpoint_state(
-    state: TrainState,
-    done: int,
-    weights: dict[str, torch.Tensor],
-    optimizer: dict[str, Any],
-    readers: list[dict | None] | None,
-    replay_readers: list[dict | None] | None,
-) -> dict[str, Any]:
-    """open_clip's checkpoint keys, plus what exact resume needs (see checkpoint.py)."""
-    return {
-        "epoch": done // state.plan.steps_per_epoch,
-        "step": done,
-        "name": state.run.name,
-        "state_dict": _clip_weights(weights),
-        "replay_proj": weights.get("replay_proj"),
-        "optimizer": optimizer,
-        "scaler": None,
-        "torch_rng": torch.get_rng_state(),
-        "counters": dict(state.counters),
-        "config": state.config.to_json(),
-        "layout": {
-            "world_size": state.env.world_size,
-            "fsdp": state.config.fsdp,
-            "streams": state.n_readers // state.env.world_size,
-        },  # fmt: skip
-        "readers": readers,
-        "replay_readers": replay_readers if state.replay_batches is not None else None,
-    }
-
-
-def _clip_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The bare CLIP's keys (open_clip's) from the ContrastiveModel's state dict."""
-    return {k[len("clip.") :]: v for k, v in weights.items() if k.startswith("clip.")}
+        validate(state, runlog, step=done - 1, weights=checkpoint["state_dict"])
+    return path
 
 
 def _whole_clip(state: TrainState, weights: dict[str, torch.Tensor] | None) -> torch.nn.Module:
-    """An unsharded CLIP with the current weights: the module itself, or under FSDP the
-    whole copy loaded with the gathered tensors."""
+    """An unsharded CLIP with the current weights: the model's own, or under FSDP the whole
+    copy loaded with ``weights`` (the bare CLIP's, gathered from every rank)."""
     if state.unsharded is None:
-        return state.module.clip
-    state.unsharded.load_state_dict(_clip_weights(weights))
+        return state.raw_model.clip
+    state.unsharded.load_state_dict(weights)
     return state.unsharded
 
 
@@ -273,7 +211,8 @@ def validate(
     state: TrainState, runlog: RunLog, step: int, weights: dict[str, torch.Tensor] | None = None
 ) -> float | None:
     """Zero-shot top-1 on --val, logged at ``step``, on rank 0 with an unsharded model (no
-    collective inside: under FSDP ``weights`` were gathered on every rank before)."""
+    collective inside: under FSDP ``weights``, the bare CLIP's, were gathered on every rank
+    before)."""
     from .validate import zero_shot_top1
 
     config, loaded = state.config, state.loaded
@@ -281,34 +220,36 @@ def validate(
         return None
     clip = _whole_clip(state, weights)
     device = state.env.device if state.unsharded is None else torch.device("cpu")
-    top1 = zero_shot_top1(clip, loaded.preprocess_val, loaded.tokenizer, Path(config.val),
-                          device)  # fmt: skip
+    top1 = zero_shot_top1(clip, loaded.preprocess_val, loaded.tokenizer, Path(config.val), device)
     runlog.write({"step": step, "val_zeroshot_top1": top1}, {"val/zeroshot_top1": top1})
-    log.info("epoch %d: zero-shot top-1 on %s = %.3f",
-             (step + 1) // state.plan.steps_per_epoch, config.val, top1)  # fmt: skip
-    state.module.train()
+    epoch = (step + 1) // state.plan.steps_per_epoch
+    log.info("epoch %d: zero-shot top-1 on %s = %.3f", epoch, config.val, top1)
+    state.raw_model.train()
     return top1
 
 
 def finish(state: TrainState, loss: float, throughput: float) -> TrainResult:
     """Export ``RUN/model/`` (rank 0) once every rank is done; report the run."""
     config, env, run, loaded = state.config, state.env, state.run, state.loaded
-    n_substituted = state.counters["n_substituted"]
+    n_substituted = state.progress.n_substituted
     if n_substituted:
         log.warning("%d corrupt samples were skipped", n_substituted)
     model_dir = run / "model"
     val_top1 = None
-    weights = full_model_state(state.module, True) if config.fsdp else None  # a collective
-    readers = [r for r in _all_readers(state, state.readers) if r]
-    n_read_errors = _read_errors(readers)
-    bad_shards = sorted({url for r in readers for url in r["bad_shards"]})
+    # Collectives first, on every rank: the whole weights (FSDP), every reader's position.
+    weights = (
+        ModelWeights(state.raw_model, True).state_dict()["state_dict"] if config.fsdp else None
+    )
+    readers = [p for p in state.readers.gathered() if p]
+    n_read_errors = sum(p.n_read_errors + p.n_missing for p in readers)
+    bad_shards = sorted({url for p in readers for url in p.bad_shards})
     if n_read_errors:
         log.warning("%d samples lost to damaged shards: %s", n_read_errors, ", ".join(bad_shards))
     if env.is_main:
         if model_dir.exists():
             shutil.rmtree(model_dir)
-        save_model(_whole_clip(state, weights), model_dir, loaded.model_cfg,
-                   loaded.preprocess_cfg)  # fmt: skip
+        clip = _whole_clip(state, weights)
+        save_model(clip, model_dir, loaded.model_cfg, loaded.preprocess_cfg)
         if config.val:
             val_top1 = last_val(run)
     if env.distributed:

@@ -81,6 +81,9 @@ class RandomResizedCropTransform:
         if pixels.shape[-2:] == (height, width):
             return pixels
         return F.interpolate(
-            pixels, size=(height, width), mode=self.mode, antialias=self.mode != "nearest",
+            pixels,
+            size=(height, width),
+            mode=self.mode,
+            antialias=self.mode != "nearest",
             align_corners=False if self.mode != "nearest" else None,
-        )  # fmt: skip
+        )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..names import HUE_WORDS, NameMint, hue_word
+from ..names import HUE_WORDS, NameMint, hue_word, words
 from ..tree import Species
 from .spec import (
     AUTHORS,
@@ -27,21 +27,33 @@ from .spec import (
 )
 
 TAXON_COLUMNS = (
-    "taxonID", "parentNameUsageID", "acceptedNameUsageID", "scientificName", "canonicalName",
-    "taxonRank", "taxonomicStatus", "kingdom", "phylum", "class", "order", "family", "genus",
+    "taxonID",
+    "parentNameUsageID",
+    "acceptedNameUsageID",
+    "scientificName",
+    "canonicalName",
+    "taxonRank",
+    "taxonomicStatus",
+    "kingdom",
+    "phylum",
+    "class",
+    "order",
+    "family",
+    "genus",
     "specificEpithet",
-)  # fmt: skip
+)
 VERNACULAR_COLUMNS = ("taxonID", "vernacularName", "language")
 SYNONYM_STATUSES = ("homotypic synonym", "heterotypic synonym", "synonym")
 _BOTANISTS = ("L.", "Mill.", "DC.", "Hook.f.", "Benth.", "Willd.", "Lam.", "Pers.")
 _HUE_TRANSLATIONS = {  # in the order of names.HUE_WORDS
-    "de": ("Karmesin", "Orange", "Bernstein", "Gelb", "Limetten", "Grün", "Jade", "Petrol",
-           "Azur", "Blau", "Violett", "Magenta"),
-    "fr": ("cramoisi", "orange", "ambré", "jaune", "citron", "vert", "jade", "sarcelle",
-           "azur", "bleu", "violet", "magenta"),
-    "es": ("carmesí", "naranja", "ámbar", "amarillo", "lima", "verde", "jade", "turquesa",
-           "azur", "azul", "violeta", "magenta"),
-}  # fmt: skip
+    "de": words(
+        "Karmesin Orange Bernstein Gelb Limetten Grün Jade Petrol Azur Blau Violett Magenta"
+    ),
+    "fr": words("cramoisi orange ambré jaune citron vert jade sarcelle azur bleu violet magenta"),
+    "es": words(
+        "carmesí naranja ámbar amarillo lima verde jade turquesa azur azul violeta magenta"
+    ),
+}
 _OTHER_LANGUAGE_RATE = 0.12
 
 

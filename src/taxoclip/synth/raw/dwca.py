@@ -20,14 +20,35 @@ from .occurrences import Media, Occurrence
 from .spec import GIVEN_RANK_COLUMNS, REJECT_STAGE, STATUS_BY_FAULT, write_tsv
 
 OCCURRENCE_COLUMNS = (
-    "gbifID", "basisOfRecord", "scientificName", "kingdom", "phylum", "class", "order",
-    "family", "genus", "vernacularName", "eventRemarks", "publisher", "license",
-)  # fmt: skip
+    "gbifID",
+    "basisOfRecord",
+    "scientificName",
+    "kingdom",
+    "phylum",
+    "class",
+    "order",
+    "family",
+    "genus",
+    "vernacularName",
+    "eventRemarks",
+    "publisher",
+    "license",
+)
 MULTIMEDIA_COLUMNS = ("gbifID", "type", "format", "identifier", "license", "publisher")
 TRUTH_COLUMNS = (
-    "gbifID", "media_index", "file", "species_id", "true_name", "faults", "duplicate_of",
-    "leak_of", "category", "expected", "expected_stage", "expected_status",
-)  # fmt: skip
+    "gbifID",
+    "media_index",
+    "file",
+    "species_id",
+    "true_name",
+    "faults",
+    "duplicate_of",
+    "leak_of",
+    "category",
+    "expected",
+    "expected_stage",
+    "expected_status",
+)
 
 _DWC = "http://rs.tdwg.org/dwc/terms/"
 _DC = "http://purl.org/dc/terms/"

@@ -53,15 +53,27 @@ _LICENSES = (
     "http://creativecommons.org/licenses/by-nc/4.0/legalcode",
 )
 _CATEGORY_FIELDS = {  # basisOfRecord choices, eventRemarks choices, publisher
-    CATEGORY_MUSEUM: (("PRESERVED_SPECIMEN",), ("", "dry mount", "ex coll. A. Smith"),
-                      MUSEUM_PUBLISHER),
-    CATEGORY_CAMERA_TRAP: (("MACHINE_OBSERVATION",), (CAMERA_TRAP_REMARK,),
-                           "SynthToL Camera Trap Network"),
-    CATEGORY_CITIZEN: (("HUMAN_OBSERVATION",), ("", "seen on a morning walk", "in the garden"),
-                       CITIZEN_PUBLISHER),
-    CATEGORY_OTHER: (("OCCURRENCE", "OBSERVATION"), ("", "transect survey"),
-                     "SynthToL Regional Survey"),
-}  # fmt: skip
+    CATEGORY_MUSEUM: (
+        ("PRESERVED_SPECIMEN",),
+        ("", "dry mount", "ex coll. A. Smith"),
+        MUSEUM_PUBLISHER,
+    ),
+    CATEGORY_CAMERA_TRAP: (
+        ("MACHINE_OBSERVATION",),
+        (CAMERA_TRAP_REMARK,),
+        "SynthToL Camera Trap Network",
+    ),
+    CATEGORY_CITIZEN: (
+        ("HUMAN_OBSERVATION",),
+        ("", "seen on a morning walk", "in the garden"),
+        CITIZEN_PUBLISHER,
+    ),
+    CATEGORY_OTHER: (
+        ("OCCURRENCE", "OBSERVATION"),
+        ("", "transect survey"),
+        "SynthToL Regional Survey",
+    ),
+}
 
 
 @dataclass(eq=False)  # identity, not value: records are looked up in lists

@@ -25,6 +25,7 @@ from taxoclip.records import (
     STATUS_UNRESOLVED,
 )
 
+from ..names import words
 from ..seeds import RAW_STREAM, species_rng
 
 RAW_FORMAT_VERSION = 1
@@ -85,8 +86,11 @@ CATEGORY_WEIGHTS = {
 }
 
 FAULTS = (
-    *NAME_FAULT_RATES, HOMONYM, *MODE_FAULT_RATES, *EXTRA_FAULT_RATES,
-)  # fmt: skip
+    *NAME_FAULT_RATES,
+    HOMONYM,
+    *MODE_FAULT_RATES,
+    *EXTRA_FAULT_RATES,
+)
 REJECT_STAGE = {
     CORRUPT: "image",
     TOO_SMALL: "image",
@@ -115,10 +119,10 @@ CLEAN_JPEG_QUALITY = 90
 GBIF_ID_START = 1_000_000_000
 GBIF_RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 GIVEN_RANK_COLUMNS = GBIF_RANKS[:6]
-AUTHORS = (
-    "Smith", "Jones", "Gray", "Cuvier", "Lamarck", "Müller", "Günther", "Boulenger",
-    "Walker", "Say", "Pallas", "Fabricius", "Latreille", "Bonaparte", "Temminck", "Agassiz",
-)  # fmt: skip
+AUTHORS = words(
+    "Smith Jones Gray Cuvier Lamarck Müller Günther Boulenger Walker Say Pallas "
+    "Fabricius Latreille Bonaparte Temminck Agassiz"
+)
 
 
 def count_of(rate: float, n: int, minimum: int = 1) -> int:
