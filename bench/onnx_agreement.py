@@ -28,9 +28,8 @@ def main() -> None:
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
 
-    from taxoclip.models import load_model
     from taxoclip.predict import TreeOfLifeClassifier, build_index, read_taxa
-    from taxoclip.predict.onnx_run import OnnxTreeOfLife
+    from taxoclip.runtime import open_text_encoder
     from taxoclip.runtime.config import ExportOnnxConfig
     from taxoclip.runtime.export import export_onnx
 
@@ -38,10 +37,8 @@ def main() -> None:
     images = sorted(str(p) for p in (synth / "test").rglob("*.jpg"))[: args.images]
     with tempfile.TemporaryDirectory() as tmp:
         out, index_dir = Path(tmp) / "x", Path(tmp) / "index"
-        loaded = load_model(args.model)
-        build_index(loaded.model, loaded.tokenizer, read_taxa(synth / "species.csv")).save(
-            index_dir
-        )
+        text = open_text_encoder(args.model, "torch")
+        build_index(text, read_taxa(synth / "species.csv")).save(index_dir)
         export_onnx(ExportOnnxConfig(model=args.model, out=str(out), int8=True, text=False,
                                      index=str(index_dir)))  # fmt: skip
         runs, seconds = {}, {}
@@ -51,8 +48,10 @@ def main() -> None:
         seconds["torch"] = time.perf_counter() - start
         for runtime in ("onnx", "onnx-int8"):
             start = time.perf_counter()
-            runs[runtime] = OnnxTreeOfLife(str(out), str(index_dir), runtime).predict(
-                images, "species", k=5, batch_size=32)  # fmt: skip
+            classifier = TreeOfLifeClassifier(
+                model_str=str(out), index=str(index_dir), runtime=runtime
+            )
+            runs[runtime] = classifier.predict(images, "species", k=5, batch_size=32)
             seconds[runtime] = time.perf_counter() - start
         export_record = json.loads((out / "export.json").read_text())["agreement"]
 

@@ -10,7 +10,7 @@ tree-of-life mode accepts no other model); the same weights are exported with
     each tool's default settings (pybioclip: batch 10 and torch.compile with its compile
     cache warm — ``--cold`` adds a cold-cache run; taxoclip: batch 32) — for pybioclip,
     taxoclip on torch, and taxoclip on ONNX Runtime fp32 and int8 (the exported folder);
-(b) API images/s of ``TreeOfLifeClassifier.predict`` (taxoclip's ONNX classes for the
+(b) API images/s of ``TreeOfLifeClassifier.predict`` (``runtime=`` the ONNX one for the
     ONNX runtimes) after construction and a warm-up call, batch 10 for all;
 (c) CLI start-up: the whole command on one image;
 (d) agreement: top-1 species identical and the largest score difference, taxoclip torch
@@ -50,9 +50,8 @@ elif mode == "taxoclip":
     from taxoclip.predict import Rank, TreeOfLifeClassifier
     classifier = TreeOfLifeClassifier(model_str="hf-hub:imageomics/bioclip-2", workers=0)
 else:  # onnx / onnx-int8 on the exported folder (sys.argv[4])
-    from taxoclip.predict.onnx_run import OnnxTreeOfLife
-    from taxoclip.taxonomy import Rank
-    classifier = OnnxTreeOfLife(sys.argv[4], index, mode)
+    from taxoclip.predict import Rank, TreeOfLifeClassifier
+    classifier = TreeOfLifeClassifier(model_str=sys.argv[4], index=index, runtime=mode)
 classifier.predict(images[:20], Rank.SPECIES, k=5, batch_size=10)  # warm-up (pybioclip compiles)
 start = time.perf_counter()
 classifier.predict(images, Rank.SPECIES, k=5, batch_size=10)
@@ -65,7 +64,7 @@ def prepare(n_images: int, arch: str, n_taxa: int) -> tuple[list[str], dict[str,
     from taxoclip.models import create_model, save_model
     from taxoclip.models.hubcache import stage_index, stage_model_folder
     from taxoclip.predict.config import IndexConfig
-    from taxoclip.predict.dispatch import run_index
+    from taxoclip.predict.run import run_index
     from taxoclip.runtime.config import ExportOnnxConfig
     from taxoclip.runtime.export import export_onnx
     from taxoclip.synth import SynthConfig, generate

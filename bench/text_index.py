@@ -47,7 +47,7 @@ def before(model, tokenizer, labels, batch_size=32):
     import torch
     import torch.nn.functional as F
 
-    from taxoclip.predict.templates import OPENAI_IMAGENET_TEMPLATES as T
+    from taxoclip.runtime.templates import OPENAI_IMAGENET_TEMPLATES as T
 
     columns = []
     with torch.inference_mode():
@@ -68,10 +68,11 @@ def main() -> None:
     sys.path.insert(0, str(HERE))
     from machine import cpu_name
     from taxoclip.models import load_model
-    from taxoclip.predict.index import class_text_matrix
     from taxoclip.runtime.config import ExportOnnxConfig
     from taxoclip.runtime.export import export_onnx
     from taxoclip.runtime.onnx import ExportedModel, OnnxTextEncoder
+    from taxoclip.runtime.text import class_text_matrix
+    from taxoclip.runtime.text_torch import TorchTextEncoder
 
     labels = taxa_labels(args.taxa)
     results, reference = {}, None
@@ -80,17 +81,14 @@ def main() -> None:
         exported = ExportedModel.open(Path(tmp) / "m")
         loaded = load_model(Path(tmp) / "m")  # the same (random) weights as the export
         model, tokenizer = loaded.model.eval(), loaded.tokenizer
+        torch_text = TorchTextEncoder(model, tokenizer)
         runs = {
             "before": lambda: before(model, tokenizer, labels),
-            "torch": lambda: class_text_matrix(model, tokenizer, labels),
-            "onnx": lambda: class_text_matrix(
-                None, None, labels, text_encoder=OnnxTextEncoder(exported)
-            ),  # fmt: skip
-            "onnx-int8": lambda: class_text_matrix(
-                None, None, labels, text_encoder=OnnxTextEncoder(exported, int8=True)
-            ),  # fmt: skip
+            "torch": lambda: class_text_matrix(torch_text, labels),
+            "onnx": lambda: class_text_matrix(OnnxTextEncoder(exported), labels),
+            "onnx-int8": lambda: class_text_matrix(OnnxTextEncoder(exported, int8=True), labels),
         }
-        class_text_matrix(model, tokenizer, labels[:2])  # warm-up (allocations, tokenizer cache)
+        class_text_matrix(torch_text, labels[:2])  # warm-up (allocations, tokenizer cache)
         for name, run in runs.items():
             start = time.perf_counter()
             matrix = run()

@@ -26,7 +26,6 @@ __all__ = [
     "mean_sd",
     "pc1_scores",
     "ridge_cv_r2",
-    "softmax",
     "spearman",
 ]
 
@@ -61,12 +60,6 @@ def l2_normalize(z: Any) -> np.ndarray:
     z = np.asarray(z, dtype=np.float64)
     norms = np.linalg.norm(z, axis=-1, keepdims=True)
     return np.divide(z, norms, out=np.zeros_like(z), where=norms > 0)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, shifted by each row's maximum against overflow."""
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return probs / probs.sum(axis=1, keepdims=True)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

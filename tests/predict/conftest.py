@@ -21,9 +21,9 @@ def model_224(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def index_224(model_224, synth_small, tmp_path_factory):
-    from taxoclip.models import load_model
     from taxoclip.predict import build_index, read_taxa
+    from taxoclip.runtime import open_text_encoder
 
-    loaded = load_model(model_224)
-    index = build_index(loaded.model, loaded.tokenizer, read_taxa(synth_small / "species.csv"))
+    text = open_text_encoder(str(model_224), "torch")
+    index = build_index(text, read_taxa(synth_small / "species.csv"))
     return index.save(tmp_path_factory.mktemp("index") / "t224")

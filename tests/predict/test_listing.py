@@ -13,7 +13,7 @@ import pytest
 
 from taxoclip.cli import main
 from taxoclip.predict import TextIndex
-from taxoclip.predict.index import index_files, model_slug
+from taxoclip.runtime.index import index_files, model_slug
 
 
 def test_list_models_as_pybioclip(capsys):

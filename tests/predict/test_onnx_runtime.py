@@ -1,4 +1,8 @@
-"""``--runtime onnx``: the same rows, errors and exit codes as torch, without importing torch."""
+"""``--runtime onnx``: the same rows, errors and exit codes as torch, without importing torch.
+
+One engine runs both, so every flag runs on both: each test here runs a mode once with
+``--runtime torch`` and once on the exported folder and holds the rows equal (labels
+exactly, scores to float rounding)."""
 
 from __future__ import annotations
 
@@ -101,14 +105,19 @@ def test_embed_equals_torch_and_all_failed_exits_1(exported_224, inputs, tmp_pat
     assert bad == 1
 
 
-def test_onnx_path_imports_no_torch(exported_224, index_224, inputs, tmp_path):
-    """A real CLI process: predict (tree of life and --cls) and embed, then sys.modules."""
+def test_onnx_path_imports_no_torch(exported_224, index_224, inputs, lists, tmp_path):
+    """A real CLI process: predict (tree of life with every flag, and --cls) and embed,
+    then sys.modules."""
     code = f"""
 import json, sys
 from taxoclip.cli import main
 codes = [
     main(["predict", *{inputs[:3]!r}, "--model", {str(exported_224)!r},
           "--index", {str(index_224)!r}, "--output", {str(tmp_path / "p.csv")!r}, "-q"]),
+    main(["predict", *{inputs[:3]!r}, "--model", {str(exported_224)!r},
+          "--index", {str(index_224)!r}, "--subset", {lists["subset"]!r},
+          "--region", {lists["region"]!r}, "--deny", {lists["deny"]!r},
+          "--deepest-rank", "0.1", "--output", {str(tmp_path / "r.csv")!r}, "-q"]),
     main(["predict", *{inputs[:3]!r}, "--model", {str(exported_224)!r}, "--cls", "a,b",
           "--output", {str(tmp_path / "c.csv")!r}, "-q"]),
     main(["embed", *{inputs[:3]!r}, "--model", {str(exported_224)!r},
@@ -122,7 +131,7 @@ print(json.dumps({{"codes": codes, "heavy": heavy}}))
                           timeout=600, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result == {"codes": [0, 0, 0], "heavy": []}
+    assert result == {"codes": [0, 0, 0, 0], "heavy": []}
 
 
 def test_custom_labels_are_cached_per_model(exported_224, inputs, tmp_path, monkeypatch):
@@ -156,9 +165,23 @@ def test_custom_labels_are_cached_per_model(exported_224, inputs, tmp_path, monk
 
 def test_index_built_with_the_onnx_text_tower_agrees(exported_224, synth_small, tmp_path):
     for runtime in ("torch", "onnx", "onnx-int8"):
-        assert main(["index", "--model", str(exported_224), "--taxa",
-                     str(synth_small / "species.csv"), "--out", str(tmp_path / runtime),
-                     "--runtime", runtime, "-q"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "index",
+                    "--model",
+                    str(exported_224),
+                    "--taxa",
+                    str(synth_small / "species.csv"),
+                    "--out",
+                    str(tmp_path / runtime),
+                    "--runtime",
+                    runtime,
+                    "-q",
+                ]
+            )
+            == 0
+        )
     torch_cols = np.load(tmp_path / "torch" / "txt_emb_species.npy")
     for runtime, floor in (("onnx", 0.99999), ("onnx-int8", 0.999)):
         cols = np.load(tmp_path / runtime / "txt_emb_species.npy")
@@ -191,11 +214,23 @@ def test_bad_onnx_inputs_are_clear_errors(exported_224, index_224, model_224, in
                  str(tmp_path / "x.npy")])  # fmt: skip
     assert code == InputError.exit_code
     assert "missing image_encoder.onnx" in capsys.readouterr().err
-    # what the ONNX path does not do yet is refused by name, not silently run in torch
-    code = main(["predict", *inputs[:2], "--model", str(exported_224), "--index",
-                 str(index_224), "--runtime", "onnx", "--region", str(tmp_path / "r.csv")])  # fmt: skip
+    # ONNX runs on the CPU: asking for it on CUDA is a usage error, not a silent switch
+    code = main(
+        [
+            "predict",
+            *inputs[:2],
+            "--model",
+            str(exported_224),
+            "--index",
+            str(index_224),
+            "--runtime",
+            "onnx",
+            "--device",
+            "cuda",
+        ]
+    )
     assert code == 2
-    assert "--region need --runtime torch" in capsys.readouterr().err
+    assert "runs on the CPU" in capsys.readouterr().err
 
 
 def test_eval_gives_the_same_results_on_onnx(exported_224, synth_small, tmp_path):
@@ -207,3 +242,134 @@ def test_eval_gives_the_same_results_on_onnx(exported_224, synth_small, tmp_path
         results[runtime] = json.loads((tmp_path / runtime / "results.json").read_text())
     assert json.dumps(results["torch"], sort_keys=True) == json.dumps(results["onnx"],
                                                                       sort_keys=True)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- every flag
+
+
+@pytest.fixture(scope="module")
+def lists(synth_small, tmp_path_factory):
+    """A subset, a region and a deny list, and bins, from the SynthToL species."""
+    folder = tmp_path_factory.mktemp("lists")
+    with (synth_small / "species.csv").open(newline="") as handle:
+        species = list(csv.DictReader(handle))
+    genera = sorted({row["genus"] for row in species})
+    (folder / "subset.csv").write_text("genus\n" + "\n".join(genera[:3]) + "\n")
+    (folder / "region.csv").write_text(
+        f"genus,scientificName\n{species[0]['genus']},\n,{species[-1]['species']}\n"
+    )
+    (folder / "deny.csv").write_text(f"family\n{species[1]['family']}\n")
+    (folder / "bins.csv").write_text("class,bin\nbird,animal\nfish,animal\nflower,plant\n")
+    return {name: str(folder / f"{name}.csv") for name in ("subset", "region", "deny", "bins")}
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        ["--subset", "subset", "--rank", "genus", "--k", "2"],
+        ["--subset", "subset", "--deepest-rank", "0.3"],
+        ["--region", "region", "--k", "40"],
+        ["--region", "region", "--deny", "deny", "--rank", "family"],
+        ["--region", "region", "--deepest-rank", "0.05"],
+        ["--deny", "deny", "--rank", "order", "--min-prob", "0.04"],
+        ["--bins", "bins"],
+    ],
+)
+def test_every_flag_gives_the_same_rows_on_onnx(
+    exported_224, index_224, inputs, lists, tmp_path, mode, monkeypatch
+):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    mode = [lists.get(arg, arg) for arg in mode]
+    common = [*inputs, "--model", str(exported_224), "--index", str(index_224), *mode]
+    code_torch, torch_rows = _predict(tmp_path, "torch", *common, "--runtime", "torch")
+    code_onnx, onnx_rows = _predict(tmp_path, "onnx", *common, "--runtime", "onnx")
+    assert code_torch == code_onnx == 3
+    assert any("score" in row and row.get("score") for row in torch_rows)
+    _same_rows(torch_rows, onnx_rows, atol=1e-4)
+    if "--region" in mode and "--deepest-rank" not in mode:  # rolled up: rank_landed told
+        landed = {row["rank_landed"] for row in onnx_rows if not row.get("error")}
+        assert landed and "" not in landed
+
+
+def test_detections_give_the_same_classifications_on_onnx(
+    exported_224, index_224, synth_small, lists, tmp_path
+):
+    from tests.predict.composites import make_camera_trap
+
+    md_path, _ = make_camera_trap(synth_small, tmp_path / "camera", pictures=2, per_picture=2)
+    results = {}
+    for runtime in ("torch", "onnx"):
+        target = tmp_path / f"{runtime}.json"
+        assert (
+            main(
+                [
+                    "predict",
+                    "--detections",
+                    str(md_path),
+                    "--image-root",
+                    str(tmp_path / "camera"),
+                    "--output",
+                    str(target),
+                    "--model",
+                    str(exported_224),
+                    "--index",
+                    str(index_224),
+                    "--region",
+                    lists["region"],
+                    "--runtime",
+                    runtime,
+                    "-q",
+                ]
+            )
+            == 0
+        )
+        results[runtime] = json.loads(target.read_text())
+    torch_doc, onnx_doc = results["torch"], results["onnx"]
+    assert torch_doc["classification_categories"] == onnx_doc["classification_categories"]
+    pairs = [
+        (a.get("classifications"), b.get("classifications"))
+        for image_a, image_b in zip(torch_doc["images"], onnx_doc["images"], strict=True)
+        for a, b in zip(image_a["detections"], image_b["detections"], strict=True)
+    ]
+    assert sum(a is not None for a, _ in pairs) == 4
+    for a, b in pairs:
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert [c for c, _ in a] == [c for c, _ in b]
+            assert [s for _, s in a] == pytest.approx([s for _, s in b], abs=1e-4)
+    assert onnx_doc["info"]["classifier_metadata"]["region"] == lists["region"]
+
+
+def test_analyze_gives_the_same_metrics_on_onnx(exported_224, synth_small, tmp_path):
+    from taxoclip.analyze import AnalyzeConfig, run
+
+    metrics = {}
+    for runtime in ("torch", "onnx"):
+        run(
+            AnalyzeConfig(
+                model=str(exported_224),
+                data=str(synth_small),
+                out=str(tmp_path / runtime),
+                baseline="none",
+                plots=False,
+                runtime=runtime,
+            )
+        )
+        metrics[runtime] = json.loads((tmp_path / runtime / "metrics.json").read_text())
+
+    def numbers(value, path=""):
+        """Every leaf, floats apart (compared to a tolerance), the rest exactly."""
+        if isinstance(value, dict):
+            return [leaf for key, v in value.items() for leaf in numbers(v, f"{path}/{key}")]
+        if isinstance(value, list):
+            return [leaf for i, v in enumerate(value) for leaf in numbers(v, f"{path}[{i}]")]
+        return [(path, value)]
+
+    torch_leaves, onnx_leaves = numbers(metrics["torch"]), numbers(metrics["onnx"])
+    assert [p for p, _ in torch_leaves] == [p for p, _ in onnx_leaves]
+    for (path, a), (_, b) in zip(torch_leaves, onnx_leaves, strict=True):
+        if isinstance(a, float) and isinstance(b, float):
+            assert a == pytest.approx(b, abs=1e-4), path
+        else:
+            assert a == b, path
+    assert len(torch_leaves) > 50

@@ -63,12 +63,12 @@ def test_onnx_features_match_torch(exported_t32):
 
 
 def test_preprocess_equals_open_clip_and_pybioclip_squash(model_t32):
-    from taxoclip.predict.images import SquashPreprocess
+    from taxoclip.runtime.torch_encoder import SquashTransform
 
     loaded = load_model(model_t32)
     crop = Preprocess.from_cfg(loaded.preprocess_cfg)
     squash = Preprocess.from_cfg(loaded.preprocess_cfg, squash=True)
-    reference_squash = SquashPreprocess(32, crop.mean, crop.std)
+    reference_squash = SquashTransform(32, crop.mean, crop.std)
     for image in sample_images(12, seed=1):
         np.testing.assert_allclose(crop(image), loaded.preprocess_val(image).numpy(), atol=1e-6)
         np.testing.assert_allclose(squash(image), reference_squash(image).numpy(), atol=1e-3)
@@ -100,8 +100,9 @@ def test_class_texts_agree_across_text_runtimes(exported_t32):
     """Index columns: the fast torch path and the ONNX text tower against the old recipe."""
     import torch.nn.functional as F
 
-    from taxoclip.predict.index import class_text_matrix
-    from taxoclip.predict.templates import OPENAI_IMAGENET_TEMPLATES as T
+    from taxoclip.runtime.templates import OPENAI_IMAGENET_TEMPLATES as T
+    from taxoclip.runtime.text import class_text_matrix
+    from taxoclip.runtime.text_torch import TorchTextEncoder
 
     out, _ = exported_t32
     loaded = load_model(out)
@@ -112,10 +113,9 @@ def test_class_texts_agree_across_text_runtimes(exported_t32):
         feats = F.normalize(loaded.model.encode_text(loaded.tokenizer(texts)).float(), dim=-1)
         old = F.normalize(feats.view(len(labels), len(T), -1).mean(1), dim=-1).T.numpy()
     exported = ExportedModel.open(out)
-    fast = class_text_matrix(loaded.model, loaded.tokenizer, labels)
-    onnx = class_text_matrix(None, None, labels, text_encoder=OnnxTextEncoder(exported))
-    int8 = class_text_matrix(None, None, labels,
-                             text_encoder=OnnxTextEncoder(exported, int8=True))  # fmt: skip
+    fast = class_text_matrix(TorchTextEncoder(loaded.model, loaded.tokenizer), labels)
+    onnx = class_text_matrix(OnnxTextEncoder(exported), labels)
+    int8 = class_text_matrix(OnnxTextEncoder(exported, int8=True), labels)
     assert (old * fast).sum(0).min() > 0.99999
     assert (old * onnx).sum(0).min() > 0.99999
     assert (old * int8).sum(0).min() > 0.99

@@ -30,11 +30,11 @@ def serve_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def serve_index(serve_model, synth_serve, tmp_path_factory):
-    from taxoclip.models import load_model
     from taxoclip.predict import build_index, read_taxa
+    from taxoclip.runtime import open_text_encoder
 
-    loaded = load_model(serve_model)
-    index = build_index(loaded.model, loaded.tokenizer, read_taxa(synth_serve / "species.csv"))
+    text = open_text_encoder(str(serve_model), "torch")
+    index = build_index(text, read_taxa(synth_serve / "species.csv"))
     return index.save(tmp_path_factory.mktemp("serve-index") / "t224")
 
 

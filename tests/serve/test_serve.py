@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -106,7 +107,12 @@ def test_embed_returns_the_models_features(serve, images, serve_model):
     with httpx.Client(base_url=server.url, timeout=120) as client:
         answer = client.post("/embed", files=files_of(paths)).json()
     base = BaseClassifier(model_str=str(serve_model))
-    want = encode_images(base.model, base.preprocess, paths, normalize=False).features.numpy()
+    want = encode_images(base.encoder, paths, normalize=False).features
+    np.testing.assert_allclose(
+        base.create_image_features([Image.open(p) for p in paths], normalize=False).numpy(),
+        want,
+        atol=1e-5,
+    )
     got = np.array([row["embedding"] for row in answer["rows"]])
     assert answer["dim"] == want.shape[1] and answer["normalized"] is False
     assert [row["file_name"] for row in answer["rows"]] == [Path(p).name for p in paths]
@@ -140,6 +146,57 @@ def test_an_exported_folder_serves_with_onnx_runtime(serve, images, serve_model,
             assert [row["score"] for row in got] == pytest.approx(
                 [row["score"] for row in want], abs=tolerance
             )
+
+
+def test_serve_on_onnx_imports_no_torch(serve_model, serve_index, images, tmp_path):
+    """A real process serves an exported folder — tree of life, a subset, custom labels
+    (the exported text tower), embeddings — and never imports torch."""
+    pytest.importorskip("onnxruntime", reason="the ONNX runtime needs the [onnx] extra")
+    from taxoclip.predict import TreeOfLifeClassifier
+    from taxoclip.runtime.config import ExportOnnxConfig
+    from taxoclip.runtime.export import export_onnx
+
+    exported = tmp_path / "exported"
+    export_onnx(ExportOnnxConfig(model=str(serve_model), out=str(exported)))
+    genus = TreeOfLifeClassifier(model_str=str(serve_model), index=str(serve_index))
+    genus = genus.index.names[0][0][5]
+    paths = [str(p) for p in images[:2]]
+    code = f"""
+import json, sys
+from pathlib import Path
+from starlette.testclient import TestClient
+from taxoclip.serve.app import create_app
+from taxoclip.serve.engine import Engine
+
+files = [("files", (Path(p).name, Path(p).read_bytes(), "image/jpeg")) for p in {paths!r}]
+engine = Engine({str(exported)!r}, {str(serve_index)!r})
+with TestClient(create_app(engine)) as client:
+    answers = [
+        client.post("/predict", files=files, data={{"k": "2"}}),
+        client.post("/predict", files=files, data={{"subset": "genus\\n{genus}"}}),
+        client.post("/predict", files=files, data={{"cls": "a bird,a fish"}}),
+        client.post("/embed", files=files),
+    ]
+    runtime = client.get("/healthz").json()["runtime"]
+heavy = sorted(m for m in ("torch", "torchvision", "open_clip") if m in sys.modules)
+print(json.dumps({{"codes": [a.status_code for a in answers], "runtime": runtime,
+                  "rows": [len(answers[0].json()), len(answers[2].json())],
+                  "genera": sorted({{row["genus"] for row in answers[1].json()}}),
+                  "heavy": heavy}}))
+"""
+    env = {"HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": "/usr/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {
+        "codes": [200] * 4,
+        "runtime": "onnx",
+        "rows": [4, 4],
+        "genera": [genus],
+        "heavy": [],
+    }
 
 
 # ------------------------------------------------------------------------ batching

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from taxoclip.config import StageConfig, StageResult, command, option, shared
+from taxoclip.predict.config import runtime_option
 
 SPLITS = ("all", "train", "test")
 BASELINES = ("untrained", "none")
@@ -53,6 +54,7 @@ class AnalyzeConfig(StageConfig):
     device: str = shared.device()
     offline: bool = shared.offline()
     progress: bool = shared.progress()
+    runtime: str = runtime_option()  # the model's image tower; the untrained twin stays torch
     # Library only: the scaling study analyses without plots; 4 is the least that splits.
     min_per_variant: int = option(4, cli=False, help="images of each variant a species needs")
     plots: bool = option(True, cli=False, help="write plots/*.png")

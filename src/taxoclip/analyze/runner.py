@@ -178,12 +178,22 @@ def _embed(
     """Every readable image embedded by each model, and which of ``images`` those are."""
     from taxoclip.evaluate.features import image_features
     from taxoclip.models.device import resolve_device
+    from taxoclip.runtime.encode import choose_runtime, open_encoder
 
     device, n = resolve_device(config.device), len(images.filepaths)
+    encoders = {}
+    if choose_runtime(config.runtime, config.model, config.device) != "torch":  # ONNX tower
+        encoders["model"] = open_encoder(config.model, config.runtime, device=config.device)
     features = {
         name: image_features(
-            item, images.filepaths, None, config.batch_size, device=device, progress=config.progress
-        )  # fmt: skip
+            item,
+            images.filepaths,
+            None,
+            config.batch_size,
+            device=device,
+            progress=config.progress,
+            encoder=encoders.get(name),
+        )
         for name, item in loaded.items()
     }
     ok = np.ones(n, dtype=bool)

@@ -33,9 +33,9 @@ import numpy as np
 
 from taxoclip.curate.images import PDQ_BYTES, open_image, pdq_hash, to_rgb
 from taxoclip.errors import InputError, UsageError
+from taxoclip.runtime.images import IMAGE_SUFFIXES  # what counts as an image, everywhere
 
 CODE_BITS = PDQ_BYTES * 8
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
 # Beyond this radius each of the 16 tables would be probed with ≥ 4 of 16 bits flipped
 # (2,517 buckets per table and query): a linear scan is the simpler choice there.
 _MAX_MULTIHASH_RADIUS = 63

@@ -24,8 +24,7 @@ from taxoclip.curate.dwca import ArchiveReader
 from taxoclip.curate.dwcatext import is_archive_folder
 from taxoclip.curate.records import RECORD_COLUMNS, RECORD_SCHEMA, rejection
 from taxoclip.errors import InputError, UsageError
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+from taxoclip.runtime.images import IMAGE_SUFFIXES  # what counts as an image, everywhere
 
 # Column maps for manifests: our field -> the export's column. ``id`` and ``url`` are
 # required; ``x, y, width, height`` (FathomNet boxes) become the crop box.

@@ -16,6 +16,10 @@ import torch
 from PIL import Image
 
 from taxoclip.errors import UsageError
+from taxoclip.runtime.encode import encode_images
+from taxoclip.runtime.scoring import LabelScorer
+from taxoclip.runtime.text import AS_GIVEN, class_text_matrix
+from taxoclip.runtime.torch_encoder import TorchImageEncoder
 
 ORGANISM_PROMPTS = (
     "a photo of an animal",
@@ -56,7 +60,9 @@ class ZeroShotOrganismFilter:
     Each image is scored against every prompt (cosine similarity × the model's
     ``logit_scale``), a softmax runs over all prompts together, and p(non-organism) is the
     mass on the non-organism prompts; the image is dropped when it exceeds ``threshold``
-    (so 0 drops everything, 1 nothing). Prompt embeddings are computed once, here.
+    (so 0 drops everything, 1 nothing). The images go through the engine's encoding loop
+    and its scorer (:mod:`taxoclip.runtime`), as every prediction does; the prompt
+    embeddings are computed once, here.
     """
 
     name = "zero_shot_organism"
@@ -78,17 +84,15 @@ class ZeroShotOrganismFilter:
             raise UsageError(f"model filter batch size must be at least 1, got {batch_size}")
         if not organism_prompts or not non_organism_prompts:
             raise UsageError("model filter needs organism and non-organism prompts")
-        self.model = model.to(device).eval()
-        self.preprocess = preprocess
-        self.device = device
+        self.encoder = TorchImageEncoder(
+            model.to(device).eval(), preprocess, tokenizer=tokenizer, device=device
+        )
         self.threshold = float(threshold)
         self.batch_size = int(batch_size)
         self.prompts = (*organism_prompts, *non_organism_prompts)
         self.first_non_organism = len(organism_prompts)
-        with torch.inference_mode():
-            text = self.model.encode_text(tokenizer(list(self.prompts)).to(device))
-            self._text = _unit(text.float())
-            self._scale = float(self.model.logit_scale.exp())
+        text = class_text_matrix(self.encoder.text_encoder(), self.prompts, templates=AS_GIVEN)
+        self.scorer = LabelScorer(text, self.prompts, self.encoder.logit_scale)
 
     @classmethod
     def from_model(cls, spec: str, device: str = "cpu", **options: Any) -> ZeroShotOrganismFilter:
@@ -109,17 +113,13 @@ class ZeroShotOrganismFilter:
 
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Softmax over all prompts, shape (n images, n prompts), float64."""
-        rows = []
-        for start in range(0, len(images), self.batch_size):
-            batch = images[start : start + self.batch_size]
-            pixels = torch.stack([self.preprocess(image) for image in batch]).to(self.device)
-            with torch.inference_mode():
-                features = _unit(self.model.encode_image(pixels).float())
-                logits = self._scale * features @ self._text.T
-            rows.append(torch.softmax(logits.double(), dim=1).cpu().numpy())
-        if not rows:
+        if not images:
             return np.zeros((0, len(self.prompts)))
-        return np.concatenate(rows)
+        encoded = encode_images(self.encoder, list(images), self.batch_size)
+        if encoded.errors:  # decoded images: only a broken one gets here
+            position, reason = next(iter(encoded.errors.items()))
+            raise ValueError(f"model filter: image {position} cannot be encoded ({reason})")
+        return self.scorer.probs(encoded.features).astype(np.float64)
 
     def __call__(self, images: Sequence[Image.Image]) -> list[str]:
         probabilities = self.probabilities(images)
@@ -132,7 +132,3 @@ class ZeroShotOrganismFilter:
             else ""
             for p, t in zip(p_non.tolist(), top.tolist(), strict=True)
         ]
-
-
-def _unit(features: torch.Tensor) -> torch.Tensor:
-    return features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)

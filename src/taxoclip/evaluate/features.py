@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from taxoclip.files import cache_dir, replacing
 from taxoclip.models import LoadedModel
-from taxoclip.predict.images import encode_images
+from taxoclip.runtime.encode import ImageEncoder, encode_images
+from taxoclip.runtime.text import class_text_matrix
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +72,19 @@ def image_features(
     device: str = "cpu",
     progress: bool = False,
     fingerprint: str | None = None,
-    encoder=None,
+    encoder: ImageEncoder | None = None,
 ) -> Features:
-    """Encode ``paths`` (L2-normalised), reading and writing the cache when one is given.
+    """Encode ``paths`` (L2-normalised) through the engine's one encoding loop, reading and
+    writing the cache when one is given.
 
-    With ``encoder`` (an ONNX image encoder, ``--runtime onnx``) the images go through it
-    instead of ``loaded.model``, decoded by the same torch-free code as predict's ONNX
-    path; its runtime is part of the cache key.
+    The images go through ``encoder`` when given (the ONNX image tower, ``--runtime
+    onnx``; its runtime is then part of the cache key), else through ``loaded``'s torch
+    tower with open_clip's validation transform.
     """
     key = None
     if cache_dir is not None:
         key = f"{fingerprint or model_fingerprint(loaded)}-{data_fingerprint(paths)}"
-        if encoder is not None:
+        if encoder is not None and encoder.runtime != "torch":
             key += f"-{encoder.runtime}"
         cached = Path(cache_dir) / f"{key}.npz"
         if cached.is_file():
@@ -93,19 +94,12 @@ def image_features(
                 )
                 log.info("features from cache %s", cached)
                 return Features(data["values"], data["ok"], errors)
-    if encoder is not None:
-        features = _encoder_features(encoder, paths, batch_size, workers)
-    else:
-        encoded = encode_images(loaded.model, loaded.preprocess_val, paths, batch_size, workers,
-                                device, normalize=True, progress=progress)  # fmt: skip
-        values = (
-            encoded.features.numpy().astype(np.float32)
-            if encoded.ok_indices
-            else np.zeros((0, 0), np.float32)
-        )
-        features = Features(
-            values, np.asarray(encoded.ok_indices, dtype=np.int64), dict(encoded.errors)
-        )
+    if encoder is None:
+        from taxoclip.runtime.torch_encoder import TorchImageEncoder
+
+        encoder = TorchImageEncoder.open(loaded, device=device)
+    encoded = encode_images(encoder, paths, batch_size, workers, normalize=True, progress=progress)
+    features = Features(encoded.features, np.asarray(encoded.ok, dtype=np.int64), encoded.errors)
     if cache_dir is not None and key is not None:
         # A file handle, not a path: np.savez would append ".npz" to the temporary's name.
         with replacing(Path(cache_dir) / f"{key}.npz") as tmp, tmp.open("wb") as handle:
@@ -115,22 +109,9 @@ def image_features(
     return features
 
 
-def _encoder_features(encoder, paths: list[str], batch_size: int, workers: int) -> Features:
-    from taxoclip.predict.imageio import iter_decoded
-
-    chunks, ok, errors = [], [], {}
-    for indices, pixels, failed in iter_decoded(paths, encoder.preprocess, batch_size, workers):
-        errors.update(failed)
-        if pixels:
-            chunks.append(encoder.encode_pixels(np.stack(pixels), normalize=True))
-            ok.extend(indices)
-    values = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
-    return Features(values, np.asarray(ok, dtype=np.int64), errors)
-
-
-@torch.inference_mode()
 def class_embeddings(loaded: LoadedModel, texts: list[str], device: str = "cpu") -> np.ndarray:
-    """(D, C) zero-shot classifier: each text through the 80 templates (see predict)."""
-    from taxoclip.predict.index import encode_class_texts
+    """(D, C) zero-shot classifier: each text through the 80 templates (the engine's
+    :func:`~taxoclip.runtime.text.class_text_matrix`, as predict's custom labels)."""
+    from taxoclip.runtime.text_torch import TorchTextEncoder
 
-    return encode_class_texts(loaded.model, loaded.tokenizer, texts, device).numpy()
+    return class_text_matrix(TorchTextEncoder(loaded.model, loaded.tokenizer, device), texts)

@@ -45,6 +45,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils import check_random_state
 
+from taxoclip.runtime.scoring import class_logits
 from taxoclip.stats import as_matrix, as_vector, kfold_splits, l2_normalize, ridge_cv_r2
 
 __all__ = [
@@ -141,7 +142,7 @@ def zero_shot_logits(
             f"image_features have dimension {images.shape[1]} but class_embeddings are "
             f"{classes.shape} (expected (D, C) with D = {images.shape[1]})"
         )
-    return (np.float32(logit_scale) * (images @ classes)).astype(np.float32, copy=False)
+    return class_logits(images, classes, logit_scale)  # the engine's scorer: one formula
 
 
 def topk_accuracy(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from taxoclip.models import load_model, untrained_twin
 from taxoclip.models.device import resolve_device
-from taxoclip.predict.dispatch import use_onnx
+from taxoclip.runtime.encode import choose_runtime, open_encoder
 
 from .config import EvalConfig, EvalResult, format_table
 from .features import default_cache_dir
@@ -28,11 +28,8 @@ def run(config: EvalConfig) -> EvalResult:
     rows: list[Result] = []
     notes: list[str] = []
     encoder = None
-    if use_onnx(config):  # the trained model's image tower in ONNX Runtime
-        from taxoclip.runtime.onnx import open_image_encoder
-
-        encoder = open_image_encoder(config.model, "onnx" if config.runtime == "auto"
-                                     else config.runtime)  # fmt: skip
+    if choose_runtime(config.runtime, config.model, config.device) != "torch":
+        encoder = open_encoder(config.model, config.runtime, device=config.device)  # ONNX tower
     for name, loaded in models:
         loaded.model.eval()
         ctx = EvalContext(loaded, name, cache, config.batch_size, device, config.progress,

@@ -18,7 +18,7 @@ import numpy as np
 
 from taxoclip.errors import InputError
 from taxoclip.models import LoadedModel
-from taxoclip.stats import softmax
+from taxoclip.runtime.scoring import softmax
 from taxoclip.taxonomy import Lineage, clean_name
 
 from . import hierarchical, protocols
@@ -70,8 +70,15 @@ def class_text(label: str, lineage: Lineage | None, common: str, style: str) -> 
 
 
 def _features(ctx: EvalContext, evalset: EvalSet) -> tuple[np.ndarray, np.ndarray]:
-    features = image_features(ctx.loaded, evalset.filepaths, ctx.cache_dir, ctx.batch_size,
-                              device=ctx.device, progress=ctx.progress, encoder=ctx.encoder)  # fmt: skip
+    features = image_features(
+        ctx.loaded,
+        evalset.filepaths,
+        ctx.cache_dir,
+        ctx.batch_size,
+        device=ctx.device,
+        progress=ctx.progress,
+        encoder=ctx.encoder,
+    )
     for index, reason in features.errors.items():
         log.warning("%s: %s skipped: %s", evalset.name, evalset.filepaths[index], reason)
     return features.full(len(evalset))
@@ -88,8 +95,9 @@ def _classes(evalset: EvalSet) -> tuple[list[str], list[Lineage | None], list[st
     return labels, lineages, commons
 
 
-def zero_shot(ctx: EvalContext, suite: str, task: str, evalset: EvalSet,
-              candidates: EvalSet | None = None) -> list[Result]:  # fmt: skip
+def zero_shot(
+    ctx: EvalContext, suite: str, task: str, evalset: EvalSet, candidates: EvalSet | None = None
+) -> list[Result]:
     """Top-1/5 among the classes of ``candidates`` (default: the set's own classes), and
     the hierarchical metrics when lineages are known."""
     mask, values = _features(ctx, evalset)
@@ -116,8 +124,16 @@ def zero_shot(ctx: EvalContext, suite: str, task: str, evalset: EvalSet,
                 Result(suite, task, f"zero-shot top-1 {rank}", table[rank][1], ctx.model_name, n)
             )
         severity = hierarchical.mistake_severity(probs, lineages, kept.lineages)
-        rows.append(Result(suite, task, "mistake severity (ranks)", severity["mean_distance"], ctx.model_name,
-                           severity["n_mistakes"]))  # fmt: skip
+        rows.append(
+            Result(
+                suite,
+                task,
+                "mistake severity (ranks)",
+                severity["mean_distance"],
+                ctx.model_name,
+                severity["n_mistakes"],
+            )
+        )
     return rows
 
 
@@ -176,9 +192,13 @@ def read_synth_splits(synth: Path) -> SynthSplits:
     test = read_metadata_folder(synth / "test", "synth-test")
     train = read_metadata_folder(synth / "train", "synth-train")
     seen_column = np.array(test.extra["columns"]["seen"]) == "True"
-    everything = EvalSet("all species", train.filepaths + test.filepaths, train.labels + test.labels,
-                         lineages=train.lineages + test.lineages,
-                         common_names=train.common_names + test.common_names)  # fmt: skip
+    everything = EvalSet(
+        "all species",
+        train.filepaths + test.filepaths,
+        train.labels + test.labels,
+        lineages=train.lineages + test.lineages,
+        common_names=train.common_names + test.common_names,
+    )
     return SynthSplits(
         synth, train, test.subset(seen_column), test.subset(~seen_column), everything
     )
@@ -194,8 +214,9 @@ def synth_zero_shot(ctx: EvalContext, splits: SynthSplits) -> list[Result]:
     class described by ``ctx.label_text`` through the 80 templates."""
     rows = zero_shot(ctx, "synth", "seen species", splits.seen, candidates=splits.everything)
     if len(splits.unseen):
-        unseen = zero_shot(ctx, "synth", "unseen species", splits.unseen,
-                           candidates=splits.everything)  # fmt: skip
+        unseen = zero_shot(
+            ctx, "synth", "unseen species", splits.unseen, candidates=splits.everything
+        )
         rows += [row for row in unseen if row.metric in UNSEEN_METRICS]
     return rows
 
@@ -256,8 +277,10 @@ def side_by_side(rows: list[Result]) -> list[dict]:
     ("not on disk", "not read", …)."""
     table: dict[tuple[str, str, str], dict] = {}
     for r in rows:
-        entry = table.setdefault((r.suite, r.task, r.metric), {"suite": r.suite, "task": r.task,
-                                                                "metric": r.metric, "n": r.n})  # fmt: skip
+        entry = table.setdefault(
+            (r.suite, r.task, r.metric),
+            {"suite": r.suite, "task": r.task, "metric": r.metric, "n": r.n},
+        )
         if r.note:
             entry[r.model] = r.note.split(":")[0]
         else:

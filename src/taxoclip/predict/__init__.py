@@ -1,8 +1,9 @@
 """Predict, embed, index: pybioclip's formats and API on any taxoclip model.
 
 The stage API is ``run_index``, ``run_predict`` and ``run_embed`` (a config in, a typed
-result out), as the CLI calls them. Importing this package is light; the classifiers and
-feature extraction (torch, open_clip) load on first use of their names.
+result out), as the CLI calls them; the pybioclip classes are thin adapters over the same
+engine (:mod:`taxoclip.runtime`). Importing this package is light; the classifiers (torch,
+open_clip) load on first use of their names.
 """
 
 from __future__ import annotations
@@ -20,23 +21,24 @@ from .config import (
 )
 
 _LAZY = {
-    "run_index": "dispatch",  # picks the runtime (torch or ONNX) before importing torch
-    "run_predict": "dispatch",
-    "run_embed": "dispatch",
-    "BIOCLIP_MODEL_STR": "classifiers",
-    "TOL_MODELS": "scoring",
-    "BaseClassifier": "classifiers",
-    "CustomLabelsBinningClassifier": "classifiers",
-    "CustomLabelsClassifier": "classifiers",
-    "TreeOfLifeClassifier": "classifiers",
-    "EncodedImages": "images",
-    "collect_images": "images",
-    "encode_images": "images",
-    "iter_encoded": "images",
-    "TextIndex": "index",
-    "build_index": "index",
-    "encode_class_texts": "index",
-    "read_taxa": "index",
+    "run_index": "taxoclip.predict.run",  # picks the runtime (torch or ONNX) before torch
+    "run_predict": "taxoclip.predict.run",
+    "run_embed": "taxoclip.predict.run",
+    "BIOCLIP_MODEL_STR": "taxoclip.predict.classifiers",
+    "BaseClassifier": "taxoclip.predict.classifiers",
+    "CustomLabelsBinningClassifier": "taxoclip.predict.classifiers",
+    "CustomLabelsClassifier": "taxoclip.predict.classifiers",
+    "TreeOfLifeClassifier": "taxoclip.predict.classifiers",
+    "build_index": "taxoclip.predict.index",
+    "read_taxa": "taxoclip.predict.index",
+    # the engine's, where callers of predict have always found them
+    "TOL_MODELS": "taxoclip.runtime.index",
+    "TextIndex": "taxoclip.runtime.index",
+    "collect_images": "taxoclip.runtime.images",
+    "Encoded": "taxoclip.runtime.encode",
+    "encode_images": "taxoclip.runtime.encode",
+    "iter_features": "taxoclip.runtime.encode",
+    "open_encoder": "taxoclip.runtime.encode",
 }
 
 __all__ = [
@@ -57,5 +59,5 @@ def __getattr__(name: str) -> Any:
 
         return Rank
     if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,13 +13,19 @@ RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 
 
 #: ``--runtime``: auto = ONNX Runtime for an exported folder (``taxoclip export onnx``),
-#: torch otherwise (docs/reference.md#onnx-runtime).
+#: torch otherwise (docs/reference.md#onnx-runtime); ``taxoclip.runtime.encode.RUNTIMES``,
+#: kept here as text: this module is read for ``--help`` and imports no numpy.
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 
 
 def runtime_option():
     return option("auto", choices=RUNTIMES, help="auto (ONNX for a folder made by `taxoclip "
                   "export onnx`, else torch), torch, onnx (fp32) or onnx-int8")  # fmt: skip
+
+
+#: ``--workers`` of predict and embed: the engine decodes in threads (PIL and numpy let go
+#: of the GIL while they work), the next batch while the model runs this one.
+DECODING_THREADS = "image-decoding threads (default: 0 on ≤ 2 cores, else up to 4)"
 
 
 def names_list(text: str) -> list[str]:
@@ -42,7 +48,7 @@ def exit_for(n_inputs: int, n_failed: int) -> int:
         "normalised, averaged, renormalised) and write txt_emb_species.npy (D×N) and "
         "txt_emb_species.json, the files pybioclip reads."
     ),
-    run="taxoclip.predict.dispatch:run_index",
+    run="taxoclip.predict.run:run_index",
 )
 @dataclass(kw_only=True)
 class IndexConfig(StageConfig):
@@ -89,7 +95,7 @@ class IndexResult(StageResult):
         "Inputs may be files, directories (recursive) or globs. Unreadable images get a "
         "row with an error and exit status 3; the others are predicted."
     ),
-    run="taxoclip.predict.dispatch:run_predict",
+    run="taxoclip.predict.run:run_predict",
 )
 @dataclass(kw_only=True)
 class PredictConfig(StageConfig):
@@ -114,7 +120,7 @@ class PredictConfig(StageConfig):
     index: str | None = option(None, metavar="DIR", help="tree-of-life text index "
                                "(default: the model's published one)")  # fmt: skip
     batch_size: int = shared.batch_size(32)
-    workers: int | None = shared.workers()
+    workers: int | None = shared.workers(help=DECODING_THREADS)
     device: str = shared.device()
     log: str | None = option(None, metavar="FILE",
                              help="provenance record (.json) or appended text log")  # fmt: skip
@@ -213,7 +219,7 @@ class PredictResult(StageResult):
     "embed",
     help="image embeddings to .npy, .parquet or pybioclip's JSON",
     description="Encode images with a model. Unreadable images are reported (exit status 3).",
-    run="taxoclip.predict.dispatch:run_embed",
+    run="taxoclip.predict.run:run_embed",
 )
 @dataclass(kw_only=True)
 class EmbedConfig(StageConfig):
@@ -224,7 +230,7 @@ class EmbedConfig(StageConfig):
     model: str = shared.model()
     pretrained: str | None = shared.pretrained()
     batch_size: int = shared.batch_size(32)
-    workers: int | None = shared.workers()
+    workers: int | None = shared.workers(help=DECODING_THREADS)
     device: str = shared.device()
     offline: bool = shared.offline()
     progress: bool = shared.progress()

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from taxoclip.errors import InputError, UsageError
 from taxoclip.files import write_text_atomic
+from taxoclip.runtime.index import JSON_FILE, TOL_MODELS, index_files
 
 from .config import ListingResult, ListModelsConfig, ListTolTaxaConfig
-from .index import JSON_FILE, index_files
 
 #: pybioclip's ``list-tol-taxa`` columns (``TreeOfLifeClassifier.get_label_data``).
 TAXA_COLUMNS = ("kingdom", "phylum", "class", "order", "family", "genus", "species_epithet",
@@ -25,8 +25,6 @@ def list_models(model: str | None = None) -> list[str]:
     import open_clip
 
     import taxoclip.models  # noqa: F401  (registers taxoclip's configs with open_clip)
-
-    from .scoring import TOL_MODELS
 
     if model:
         tags = open_clip.list_pretrained_tags_by_model(model)
@@ -47,8 +45,6 @@ def taxa_names(model: str, index: str | None = None) -> list[list]:
     if index:
         _, names_file = index_files(index, model)
     else:
-        from .scoring import TOL_MODELS
-
         repo = TOL_MODELS.get(model)
         if repo is None:
             raise UsageError(f"model {model} has no published tree-of-life index; pass "

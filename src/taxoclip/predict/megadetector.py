@@ -6,8 +6,8 @@ of ``category``, ``conf`` and ``bbox`` = normalised ``[x_min, y_min, width, heig
 Every detection of the chosen categories (``--detection-categories``; by default all but
 people, vehicles and empties, so renamed categories such as AddaxAI's work) at or above the
 detection threshold is cropped (optional padding, clipped to the image) and classified
-through the one feature-extraction path (:mod:`taxoclip.predict.images`; each image is
-decoded once for all its crops). The same document comes back with our categories added to
+through the one engine (:mod:`taxoclip.runtime`: the encoding loop and the scorer every
+other prediction uses; each image is decoded once for all its crops). The same document comes back with our categories added to
 ``classification_categories`` (``{id: name}``, ids after any earlier classifier's),
 ``classification_category_descriptions`` (the taxonomy strings MegaDetector's smoothing
 parses) and per-detection ``classifications`` (``[[class_id, score], …]``, top-k);
@@ -39,10 +39,9 @@ from PIL import Image
 from taxoclip import __version__
 from taxoclip.errors import InputError, UsageError
 from taxoclip.files import write_text_atomic
+from taxoclip.runtime.images import auto_workers, describe_error, load_rgb
+from taxoclip.runtime.rows import ERROR_KEY, LINEAGE_COLUMNS, PRED_FILENAME_KEY, PRED_SCORE_KEY
 from taxoclip.taxonomy import RANK_NAMES
-
-from .classifiers import ERROR_KEY, PRED_FILENAME_KEY, PRED_SCORE_KEY
-from .images import auto_workers, describe_error, load_rgb
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +59,6 @@ MIN_WRITTEN_VERSION = 4
 #: without ``--deepest-rank``: a label that scores 0.5 is likelier than all others together,
 #: and MegaDetector's smoothing ignores classifications below 0.5 by default.
 TYPICAL_CLASSIFICATION_THRESHOLD = 0.5
-#: Lineage columns of a tree-of-life row, root first (``species_epithet`` at species).
-LINEAGE_COLUMNS = (*RANK_NAMES[:-1], "species_epithet")
 #: Crops held in memory before they are classified (a few MB at camera-trap sizes).
 CHUNK_CROPS = 256
 EXAMPLE_NOTES = 5  # notes printed on stderr; all are in the CSV

@@ -16,8 +16,7 @@ import numpy as np
 from taxoclip import __version__
 from taxoclip.errors import UsageError
 from taxoclip.files import replacing, write_parquet_atomic, write_text_atomic
-
-from .rows import ERROR_KEY
+from taxoclip.runtime.rows import ERROR_KEY
 
 
 def columns_of(rows: Sequence[dict]) -> list[str]:

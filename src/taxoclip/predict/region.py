@@ -15,6 +15,9 @@ itself when allowed, else its nearest allowed ancestor; a species with no allowe
 is left out. A prediction at ``--rank R`` sums the species' probabilities over the taxa
 they land on (cut at ``R``), so the scores are the model's probabilities, with the mass of
 left-out species dropped (they can sum to less than 1). Rows gain ``rank_landed``.
+
+This module resolves the lists into where each species lands (:func:`resolve_region`);
+the scorer (:class:`taxoclip.runtime.scoring.TreeScorer`) sums and writes the rows.
 """
 
 from __future__ import annotations
@@ -27,19 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from taxoclip.errors import InputError, UsageError
+from taxoclip.runtime.index import TextIndex
+from taxoclip.runtime.scoring import landed_groups
 from taxoclip.taxonomy import RANK_NAMES, Rank
-
-from .classifiers import PRED_FILENAME_KEY, PRED_SCORE_KEY, TreeOfLifeClassifier
-from .index import TextIndex
 
 _ALIASES = {"class_": "class", "specificepithet": "species_epithet",
             "species_epithet": "species_epithet", "scientificname": "scientific_name",
             "scientific_name": "scientific_name", "canonicalname": "scientific_name",
             "canonical_name": "scientific_name"}  # fmt: skip
-_LINEAGE_COLUMNS = (*RANK_NAMES[:-1], "species_epithet")
 EXAMPLES = 5
 
 
@@ -199,9 +199,6 @@ class Region:
     landing: np.ndarray  # (N,) depth 0..6 each species lands on; -1: left out
     allow: TaxonList | None = None
     deny: TaxonList | None = None
-    _groups: dict[int, tuple[torch.Tensor, list[tuple[str, ...]], list[str]]] = field(
-        default_factory=dict, repr=False
-    )
 
     @classmethod
     def build(cls, index: TextIndex, allow: TaxonList | None, deny: TaxonList | None) -> Region:
@@ -229,31 +226,10 @@ class Region:
             raise UsageError("the region and deny lists leave no taxon of the index")
         return cls(index, landing, allow, deny)
 
-    def groups(self, rank: Rank) -> tuple[torch.Tensor, list[tuple[str, ...]], list[str]]:
-        """``(group, labels, commons)``: species → the taxon it lands on, cut at ``rank``;
-        left-out species go to the extra last group ``len(labels)``."""
-        rank = Rank.parse(rank)
-        if rank not in self._groups:
-            depth = np.minimum(self.landing, int(rank))
-            keys = np.array(
-                ["\x1f".join(entry[0][: d + 1]) if d >= 0 else "\x00"
-                 for entry, d in zip(self.index.names, depth, strict=True)],
-                dtype=object,
-            )  # fmt: skip
-            labels, inverse = np.unique(keys, return_inverse=True)
-            commons = [""] * len(labels)
-            for i in range(len(keys) - 1, -1, -1):  # the first species' common name wins
-                if depth[i] == 6:
-                    commons[inverse[i]] = self.index.names[i][1]
-            inverse = inverse.astype(np.int64)
-            out_labels = [tuple(label.split("\x1f")) for label in labels]
-            if labels[0] == "\x00":  # left-out species: move their group to the end
-                inverse = np.where(inverse == 0, len(labels), inverse) - 1
-                out_labels, commons = out_labels[1:], commons[1:]
-            else:
-                inverse = inverse.copy()
-            self._groups[rank] = (torch.from_numpy(inverse), out_labels, commons)
-        return self._groups[rank]
+    def groups(self, rank: Rank | str) -> tuple[np.ndarray, list[tuple[str, ...]], list[str]]:
+        """``(group, labels, commons)``: species → the taxon it lands on, cut at ``rank``
+        (the scorer's map: :func:`taxoclip.runtime.scoring.landed_groups`)."""
+        return landed_groups(self.index.names, self.landing, Rank.parse(rank))
 
     def summary(self) -> dict:
         counts = {RANK_NAMES[d]: int((self.landing == d).sum()) for d in range(7)}
@@ -263,67 +239,20 @@ class Region:
                 "species_left_out": int((self.landing < 0).sum())}  # fmt: skip
 
 
-class RegionClassifier(TreeOfLifeClassifier):
-    """Tree-of-life prediction limited to a region, with roll-up (see the module doc)."""
-
-    region: Region | None = None
-
-    def set_region(self, region: str | os.PathLike | None, deny: str | os.PathLike | None
-                   ) -> list[str]:  # fmt: skip
-        """Resolve the lists against the current index (after any ``--subset``); returns
-        warnings for names the index lacks."""
-        queries = [*(read_list_rows(region, "--region") if region else []),
-                   *(read_list_rows(deny, "--deny") if deny else [])]  # fmt: skip
-        resolved = _resolve(self.index, queries)  # one pass over the index for both lists
-        allow = read_taxon_list(region, self.index, "--region", resolved) if region else None
-        denied = read_taxon_list(deny, self.index, "--deny", resolved) if deny else None
-        self.region = Region.build(self.index, allow, denied)
-        return [w for w in (allow and allow.warning("--region"),
-                            denied and denied.warning("--deny")) if w]  # fmt: skip
-
-    def apply_filter(self, keep_labels_ary: Sequence[bool]) -> None:
-        super().apply_filter(keep_labels_ary)
-        self.region = None  # resolved against the old index: set it again
-
-    def _top_at_rank(self, probs: torch.Tensor, rank: Rank, k: int, min_prob: float):
-        if self.region is None:
-            return super()._top_at_rank(probs, rank, k, min_prob)
-        group, labels, commons = self.region.groups(rank)
-        kept = probs if rank is Rank.SPECIES else torch.nn.functional.threshold_(
-            probs, min_prob, 0.0)  # fmt: skip
-        summed = torch.zeros(probs.shape[0], len(labels) + 1, dtype=probs.dtype,
-                             device=probs.device)  # fmt: skip
-        summed.index_add_(1, group.to(probs.device), kept)
-        values, positions = summed[:, :-1].topk(min(k, len(labels)), dim=1)
-        out = []
-        for row_values, row in zip(values.tolist(), positions.tolist(), strict=True):
-            out.append([(labels[p], commons[p]) for v, p in zip(row_values, row, strict=True)
-                        if v > 0])  # fmt: skip
-        return values, out
-
-    def _row(self, key: str, rank: Rank, names: Sequence[str], common: str, score: float) -> dict:
-        if self.region is None:
-            return super()._row(key, rank, names, common, score)
-        landed = Rank(min(int(rank), len(names) - 1))
-        full = super()._row(key, landed, names, common, score)
-        columns = [c if c != "species" else "species_epithet" for c in RANK_NAMES[: rank + 1]]
-        if rank is Rank.SPECIES:
-            columns += ["species", "common_name"]
-        row = {PRED_FILENAME_KEY: key, **{c: full.get(c, "") for c in columns}}
-        row["rank_landed"] = landed.get_label()
-        row[PRED_SCORE_KEY] = score
-        return row
-
-    def predict_deepest(self, images, threshold: float, batch_size: int = 10,
-                        min_prob: float = 1e-9, progress: bool = False) -> list[dict]:  # fmt: skip
-        """As the parent's; ``rank`` names the rank the row's taxon landed on."""
-        rows = super().predict_deepest(images, threshold, batch_size, min_prob, progress)
-        if self.region is not None:
-            for row in rows:
-                if row.get("rank"):
-                    names = [row.get(c) or "" for c in _LINEAGE_COLUMNS]
-                    row["rank"] = RANK_NAMES[max(i for i, n in enumerate(names) if n)]
-        return rows
+def resolve_region(
+    index: TextIndex, region: str | os.PathLike | None, deny: str | os.PathLike | None
+) -> tuple[Region, list[str]]:
+    """``--region``/``--deny`` resolved against ``index`` (after any ``--subset``): where
+    each species lands, and a warning for each list naming taxa the index lacks."""
+    queries = [
+        *(read_list_rows(region, "--region") if region else []),
+        *(read_list_rows(deny, "--deny") if deny else []),
+    ]
+    resolved = _resolve(index, queries)  # one pass over the index for both lists
+    allow = read_taxon_list(region, index, "--region", resolved) if region else None
+    denied = read_taxon_list(deny, index, "--deny", resolved) if deny else None
+    warnings = [allow and allow.warning("--region"), denied and denied.warning("--deny")]
+    return Region.build(index, allow, denied), [w for w in warnings if w]
 
 
 def landing_table(region: Region) -> list[dict]:

@@ -1,17 +1,27 @@
-"""The runners of ``taxoclip index``, ``predict`` and ``embed``: a config in, a result out."""
+"""The runners of ``taxoclip index``, ``predict`` and ``embed``: a config in, a result out.
+
+One path whatever the runtime (torch, ONNX fp32, ONNX int8): an encoder from
+:func:`taxoclip.runtime.encode.open_encoder` (which picks the runtime before anything
+imports torch, so the ONNX path never does), the one encoding loop, the one scorer
+(:mod:`taxoclip.runtime.scoring`), the writers of :mod:`.output`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from taxoclip.models import load_model, resolve_device
-
-from .classifiers import (
-    BaseClassifier,
-    CustomLabelsBinningClassifier,
-    CustomLabelsClassifier,
-    TreeOfLifeClassifier,
+from taxoclip.errors import InputError
+from taxoclip.runtime.encode import (
+    encode_images,
+    open_encoder,
+    open_text_encoder,
+    score_images,
+    squashes,
 )
+from taxoclip.runtime.images import auto_workers, collect_images
+from taxoclip.runtime.index import TextIndex, published_index_folder, read_subset
+from taxoclip.runtime.scoring import LabelScorer, TreeScorer, check_threshold
+
 from .config import (
     EmbedConfig,
     EmbedResult,
@@ -20,85 +30,158 @@ from .config import (
     PredictConfig,
     PredictResult,
 )
-from .images import as_numpy, auto_workers, collect_images, encode_images
 from .index import build_index, read_taxa
-from .labels import read_bins, read_classes
 from .output import ProvenanceLog, emit_rows, write_embeddings
 
 
 def run_index(config: IndexConfig) -> IndexResult:
     """Embed every taxon of ``config.taxa`` and save the index into ``config.out``."""
     taxa = read_taxa(config.taxa)
-    device = resolve_device(config.device)
-    loaded = load_model(config.model, pretrained=config.pretrained, device=device)
-    index = build_index(loaded.model, loaded.tokenizer, taxa, device, config.batch_size,
-                        progress=config.progress)  # fmt: skip
+    text = open_text_encoder(
+        config.model, config.runtime, device=config.device, pretrained=config.pretrained
+    )
+    index = build_index(text, taxa, config.batch_size, progress=config.progress)
     out = index.save(config.out, dtype=config.dtype)
-    return IndexResult(out=Path(out), model=config.model, n_taxa=len(index), dim=index.dim,
-                       dtype=config.dtype)  # fmt: skip
+    return IndexResult(
+        out=Path(out), model=config.model, n_taxa=len(index), dim=index.dim, dtype=config.dtype
+    )
 
 
 def run_predict(config: PredictConfig) -> PredictResult:
     """Predict every image; rows go to ``config.output`` (or stdout) in ``config.format``."""
     images = collect_images(config.images) if not config.detections else []
-    common = dict(model_str=config.model, pretrained_str=config.pretrained,
-                  device=resolve_device(config.device), workers=auto_workers(config.workers))  # fmt: skip
-    log_record = ProvenanceLog(config.log, model=config.model, pretrained=config.pretrained,
-                               index=config.index, n_images=len(images))  # fmt: skip
+    tree = not (config.cls or config.bins)
+    log_record = ProvenanceLog(  # first: a --log that exists already costs no model load
+        config.log,
+        model=config.model,
+        pretrained=config.pretrained,
+        index=config.index,
+        n_images=len(images),
+    )
+    encoder = open_encoder(
+        config.model,
+        config.runtime,
+        squash=squashes(config.model, tree),
+        device=config.device,
+        pretrained=config.pretrained,
+    )
+    log_record.record["runtime"] = encoder.runtime
     notes: list[str] = []
-    if config.cls or config.bins:
-        if config.cls:
-            classifier = CustomLabelsClassifier(read_classes(config.cls), **common)
-            log_record.record.update(mode="custom labels", classes=classifier.classes)
-        else:
-            classifier = CustomLabelsBinningClassifier(read_bins(config.bins), **common)
-            log_record.record.update(mode="bins", bins=config.bins)
-
-        def predict_rows(inputs):
-            return classifier.predict(inputs, k=config.k, batch_size=config.batch_size)
+    if tree:
+        score, notes = _tree_of_life(config, encoder, log_record)
     else:
-        regional = bool(config.region or config.deny)
-        tol_class = TreeOfLifeClassifier
-        if regional:
-            from .region import RegionClassifier as tol_class
-        classifier = tol_class(index=config.index, **common)
-        if config.subset:
-            classifier.apply_filter(classifier.create_taxa_filter_from_csv(config.subset))
-        if regional:  # resolved against the index as --subset left it
-            notes += classifier.set_region(config.region, config.deny)
-            log_record.record.update(region=classifier.region.summary())
+        bins = read_bins(config.bins) if config.bins else None
+        labels = read_classes(config.cls) if config.cls else list(bins or {})
+        scorer = LabelScorer.for_model(encoder, labels, bins)
+        log_record.record.update(
+            mode="custom labels" if config.cls else "bins",
+            **({"classes": scorer.labels} if config.cls else {"bins": config.bins}),
+        )
 
-        def predict_rows(inputs):
-            if config.deepest_rank is not None:
-                return classifier.predict_deepest(inputs, config.deepest_rank, config.batch_size,
-                                                  config.min_prob, progress=config.progress)  # fmt: skip
-            return classifier.predict(inputs, config.rank or "species", config.min_prob,
-                                      config.k or 5, config.batch_size, progress=config.progress)  # fmt: skip
+        def score(features, keys):
+            return scorer.rows(features, keys, config.k)
 
-        log_record.record.update(mode="tree of life", rank=config.rank or "species",
-                                 subset=config.subset, n_taxa=len(classifier.index))  # fmt: skip
+    workers = auto_workers(config.workers)
     if config.detections:
         from .megadetector import predict_detections
 
+        def predict_rows(crops):
+            return score_images(encoder, crops, score, config.batch_size, workers)[0]
+
         return predict_detections(config, predict_rows, log_record, notes)
-    rows = predict_rows(images)
+    rows, failed = score_images(encoder, images, score, config.batch_size, workers, config.progress)
     emit_rows(rows, config.format, config.output)
-    failed = classifier.last_errors  # each was logged as it happened
     log_record.finish(n_failed=len(failed), failed=failed, output=config.output or "stdout")
     return PredictResult(n_images=len(images), failed=sorted(failed), rows=rows, notes=notes)
+
+
+def _tree_of_life(config: PredictConfig, encoder, log_record: ProvenanceLog):
+    """The scoring function of a tree-of-life prediction (``--rank``/``--deepest-rank``,
+    ``--subset``, ``--region``/``--deny``) and the notes it has for stderr."""
+    if config.index:  # a model's own txt_emb_<model> files first, as pybioclip
+        index = TextIndex.load(config.index, model=config.model)
+    else:
+        index = TextIndex.load(published_index_folder(config.model))
+    index.check_dim(encoder.embed_dim, config.model)
+    scorer = TreeScorer(index, encoder.logit_scale)
+    if config.subset:
+        try:
+            text = Path(config.subset).read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise InputError(f"cannot read --subset {config.subset}: {exc}") from exc
+        scorer = scorer.subset(*read_subset(text, config.subset))
+    notes: list[str] = []
+    if config.region or config.deny:  # resolved against the index as --subset left it
+        from .region import resolve_region
+
+        region, notes = resolve_region(scorer.index, config.region, config.deny)
+        scorer = scorer.with_landing(region.landing)
+        log_record.record.update(region=region.summary())
+    log_record.record.update(
+        mode="tree of life",
+        rank=config.rank or "species",
+        subset=config.subset,
+        n_taxa=len(scorer.index),
+    )
+    if config.deepest_rank is not None:
+        threshold = check_threshold(config.deepest_rank)
+
+        def score(features, keys):
+            return scorer.deepest_rows(features, keys, threshold, config.min_prob)
+    else:
+
+        def score(features, keys):
+            return scorer.rows(
+                features, keys, config.rank or "species", config.k or 5, config.min_prob
+            )
+
+    return score, notes
 
 
 def run_embed(config: EmbedConfig) -> EmbedResult:
     """Encode every image and write the embeddings to ``config.output``."""
     images = collect_images(config.images)
-    workers = auto_workers(config.workers)
-    device = resolve_device(config.device)
-    classifier = BaseClassifier(model_str=config.model, pretrained_str=config.pretrained,
-                                device=device, workers=workers)  # fmt: skip
-    encoded = encode_images(classifier.model, classifier.preprocess, images, config.batch_size,
-                            workers, device, normalize=config.normalize,
-                            progress=config.progress)  # fmt: skip
-    keys = [encoded.keys[i] for i in encoded.ok_indices]
-    written = write_embeddings(config.output, config.model, keys, as_numpy(encoded.features))
-    dim = encoded.features.shape[-1] if keys else 0
+    encoder = open_encoder(
+        config.model,
+        config.runtime,
+        squash=squashes(config.model, False),
+        device=config.device,
+        pretrained=config.pretrained,
+    )
+    encoded = encode_images(
+        encoder,
+        images,
+        config.batch_size,
+        auto_workers(config.workers),
+        normalize=config.normalize,
+        progress=config.progress,
+    )
+    keys = [encoded.keys[i] for i in encoded.ok]
+    written = write_embeddings(config.output, config.model, keys, encoded.features)
+    dim = encoded.features.shape[1] if keys else 0
     return EmbedResult(n_images=len(images), n_ok=len(keys), dim=int(dim), written=list(written))
+
+
+# --------------------------------------------------------------------------- --cls, --bins
+
+
+def read_classes(value: str) -> list[str]:
+    """``--cls``: a file with one label per line, or a comma-separated list."""
+    path = Path(value)
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [line.strip() for line in lines if line.strip()]
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def read_bins(path: str) -> dict[str, str]:
+    """``--bins``: a CSV of class,bin."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, index_col=0)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read --bins {path}: {exc}") from exc
+    if len(frame.columns) == 0:
+        raise InputError(f"--bins {path}: needs two columns (class, bin)")
+    return frame[frame.columns[0]].to_dict()

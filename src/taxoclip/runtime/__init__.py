@@ -1,9 +1,20 @@
-"""Runtimes for a model's towers: torch, and ONNX Runtime (fp32 / int8) without torch.
+"""The engine: images and label text to features, features to scores and rows — one of each.
 
-``taxoclip export onnx`` writes an exported model folder (:mod:`.export`); the ONNX
-encoders and the numpy/PIL preprocessing live in :mod:`.onnx` (imports numpy, PIL and,
-when an encoder opens, onnxruntime — never torch); :mod:`.torch_encoder` offers the torch
-model behind the same :class:`ImageEncoder` interface. Importing this package is light.
+- :mod:`.encode` — the encoder interface (:class:`ImageEncoder`, :class:`TextEncoder`),
+  :func:`open_encoder` (torch fp32, ONNX fp32 or ONNX int8, chosen before torch is
+  imported), and the one batched encoding loop (threads, bad images as reasons, progress);
+- :mod:`.onnx`, :mod:`.torch_encoder`, :mod:`.text_torch` — the encoders themselves;
+  :mod:`.preprocess` the numpy preprocessing and the normalisation constants;
+- :mod:`.images` — which files are images, collecting and decoding them;
+- :mod:`.index` — the tree-of-life text index (pybioclip's files), subsets;
+- :mod:`.scoring` — the one numpy scorer (softmax, rank roll-up, subset, region roll-up,
+  deepest rank, custom labels and bins) and :mod:`.rows`, the rows it writes;
+- :mod:`.text` — label text to classifiers, cached; :mod:`.templates`;
+- :mod:`.export` — ``taxoclip export onnx``.
+
+Every stage that encodes or scores uses these (predict, the pybioclip classes, serve,
+eval, analyze, curation's model filter, training validation). Importing this package is
+light; only the torch encoder and the export import torch.
 """
 
 from __future__ import annotations
@@ -12,15 +23,27 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "ImageEncoder": "onnx",
+    "ImageEncoder": "encode",
+    "TextEncoder": "encode",
+    "RUNTIMES": "encode",
+    "choose_runtime": "encode",
+    "open_encoder": "encode",
+    "open_text_encoder": "encode",
+    "iter_features": "encode",
+    "encode_images": "encode",
+    "score_images": "encode",
+    "Encoded": "encode",
     "OnnxImageEncoder": "onnx",
     "OnnxTextEncoder": "onnx",
     "ExportedModel": "onnx",
-    "Preprocess": "onnx",
     "find_exported": "onnx",
-    "open_image_encoder": "onnx",
-    "wants_onnx": "onnx",
-    "RUNTIMES": "onnx",
+    "Preprocess": "preprocess",
+    "OPENAI_MEAN": "preprocess",
+    "OPENAI_STD": "preprocess",
+    "IMAGE_SUFFIXES": "images",
+    "TextIndex": "index",
+    "LabelScorer": "scoring",
+    "TreeScorer": "scoring",
     "TorchImageEncoder": "torch_encoder",
     "export_onnx": "export",
     "run_export_onnx": "export",
@@ -33,16 +56,3 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def open_encoder(model: str, runtime: str = "auto", *, squash: bool = False,
-                 device: str = "cpu", pretrained: str | None = None):  # fmt: skip
-    """An :class:`ImageEncoder` for ``model`` under ``runtime`` (auto/torch/onnx/onnx-int8):
-    auto picks ONNX (fp32) for an exported folder, torch otherwise."""
-    from .onnx import open_image_encoder, wants_onnx
-
-    if wants_onnx(runtime, model):
-        return open_image_encoder(model, "onnx" if runtime == "auto" else runtime, squash=squash)
-    from .torch_encoder import TorchImageEncoder
-
-    return TorchImageEncoder(model, squash=squash, device=device, pretrained=pretrained)

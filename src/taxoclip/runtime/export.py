@@ -33,6 +33,8 @@ from taxoclip.files import write_text_atomic
 from taxoclip.models import load_model, save_model
 
 from .config import ExportOnnxConfig, ExportOnnxResult
+from .images import IMAGE_SUFFIXES
+from .index import TextIndex
 from .onnx import (
     EXPORT_FILE,
     IMAGE_ONNX,
@@ -115,9 +117,11 @@ def _load_samples(images: str | None) -> tuple[list[Image.Image], str]:
     if not images:
         return sample_images(), "16 generated images (noise, gradients, a disk; 6 sizes)"
     folder = Path(images)
-    exts = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-    files = sorted(p for p in (folder.rglob("*") if folder.is_dir() else [folder])
-                   if p.is_file() and p.suffix.lower() in exts)[:64]  # fmt: skip
+    files = sorted(
+        p
+        for p in (folder.rglob("*") if folder.is_dir() else [folder])
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )[:64]
     if not files:
         raise InputError(f"--images {images}: no images found")
     loaded = []
@@ -141,16 +145,9 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _index_matrix(index: str | None, dim: int) -> np.ndarray | None:
     if not index:
         return None
-    path = Path(index) / "txt_emb_species.npy"
-    if not path.is_file():
-        raise InputError(f"--index {index}: missing txt_emb_species.npy")
-    matrix = np.load(path).astype(np.float32)
-    if matrix.ndim != 2 or matrix.shape[0] != dim:
-        raise InputError(
-            f"--index {index}: has embedding dimension D={matrix.shape[0]} but the model "
-            f"produces D={dim}; build an index for this model with `taxoclip index`"
-        )
-    return matrix
+    text_index = TextIndex.load(index)
+    text_index.check_dim(dim, "being exported")
+    return text_index.embeddings.astype(np.float32)
 
 
 def image_agreement(reference: np.ndarray, candidate: np.ndarray,
@@ -256,7 +253,7 @@ def export_onnx(config: ExportOnnxConfig) -> ExportOnnxResult:
     agreement: dict[str, Any] = {"samples": described, "index": config.index}
     for squash in (False, True):
         mode = "squash" if squash else "crop"
-        reference_encoder = TorchImageEncoder(loaded, squash=squash)
+        reference_encoder = TorchImageEncoder.open(loaded, squash=squash)
         reference = reference_encoder.encode(samples, normalize=False)
         onnx_fp32 = OnnxImageEncoder(exported, squash=squash)
         pixels_torch = np.stack([reference_encoder.preprocess(im) for im in samples[:6]])

@@ -12,13 +12,10 @@ is an ordinary open_clip model folder plus:
 - ``export.json``: how they were made (versions, opset, quantisation, preprocessing,
   ``logit_scale``) and their measured agreement with the torch model.
 
-Preprocessing reproduces the torch paths exactly (to float rounding):
-
-- ``crop`` — open_clip's validation transform: resize the shortest side to S (PIL,
-  bicubic or bilinear as the config says), centre crop S×S, scale to [0, 1], normalise;
-- ``squash`` — pybioclip's tree-of-life transform: ``ToTensor`` → ``Resize((S, S),
-  antialias=True)`` → normalise. torch's antialiased bilinear resize is PIL's algorithm
-  on float values, so it is done here per channel on PIL ``F`` (float32) images.
+Preprocessing is :mod:`.preprocess` (numpy + PIL, the torch paths' numbers). Both
+encoders here satisfy :class:`~taxoclip.runtime.encode.ImageEncoder` /
+:class:`~taxoclip.runtime.encode.TextEncoder`, so the one encoding loop and the one scorer
+do not know which runtime runs.
 
 Importing this module imports numpy and PIL only; ``onnxruntime`` is imported when an
 encoder is opened, with a clear error naming ``pip install 'taxoclip[onnx]'`` if absent.
@@ -31,12 +28,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from taxoclip.errors import InputError, UsageError
+
+from .preprocess import Preprocess, l2_normalize
 
 EXPORT_FILE = "export.json"
 IMAGE_ONNX = "image_encoder.onnx"
@@ -46,120 +45,7 @@ TEXT_ONNX_INT8 = "text_encoder.int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "open_clip_config.json"  # the same names as taxoclip.models (no import: torch)
 SAFETENSORS_FILE = "open_clip_model.safetensors"
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 INSTALL_HINT = "pip install 'taxoclip[onnx]'"
-
-
-@runtime_checkable
-class ImageEncoder(Protocol):
-    """What predict, embed, eval and serve need from an image tower, whatever runs it.
-
-    ``encode`` takes decoded RGB images and returns float32 (B, D) features (L2-normalised
-    when ``normalize``); ``preprocess`` turns one image into the float32 (3, S, S) array
-    the tower reads. ``logit_scale`` is ``exp`` of the model's learnt temperature.
-    """
-
-    embed_dim: int
-    image_size: int
-    squash: bool
-    logit_scale: float
-    runtime: str
-
-    def preprocess(self, image: Image.Image) -> np.ndarray: ...
-
-    def encode(self, images: Sequence[Image.Image], normalize: bool = True) -> np.ndarray: ...
-
-
-# --------------------------------------------------------------------------- preprocessing
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """open_clip's validation transform (``crop``) or pybioclip's squash, in numpy + PIL."""
-
-    size: int
-    mean: tuple[float, float, float] = OPENAI_MEAN
-    std: tuple[float, float, float] = OPENAI_STD
-    squash: bool = False
-    interpolation: str = "bicubic"
-
-    @classmethod
-    def from_cfg(cls, cfg: dict[str, Any], squash: bool = False) -> Preprocess:
-        """From an open_clip ``preprocess_cfg`` (``size``, ``mean``, ``std``, …)."""
-        size = cfg.get("size", 224)
-        if isinstance(size, (list, tuple)):
-            if len(set(size)) != 1:
-                raise UsageError(f"non-square input size {size} is not supported by ONNX export")
-            size = size[0]
-        mode = cfg.get("resize_mode") or "shortest"
-        if mode == "longest" and not squash:
-            raise UsageError("resize_mode 'longest' is not supported by the ONNX runtime")
-        interpolation = cfg.get("interpolation") or "bicubic"
-        return cls(
-            size=int(size),
-            mean=tuple(float(v) for v in (cfg.get("mean") or OPENAI_MEAN)),
-            std=tuple(float(v) for v in (cfg.get("std") or OPENAI_STD)),
-            squash=squash or mode == "squash",
-            interpolation="bilinear" if interpolation == "bilinear" else "bicubic",
-        )
-
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        image = image.convert("RGB")
-        size = self.size
-        if self.squash:
-            if image.size == (size, size):
-                pixels = np.asarray(image, dtype=np.float32) / 255.0
-            else:
-                # torch's Resize(antialias=True) on the float tensor == PIL's bilinear on
-                # float ("F") images, one channel at a time.
-                channels = np.asarray(image, dtype=np.float32) / 255.0
-                pixels = np.stack(
-                    [
-                        np.asarray(
-                            Image.fromarray(np.ascontiguousarray(channels[..., c]), mode="F")
-                            .resize((size, size), Image.Resampling.BILINEAR)
-                        )
-                        for c in range(3)
-                    ],
-                    axis=-1,
-                )  # fmt: skip
-        else:
-            width, height = image.size
-            if (width, height) != (size, size):
-                resample = (Image.Resampling.BILINEAR if self.interpolation == "bilinear"
-                            else Image.Resampling.BICUBIC)  # fmt: skip
-                if width <= height:  # torchvision's Resize(int): shortest side to size
-                    new_w, new_h = size, int(size * height / width)
-                else:
-                    new_w, new_h = int(size * width / height), size
-                if (new_w, new_h) != (width, height):
-                    image = image.resize((new_w, new_h), resample)
-                width, height = image.size
-                top = int(round((height - size) / 2.0))
-                left = int(round((width - size) / 2.0))
-                image = image.crop((left, top, left + size, top + size))
-            pixels = np.asarray(image, dtype=np.float32) / 255.0
-        mean = np.asarray(self.mean, dtype=np.float32)
-        std = np.asarray(self.std, dtype=np.float32)
-        return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1), dtype=np.float32)
-
-    def batch(self, images: Sequence[Image.Image]) -> np.ndarray:
-        out = np.empty((len(images), 3, self.size, self.size), dtype=np.float32)
-        for i, image in enumerate(images):
-            out[i] = self(image)
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        return {"size": self.size, "mean": list(self.mean), "std": list(self.std),
-                "squash": self.squash, "interpolation": self.interpolation}  # fmt: skip
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows to unit length, as ``torch.nn.functional.normalize`` (eps 1e-12)."""
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
 
 
 # --------------------------------------------------------------------------- sessions
@@ -305,6 +191,14 @@ class OnnxImageEncoder:
         _check_io(self.session, self.path, "image",
                   (3, self.image_size, self.image_size), self.embed_dim)  # fmt: skip
         self._input = self.session.get_inputs()[0].name
+        self.weights = self.exported.folder / SAFETENSORS_FILE  # keys the label cache
+        self._text = None
+        text_file = self.exported.text_file(int8)
+        self.text_runtime = (
+            "torch"
+            if text_file is None
+            else ("onnx-int8" if ".int8." in text_file.name else "onnx")
+        )
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         return self._pre(image)
@@ -320,6 +214,12 @@ class OnnxImageEncoder:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         return self.encode_pixels(self._pre.batch(images), normalize)
 
+    def text_encoder(self):
+        """This model's text tower (:func:`text_encoder_of`), opened once."""
+        if self._text is None:
+            self._text = text_encoder_of(self.exported, self.int8)
+        return self._text
+
 
 class OnnxTextEncoder:
     """The text tower of an exported folder with its own BPE tokenizer: no torch."""
@@ -332,6 +232,7 @@ class OnnxTextEncoder:
         if path is None:
             raise InputError(f"exported model {exported.folder}: no {TEXT_ONNX} + {TOKENIZER_FILE}")
         self.path = path
+        self.runtime = "onnx-int8" if ".int8." in path.name else "onnx"
         self.embed_dim = exported.embed_dim
         self.context_length = int(exported.model_cfg.get("text_cfg", {}).get("context_length", 77))
         self.tokenizer = BPETokenizer.load(exported.folder / TOKENIZER_FILE)
@@ -348,17 +249,15 @@ class OnnxTextEncoder:
         return l2_normalize(features) if normalize else features
 
 
-def wants_onnx(runtime: str, model_spec: str) -> bool:
-    """``auto`` picks ONNX for an exported folder; ``torch`` never; ``onnx*`` always."""
-    if runtime not in RUNTIMES:
-        raise UsageError(f"--runtime must be one of {', '.join(RUNTIMES)} (got {runtime})")
-    if runtime == "auto":
-        return find_exported(model_spec) is not None
-    return runtime != "torch"
+def text_encoder_of(exported: ExportedModel, int8: bool = False):
+    """An exported model's text tower: its ONNX one (the int8 file with ``int8``, when
+    there is one); for a folder exported without it (``--no-text``), torch's, loaded from
+    the folder's weights — the one case where the ONNX path imports torch."""
+    if exported.text_file(int8) is not None:
+        return OnnxTextEncoder(exported, int8=int8)
+    from taxoclip.models import load_model
 
+    from .text_torch import TorchTextEncoder
 
-def open_image_encoder(model_spec: str, runtime: str = "onnx", *, squash: bool = False,
-                       threads: int | None = None) -> OnnxImageEncoder:  # fmt: skip
-    """The ONNX image encoder for ``--runtime`` (``auto`` → fp32, ``onnx-int8`` → int8)."""
-    return OnnxImageEncoder(model_spec, int8=runtime == "onnx-int8", squash=squash,
-                            threads=threads)  # fmt: skip
+    loaded = load_model(str(exported.folder))
+    return TorchTextEncoder(loaded.model.eval(), loaded.tokenizer)

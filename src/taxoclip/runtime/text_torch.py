@@ -114,6 +114,8 @@ class TorchTextEncoder:
     """The torch text tower behind the interface of ``OnnxTextEncoder`` (``tokenize`` →
     numpy ids; ``encode_tokens`` of a trimmed id array → numpy features)."""
 
+    runtime = "torch"
+
     def __init__(self, model: torch.nn.Module, tokenizer, device: str | torch.device = "cpu"):
         self.model, self.tokenizer, self.device = model, tokenizer, torch.device(device)
 

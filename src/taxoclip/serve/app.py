@@ -22,12 +22,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taxoclip import __version__
 from taxoclip.errors import TaxoclipError
-from taxoclip.predict.rows import error_row
+from taxoclip.runtime.rows import error_row
 from taxoclip.taxonomy import RANK_NAMES, Rank
 
 from . import page
 from .batching import Batcher, Busy
-from .engine import PLAIN, TREE, Engine, parse_subset
+from .engine import PLAIN, TREE, Engine
 from .uploads import BodyLimit, Limits, decode_or_reason
 
 #: No resource from another origin, ever; blob: for the page's own thumbnails.
@@ -247,7 +247,7 @@ def _add_predict(app: FastAPI, engine: Engine, batcher: Batcher, limits: Limits)
             except (ValueError, KeyError) as exc:
                 raise BadRequest(f"rank must be one of {', '.join(RANK_NAMES)} "
                                  f"(got {rank_text!r})") from exc  # fmt: skip
-            subset = parse_subset(subset_text, engine.known) if subset_text else None
+            subset = engine.subset_key(subset_text) if subset_text else None
             kind = TREE
 
             def finish(features):

@@ -1,75 +1,67 @@
-"""What the server computes: the image tower behind one call, and predict's rows.
+"""What the server computes: the engine's encoders behind one call, and its scorer's rows.
 
-:meth:`Engine.encode` is the only place the image model runs (through
-``taxoclip.runtime.open_encoder``: torch, or ONNX fp32/int8 for an exported folder), so
-the batcher does not care which runtime it is. Everything else here turns features into
-the rows ``taxoclip predict --format json`` writes: tree-of-life top-k at a rank (higher
-ranks by summing species probabilities, as ``TreeOfLifeClassifier``), or custom labels
-(80-template text classifiers, as ``CustomLabelsClassifier``). The text tower is torch's
-(custom labels only); their embeddings are cached per label list.
+:meth:`Engine.encode` is the only place the image model runs (an encoder from
+``taxoclip.runtime.open_encoder``: torch, or ONNX fp32/int8 for an exported folder), so the
+batcher does not care which runtime it is. The rows are the scorer's
+(:mod:`taxoclip.runtime.scoring`), the ones ``taxoclip predict --format json`` writes:
+tree-of-life top-k at a rank, with a subset, or custom labels (their text classifiers from
+the model's own text tower, cached per label list). Under ONNX, torch is never imported
+(custom labels of a folder exported without its text tower excepted).
 
 Not thread-safe by design: only the batcher's worker thread calls ``encode`` and the
-scoring methods; request handlers only call :func:`parse_subset` with :meth:`Engine.known`.
+scoring methods; request handlers only call :meth:`Engine.subset_key`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from collections.abc import Hashable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
-from taxoclip.errors import UsageError
-from taxoclip.predict.index import TextIndex, encode_class_texts, rollup_topk
-from taxoclip.predict.rows import (
-    PRED_CLASSIFICATION_KEY,
-    PRED_FILENAME_KEY,
-    PRED_SCORE_KEY,
-    tol_row,
-)
-from taxoclip.predict.scoring import published_index_folder
-from taxoclip.taxonomy import RANK_NAMES, Rank
+from taxoclip.runtime.encode import ImageEncoder, open_encoder, squashes
+from taxoclip.runtime.index import TextIndex, published_index_folder, read_subset
+from taxoclip.runtime.preprocess import l2_normalize
+from taxoclip.runtime.scoring import LabelScorer, TreeScorer
+from taxoclip.taxonomy import Rank
 
-log = logging.getLogger(__name__)
-
-#: Kinds of forward pass: pybioclip's squash (tree of life) or open_clip's validation
-#: transform (custom labels, embed) — the preprocessing predict uses for each mode.
+#: Kinds of forward pass: pybioclip's squash (tree of life) or the preprocessing predict
+#: uses for custom labels and embed (open_clip's centre crop, the BioCLIP models' squash).
 TREE, PLAIN = "tree", "plain"
-LABEL_CACHE = 64  # label lists whose text embeddings are kept
+LABEL_CACHE = 64  # label lists whose text classifiers are kept
 SUBSET_CACHE = 16
+
+SubsetKey = tuple[Rank, tuple[str, ...]]
 
 
 class Engine:
     """A model and a tree-of-life index, loaded once."""
 
-    def __init__(self, model: str, index: str | None = None, *, pretrained: str | None = None,
-                 runtime: str = "auto", device: str = "cpu") -> None:  # fmt: skip
-        from taxoclip.runtime import open_encoder
-
+    def __init__(
+        self,
+        model: str,
+        index: str | None = None,
+        *,
+        pretrained: str | None = None,
+        runtime: str = "auto",
+        device: str = "cpu",
+    ) -> None:
         started = time.perf_counter()
         self.model_spec = model
-        self.device = device
-        self.pretrained = pretrained
-        self._encoders = {
-            TREE: open_encoder(model, runtime, squash=True, device=device, pretrained=pretrained)
-        }
-        self.runtime = self._encoders[TREE].runtime
-        self.embed_dim = int(self._encoders[TREE].embed_dim)
-        self.logit_scale = float(self._encoders[TREE].logit_scale)
-        self.index_path = str(index) if index else self._published_index()
+        tree = open_encoder(model, runtime, squash=True, device=device, pretrained=pretrained)
+        self._encoders: dict[Hashable, ImageEncoder] = {TREE: tree}
+        self.device = str(getattr(tree, "device", "cpu"))  # ONNX runs on the CPU
+        self.runtime = tree.runtime
+        self.embed_dim = int(tree.embed_dim)
+        self.logit_scale = float(tree.logit_scale)
+        self.index_path = str(index) if index else str(published_index_folder(model))
         self.index = TextIndex.load(self.index_path, model=model)
         self.index.check_dim(self.embed_dim, model)
-        self._labels: OrderedDict[tuple[str, ...], TextIndex] = OrderedDict()
-        self._subsets: OrderedDict[tuple, TextIndex] = OrderedDict()
-        self._text_model: Any = None
-        self._known: dict[Rank, frozenset[str]] = {}
+        self.tree = TreeScorer(self.index, self.logit_scale)
+        self._labels: OrderedDict[tuple[str, ...], LabelScorer] = OrderedDict()
+        self._subsets: OrderedDict[SubsetKey, TreeScorer] = OrderedDict()
         self.load_seconds = time.perf_counter() - started
 
     # ------------------------------------------------------------------ the model call
@@ -79,146 +71,61 @@ class Engine:
         ``PLAIN`` (the preprocessing)."""
         return self._encoder(kind).encode(list(images), normalize=False)
 
-    def _encoder(self, kind: Hashable):
-        if kind not in self._encoders:  # open_clip's transform: opened on first use
+    def _encoder(self, kind: Hashable) -> ImageEncoder:
+        if kind not in self._encoders:  # opened on first use
             tree = self._encoders[TREE]
-            if tree.runtime == "torch":  # share the weights already in memory
-                from taxoclip.runtime import TorchImageEncoder
+            if squashes(self.model_spec, tree_of_life=False):
+                self._encoders[kind] = tree  # the same preprocessing: the same encoder
+            elif tree.runtime == "torch":  # share the weights already in memory
+                from taxoclip.runtime.torch_encoder import TorchImageEncoder
 
-                self._encoders[kind] = TorchImageEncoder(tree.loaded, squash=False,
-                                                         device=self.device)  # fmt: skip
+                self._encoders[kind] = TorchImageEncoder.open(tree.loaded, device=tree.device)
             else:
-                from taxoclip.runtime import open_encoder
-
-                self._encoders[kind] = open_encoder(self.model_spec, self.runtime, squash=False)
+                self._encoders[kind] = open_encoder(self.model_spec, tree.runtime)
         return self._encoders[kind]
-
-    def _published_index(self) -> str:
-        return str(published_index_folder(self.model_spec))
 
     # ------------------------------------------------------------------ rows
 
-    @torch.inference_mode()
-    def tree_rows(self, features: np.ndarray, keys: Sequence[str], rank: Rank, k: int,
-                  min_prob: float = 1e-9, subset: tuple | None = None) -> list[list[dict]]:  # fmt: skip
+    def tree_rows(
+        self,
+        features: np.ndarray,
+        keys: Sequence[str],
+        rank: Rank,
+        k: int,
+        min_prob: float = 1e-9,
+        subset: SubsetKey | None = None,
+    ) -> list[list[dict]]:
         """``taxoclip predict --rank RANK --k K [--subset]`` rows, per image."""
-        index = self._subset_index(subset) if subset else self.index
-        probs = self._probs(features, index)
-        if rank is Rank.SPECIES:
-            values, positions = probs.topk(min(k, probs.shape[1]), dim=1)
-            named = [[(index.names[p][0], index.names[p][1]) for p in row]
-                     for row in positions.tolist()]  # fmt: skip
-        else:
-            group, labels = index.rollup(rank)
-            values, positions = rollup_topk(probs, group, len(labels), k, min_prob)
-            named = [[(labels[p], "") for v, p in zip(vs, ps, strict=True) if v > 0]
-                     for vs, ps in zip(values.tolist(), positions.tolist(), strict=True)]  # fmt: skip
-        return [
-            [
-                tol_row(key, rank, names, common, float(values[row, j]))
-                for j, (names, common) in enumerate(named[row])
-            ]
-            for row, key in enumerate(keys)
-        ]
+        scorer = self._subset(subset) if subset else self.tree
+        return scorer.rows(l2_normalize(features), keys, rank, k, min_prob)
 
-    @torch.inference_mode()
-    def label_rows(self, features: np.ndarray, keys: Sequence[str], labels: Sequence[str],
-                   k: int | None = None) -> list[list[dict]]:  # fmt: skip
+    def label_rows(
+        self, features: np.ndarray, keys: Sequence[str], labels: Sequence[str], k: int | None = None
+    ) -> list[list[dict]]:
         """``taxoclip predict --cls LABELS [--k K]`` rows, per image."""
-        probs = self._probs(features, self.label_index(labels))
-        values, positions = probs.topk(min(k or len(labels), len(labels)), dim=1)
-        return [
-            [
-                {
-                    PRED_FILENAME_KEY: key,
-                    PRED_CLASSIFICATION_KEY: labels[p],
-                    PRED_SCORE_KEY: float(v),
-                }
-                for v, p in zip(values[row].tolist(), positions[row].tolist(), strict=True)
-            ]
-            for row, key in enumerate(keys)
-        ]
+        return self.label_scorer(labels).rows(l2_normalize(features), keys, k)
 
-    def _probs(self, features: np.ndarray, index: TextIndex) -> torch.Tensor:
-        tensor = torch.nn.functional.normalize(torch.from_numpy(np.asarray(features)), dim=-1)
-        return torch.softmax(index.logits(tensor, self.logit_scale), dim=1)
-
-    def label_index(self, labels: Sequence[str]) -> TextIndex:
-        """The 80-template text classifier of ``labels`` (cached: a repeated list is free)."""
+    def label_scorer(self, labels: Sequence[str]) -> LabelScorer:
+        """The scorer of ``labels`` (kept: a repeated list is free)."""
         key = tuple(labels)
-        if key in self._labels:
-            self._labels.move_to_end(key)
-            return self._labels[key]
-        model, tokenizer, device = self._text_tower()
-        embeddings = encode_class_texts(model, tokenizer, list(labels), device).cpu()
-        self._labels[key] = TextIndex(embeddings, [[[""] * 7, name] for name in labels])
-        while len(self._labels) > LABEL_CACHE:
-            self._labels.popitem(last=False)
+        if key not in self._labels:
+            self._labels[key] = LabelScorer.for_model(self._encoders[TREE], labels)
+            while len(self._labels) > LABEL_CACHE:
+                self._labels.popitem(last=False)
+        self._labels.move_to_end(key)
         return self._labels[key]
 
-    def _text_tower(self):
-        tree = self._encoders[TREE]
-        if tree.runtime == "torch":
-            return tree.model, tree.loaded.tokenizer, tree.device
-        if self._text_model is None:  # ONNX image tower: the text tower stays torch's
-            from taxoclip.models import load_model
+    def subset_key(self, text: str) -> SubsetKey:
+        """A subset CSV's text (``--subset``'s format), checked against the index — a
+        UsageError naming what it lacks — as the key :meth:`tree_rows` caches."""
+        rank, values = read_subset(text, "subset")
+        self.index.check_names(rank, values)  # against the names at the rank, kept once
+        return rank, tuple(sorted(values))
 
-            self._text_model = load_model(self.model_spec, pretrained=self.pretrained)
-        return self._text_model.model.eval(), self._text_model.tokenizer, "cpu"
-
-    def known(self, rank: Rank) -> frozenset[str]:
-        """Every name at ``rank`` in the index (as a subset CSV writes it), computed once."""
-        if rank not in self._known:
-            self._known[rank] = frozenset(taxon_value(e[0], rank) for e in self.index.names)
-        return self._known[rank]
-
-    def _subset_index(self, subset: tuple) -> TextIndex:
+    def _subset(self, subset: SubsetKey) -> TreeScorer:
         if subset not in self._subsets:
-            rank, values = subset
-            self._subsets[subset] = self.index.subset(subset_mask(self.index, rank, values))
+            self._subsets[subset] = self.tree.subset(*subset)
             while len(self._subsets) > SUBSET_CACHE:
                 self._subsets.popitem(last=False)
         self._subsets.move_to_end(subset)
         return self._subsets[subset]
-
-
-# ---------------------------------------------------------------------------- subsets
-
-
-def parse_subset(
-    text: str, known: Callable[[Rank], frozenset[str]]
-) -> tuple[Rank, tuple[str, ...]]:
-    """``--subset``'s CSV (first column named by a rank, one taxon per line) → a key the
-    engine caches; unknown names or ranks are a :class:`UsageError` naming them."""
-    rows = [row for row in csv.reader(io.StringIO(text)) if row and row[0].strip()]
-    if not rows:
-        raise UsageError("subset: empty; give a CSV whose first line names a rank")
-    column = rows[0][0].strip().lower()
-    if column not in RANK_NAMES:
-        raise UsageError(
-            f"subset: the first column is named '{column}' but must be one of "
-            f"{','.join(RANK_NAMES)}"
-        )
-    rank = Rank.parse(column)
-    values = tuple(dict.fromkeys(row[0].strip() for row in rows[1:]))
-    if not values:
-        raise UsageError(f"subset: no {column} names under the header")
-    names = known(rank)
-    unknown = [v for v in values if v not in names]
-    if unknown:
-        raise UsageError(
-            f"Unknown {column} received: {', '.join(unknown)}. Only known {column} may be used."
-        )
-    return rank, tuple(sorted(values))
-
-
-def taxon_value(ranks: Sequence[str], rank: Rank) -> str:
-    """A taxon's name at ``rank`` as a subset CSV writes it (species: the binomial)."""
-    if rank is Rank.SPECIES:
-        return f"{ranks[5]} {ranks[6]}"
-    return ranks[int(rank)]
-
-
-def subset_mask(index: TextIndex, rank: Rank, values: Sequence[str]) -> list[bool]:
-    wanted = set(values)
-    return [taxon_value(entry[0], rank) in wanted for entry in index.names]

@@ -99,17 +99,19 @@ def run_serve(config: ServeConfig) -> ServeResult:
     try:
         from PIL import Image
 
-        from taxoclip.models import resolve_device
-
         from .app import create_app
         from .engine import Engine
         from .uploads import Limits
 
         if config.max_pixels > (Image.MAX_IMAGE_PIXELS or 0):
             Image.MAX_IMAGE_PIXELS = config.max_pixels  # our limit, not PIL's, decides
-        device = resolve_device(config.device)
-        engine = Engine(config.model, config.index, pretrained=config.pretrained,
-                        runtime=config.runtime, device=str(device))  # fmt: skip
+        engine = Engine(
+            config.model,
+            config.index,
+            pretrained=config.pretrained,
+            runtime=config.runtime,
+            device=config.device,
+        )
         limits = Limits(max_upload_bytes=config.max_upload_bytes, max_files=config.max_files,
                         max_pixels=config.max_pixels)  # fmt: skip
         app = create_app(engine, limits, batch_wait_ms=config.batch_wait_ms,

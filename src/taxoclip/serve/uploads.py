@@ -1,6 +1,6 @@
 """Uploads: the request-size guard, and decoding one uploaded image (errors as reasons).
 
-Decoding goes through predict's image loading (``load_rgb``, ``describe_error``), so an
+Decoding goes through the engine's image loading (``load_rgb``, ``describe_error``), so an
 upload fails with the same reasons a file on disk does; it adds what a server needs on
 top: an empty upload is named as such and an image larger than ``max_pixels`` is refused
 from its header, before a single pixel is decoded (PIL's own decompression-bomb guard
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from taxoclip.predict.imageio import describe_error, load_rgb
+from taxoclip.runtime.images import describe_error, load_rgb
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 Each class is described by its ``taxon`` caption when the folder has lineage columns,
 else by ``a photo of <class>.``; one caption per class, no template ensemble. The
-published protocol (80 templates, every benchmark) lives in ``taxoclip eval``.
+published protocol (80 templates, every benchmark) lives in ``taxoclip eval``. Images go
+through the engine's encoding loop and scorer (:mod:`taxoclip.runtime`), as every
+prediction does; one that cannot be read counts as a miss.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
 from taxoclip.errors import InputError
+from taxoclip.runtime.encode import encode_images
+from taxoclip.runtime.scoring import class_logits
+from taxoclip.runtime.text import AS_GIVEN, class_text_matrix
+from taxoclip.runtime.torch_encoder import TorchImageEncoder
 from taxoclip.taxonomy import Lineage, render_text
 
 
@@ -30,7 +35,6 @@ def class_captions(rows: list[dict[str, str]]) -> dict[str, str]:
     return captions
 
 
-@torch.inference_mode()
 def zero_shot_top1(
     clip: torch.nn.Module,
     preprocess,
@@ -52,21 +56,12 @@ def zero_shot_top1(
     if not rows:
         raise InputError(f"{metadata} lists no images" + (f" with {where}" if where else ""))
     was_training = clip.training
-    clip.eval()
+    encoder = TorchImageEncoder(clip.eval(), preprocess, tokenizer=tokenizer, device=device)
     captions = class_captions(rows)
-    labels = list(captions)
-    text = F.normalize(clip.encode_text(tokenizer(list(captions.values())).to(device)), dim=-1)
-    position = {label: i for i, label in enumerate(labels)}
-    correct = 0
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        images = []
-        for row in chunk:
-            with Image.open(folder / row["filepath"]) as image:
-                images.append(preprocess(image.convert("RGB")))
-        features = F.normalize(clip.encode_image(torch.stack(images).to(device)), dim=-1)
-        predicted = (features @ text.T).argmax(dim=1).cpu()
-        truth = torch.tensor([position[row["class"]] for row in chunk])
-        correct += int((predicted == truth).sum())
+    text = class_text_matrix(encoder.text_encoder(), list(captions.values()), AS_GIVEN)
+    encoded = encode_images(encoder, [str(folder / row["filepath"]) for row in rows], batch_size)
+    predicted = class_logits(encoded.features, text, 1.0).argmax(axis=1)
+    position = {label: i for i, label in enumerate(captions)}
+    truth = np.array([position[rows[i]["class"]] for i in encoded.ok], dtype=np.int64)
     clip.train(was_training)
-    return correct / len(rows)
+    return int((predicted == truth).sum()) / len(rows)

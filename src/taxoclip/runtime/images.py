@@ -1,8 +1,10 @@
-"""Image inputs without torch: collecting paths, decoding, and why an image failed.
+"""Image inputs, torch-free: which files are images, collecting them, decoding in threads,
+and why an image failed.
 
-Shared by both runtimes: the torch path (:mod:`.images`, DataLoader workers) and the ONNX
-path (:func:`iter_decoded`, threads). Nothing here is ever fatal for one image: a failure
-becomes that image's reason, the same words whichever runtime runs.
+Every stage that reads image files finds them here (:data:`IMAGE_SUFFIXES`, the one list),
+and every encoder is fed by :func:`iter_decoded` (through :mod:`.encode`). Nothing here is
+ever fatal for one image: a failure becomes that image's reason, the same words whichever
+runtime runs and whichever stage asked.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from PIL import Image
 
 from taxoclip.errors import UsageError
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".jfif"}
+#: File suffixes read as images wherever a folder is scanned (predict, curation's folder
+#: sources and leak check, ONNX export's samples): what PIL decodes of the usual photo formats.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 )
 
 ImageInput = str | os.PathLike | Image.Image
@@ -40,11 +44,11 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> list[str]:
             files = sorted(
                 str(p)
                 for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
             )
             if not files:
                 raise UsageError(
-                    f"directory {text} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})"
+                    f"directory {text} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
                 )
             found.extend(files)
         elif any(ch in text for ch in "*?[") and not path.exists():
@@ -115,8 +119,11 @@ def iter_decoded(
 
     def batch(start: int, pool: ThreadPoolExecutor | None):
         chunk = images[start : start + batch_size]
-        results = (pool.map(lambda im: prepare_one(im, prepare), chunk) if pool
-                   else (prepare_one(im, prepare) for im in chunk))  # fmt: skip
+        results = (
+            pool.map(lambda im: prepare_one(im, prepare), chunk)
+            if pool
+            else (prepare_one(im, prepare) for im in chunk)
+        )
         ok, prepared, errors = [], [], {}
         for offset, (value, reason) in enumerate(results):
             if reason is None:
@@ -142,7 +149,7 @@ def iter_decoded(
 
 
 def auto_workers(value: int | None) -> int:
-    """Decoding processes when ``--workers`` is not given: none on ≤ 2 cores (measured:
+    """Decoding threads when ``--workers`` is not given: none on ≤ 2 cores (measured:
     they only compete with the model for the CPU there), else up to 4."""
     if value is not None:
         return value

@@ -86,8 +86,3 @@ OPENAI_IMAGENET_TEMPLATES: tuple[str, ...] = (
     "a photo of a small {}.",
     "a tattoo of the {}.",
 )
-
-
-def expand(label: str) -> list[str]:
-    """Every template filled with ``label``."""
-    return [template.format(label) for template in OPENAI_IMAGENET_TEMPLATES]
