@@ -115,7 +115,7 @@ def _image_workers() -> list[int]:
             title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
-        if "ImagePartStage" in title:
+        if "CheckImagePart" in title:
             pids.append(pid)
     return pids
 

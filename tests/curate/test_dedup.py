@@ -300,15 +300,15 @@ def groupby_near_duplicates(
     per bucket, as Ray's group-by hands them over) → verified pairs → greedy keepers."""
     import pyarrow as pa
 
-    from taxoclip.curate import stages
+    from taxoclip.curate import duplicates
     from taxoclip.curate.dedup import greedy_keepers
 
     table = pa.table({"record_id": ids, "pixels": pa.array(pixels, pa.int64()),
                       "md5": [""] * len(ids), "pdq": [c.tobytes() for c in codes],
                       "stage": [""] * len(ids), "reason": [""] * len(ids)})  # fmt: skip
-    rows = stages.band_rows(table, radius, buckets=3)
+    rows = duplicates.band_rows(table, radius, buckets=3)
     groups = [rows.filter(pa.compute.equal(rows.column("bucket"), b)) for b in range(3)]
-    edges = pa.concat_tables([stages.pairs_group(g, radius) for g in groups if g.num_rows])
+    edges = pa.concat_tables([duplicates.pairs_group(g, radius) for g in groups if g.num_rows])
     priority = {r: (-p, r) for r, p in zip(ids, pixels, strict=True)}
     triples = list(zip(*(edges.column(c).to_pylist() for c in ("a", "b", "distance")),
                        strict=True))  # fmt: skip

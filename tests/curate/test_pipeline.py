@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from taxoclip.curate import CurateConfig, curate
-from taxoclip.curate.pipeline import ImageStage, ray_session
+from taxoclip.curate.pipeline import CheckImages, ray_session
 from taxoclip.data import read_shards
 from taxoclip.synth import SynthConfig, generate
 from tests.helpers import saved_model
@@ -328,8 +328,8 @@ def test_model_filter_stage_drops_what_the_filter_rejects(raw, truth, tmp_path) 
     options = dict(cache_dir=None, per_host=2, retries=1, timeout=5.0, min_size=1,
                    max_pixels=10**8, image_size=IMAGE_SIZE, jpeg_quality=90,
                    model_filter=str(model_dir), filter_threshold=0.0)  # fmt: skip
-    dropped = ImageStage(options)(batch).to_pylist()
+    dropped = CheckImages(options)(batch).to_pylist()
     assert {r["stage"] for r in dropped} == {"model_filter"}
     assert all(r["reason"].startswith("model_filter: not an organism photo") for r in dropped)
-    kept = ImageStage({**options, "filter_threshold": 1.0})(batch).to_pylist()
+    kept = CheckImages({**options, "filter_threshold": 1.0})(batch).to_pylist()
     assert all(r["stage"] == "" and r["jpeg"] for r in kept)

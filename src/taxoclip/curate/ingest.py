@@ -179,8 +179,13 @@ class Source:
             yield records, rejected
 
     def description(self) -> dict[str, object]:
-        return {"source": self.label, "path": str(self.path), "kind": self.kind,
-                "records": self.records, "rejected": self.rejected}  # fmt: skip
+        return {
+            "source": self.label,
+            "path": str(self.path),
+            "kind": self.kind,
+            "records": self.records,
+            "rejected": self.rejected,
+        }
 
 
 def read_source(
@@ -205,8 +210,9 @@ def read_source(
     else:
         rows, bad = read_folder(path, label)
     table, repeats = _drop_repeated_ids(_to_table(rows))
-    return Source(label, path, kind, table.num_rows,
-                  lambda: iter([(table.to_pylist(), bad + repeats)]))  # fmt: skip
+    return Source(
+        label, path, kind, table.num_rows, lambda: iter([(table.to_pylist(), bad + repeats)])
+    )
 
 
 # --------------------------------------------------------------------------- readers
@@ -374,8 +380,14 @@ def _drop_repeated_ids(records: pa.Table) -> tuple[pa.Table, list[dict[str, str]
             # the repeat gets its own id so every record in the ledger stays unique
             seen[record_id] += 1
             row = records.slice(i, 1).to_pylist()[0]
-            rejected.append(_reject(f"{record_id}#repeat{seen[record_id]}", row["source"],
-                                    row["url"], f"record id {record_id} repeated in the source"))  # fmt: skip
+            rejected.append(
+                _reject(
+                    f"{record_id}#repeat{seen[record_id]}",
+                    row["source"],
+                    row["url"],
+                    f"record id {record_id} repeated in the source",
+                )
+            )
         else:
             seen[record_id] = 0
             keep.append(i)

@@ -44,8 +44,16 @@ __all__ = ["Backbone", "NameResolver", "ParsedQuery", "Resolution", "name_key", 
 # Lineage ranks above species, as backbone rank names, in the order of GIVEN_RANKS.
 HIGHER_RANKS = ("kingdom", "phylum", "class", "order", "family", "genus")
 _HIGHER_INDEX = {rank: index for index, rank in enumerate(HIGHER_RANKS)}
-_TAXON_COLUMNS = ("taxonID", "parentNameUsageID", "acceptedNameUsageID", "canonicalName",
-                  "taxonRank", "taxonomicStatus", *HIGHER_RANKS, "specificEpithet")  # fmt: skip
+_TAXON_COLUMNS = (
+    "taxonID",
+    "parentNameUsageID",
+    "acceptedNameUsageID",
+    "canonicalName",
+    "taxonRank",
+    "taxonomicStatus",
+    *HIGHER_RANKS,
+    "specificEpithet",
+)
 _NO_HIGHER = ("",) * len(HIGHER_RANKS)
 # Epithet qualifiers that say the specimen is *not* (or not only) the named species.
 _NOT_THE_SPECIES = {"aff.": "'aff.' names a species near it, not it"}

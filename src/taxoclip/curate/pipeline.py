@@ -54,7 +54,7 @@ from taxoclip.curate.config import CurateConfig, CurateResult, available_cores
 from taxoclip.curate.driver import Run, Work
 from taxoclip.curate.plan import stages
 from taxoclip.curate.records import REJECT_STAGES
-from taxoclip.curate.stages import ImageStage, NameStage, shard_key  # noqa: F401 - re-exported
+from taxoclip.curate.stages import CheckImages, ResolveNames, shard_key  # noqa: F401 - re-exported
 from taxoclip.data import ShardSet
 from taxoclip.errors import InputError, TaxoclipError, UsageError
 from taxoclip.files import write_text_atomic
@@ -102,8 +102,10 @@ class _DropRayNoise(logging.Filter):
     at the resource view right after a task ended, ~0.1 s before its CPU shows as free
     again: with one CPU (``--workers 1``) it would come every run, though nothing hangs."""
 
-    NOISE = ("Progress bars disabled", "Warning: The Ray cluster currently does not have any "
-             "available CPUs")  # fmt: skip
+    NOISE = (
+        "Progress bars disabled",
+        "Warning: The Ray cluster currently does not have any available CPUs",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith(self.NOISE)
@@ -150,8 +152,15 @@ def curate(config: CurateConfig, progress: bool | None = None) -> CurateResult:
     sources = source_labels(config.sources)  # bad sources fail here, before Ray starts
     started = time.perf_counter()
     with ray_session(config.ray_address, config.workers):
-        run = Run(config, Work(out / WORK_DIR), stages(), progress,
-                  sources=sources, columns=columns, backbone=backbone)  # fmt: skip
+        run = Run(
+            config,
+            Work(out / WORK_DIR),
+            stages(),
+            progress,
+            sources=sources,
+            columns=columns,
+            backbone=backbone,
+        )
         counts = run.all()
         ledger = write_ledger(run.work, out)
     stats = _stats(config, counts, ledger, run.seconds, time.perf_counter() - started)
@@ -162,15 +171,17 @@ def curate(config: CurateConfig, progress: bool | None = None) -> CurateResult:
         shutil.rmtree(run.work.root, ignore_errors=True)
     sizes = counts["shards"].sizes
     if not n_in:  # the ledger is written all the same: a run over nothing is recorded
-        raise TaxoclipError(f"curate: no record survived: the sources hold no record; "
-                            f"see {out / 'stats.json'}")  # fmt: skip
+        raise TaxoclipError(
+            f"curate: no record survived: the sources hold no record; see {out / 'stats.json'}"
+        )
     if not ledger["kept"]:
         raise TaxoclipError(
             f"curate: no record survived ({ledger['rejected']} rejected); "
             f"see {out / 'rejected.parquet'}"
         )
-    pattern = ShardSet(paths=[out / n for n in sorted(sizes)],
-                       sizes=[sizes[n] for n in sorted(sizes)]).pattern  # fmt: skip
+    pattern = ShardSet(
+        paths=[out / n for n in sorted(sizes)], sizes=[sizes[n] for n in sorted(sizes)]
+    ).pattern
     return CurateResult(out=out, stats=stats, shard_pattern=pattern)
 
 
@@ -179,8 +190,11 @@ def write_ledger(work: Work, out: Path) -> dict:
     drives the sort, so the driver holds no row); returns the counts met on the way."""
     import ray
 
-    files = (work.files("manifest") + work.files("final", "rejected-*.parquet")
-             + work.files("ingest-rejected"))  # fmt: skip
+    files = (
+        work.files("manifest")
+        + work.files("final", "rejected-*.parquet")
+        + work.files("ingest-rejected")
+    )
     task = ray.remote(num_cpus=0)(_ledger_task)  # no CPU: the sort's own tasks need them
     return ray.get(task.remote(files, str(out)))
 
@@ -188,7 +202,7 @@ def write_ledger(work: Work, out: Path) -> dict:
 def _ledger_task(files: list[str], out: str) -> dict:
     """Runs in a Ray worker: the ledger sort is driven from there, not from the driver."""
     _quiet_ray_data()
-    from taxoclip.curate.stages import write_ledgers
+    from taxoclip.curate.output import write_ledgers
 
     return write_ledgers(files, out)
 
@@ -196,14 +210,22 @@ def _ledger_task(files: list[str], out: str) -> dict:
 # --------------------------------------------------------------------------- stats
 
 
-def _stats(config: CurateConfig, counts: dict, ledger: dict, stage_seconds: dict[str, float],
-           seconds: float) -> dict:  # fmt: skip
+def _stats(
+    config: CurateConfig,
+    counts: dict,
+    ledger: dict,
+    stage_seconds: dict[str, float],
+    seconds: float,
+) -> dict:
     ingest, eval_, exact = counts["ingest"], counts["eval"], counts["exact"]
-    dedup = {"exact_duplicates": exact.exact_duplicates,
-             "near_duplicates": counts["near"].near_duplicates}  # fmt: skip
+    dedup = {
+        "exact_duplicates": exact.exact_duplicates,
+        "near_duplicates": counts["near"].near_duplicates,
+    }
     if config.exclude_eval:
-        dedup.update(eval_images=eval_.eval_images, eval_unreadable=eval_.eval_unreadable,
-                     leaks=exact.leaks)  # fmt: skip
+        dedup.update(
+            eval_images=eval_.eval_images, eval_unreadable=eval_.eval_unreadable, leaks=exact.leaks
+        )
     n_in = ingest.records_in
     return {
         "taxoclip_version": __version__,
@@ -228,8 +250,9 @@ def _stats(config: CurateConfig, counts: dict, ledger: dict, stage_seconds: dict
 def _check_invariant(n_in: int, ledger: dict) -> None:
     problems = []
     if ledger["kept"] + ledger["rejected"] != n_in:
-        problems.append(f"{n_in} records in but {ledger['kept']} kept + "
-                        f"{ledger['rejected']} rejected")  # fmt: skip
+        problems.append(
+            f"{n_in} records in but {ledger['kept']} kept + {ledger['rejected']} rejected"
+        )
     if ledger["repeated"]:
         problems.append(f"{ledger['repeated']} records left the pipeline twice")
     if ledger["missing_reason"] or "" in ledger["stage"]:

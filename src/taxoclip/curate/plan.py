@@ -101,7 +101,7 @@ class Names(Stage):
         distinct_by_status: dict[str, int] = field(default_factory=dict)
 
     def run(self, run: Run) -> Counts:
-        from taxoclip.curate.stages import NameWriter, with_query
+        from taxoclip.curate.stages import ResolveAndWriteNames, with_query
 
         started = time.perf_counter()
         counts = self.Counts()
@@ -122,7 +122,7 @@ class Names(Stage):
             }
             resolved = collect(
                 queries.map_batches(
-                    NameWriter,
+                    ResolveAndWriteNames,
                     fn_constructor_kwargs=kwargs,
                     batch_size=batch,
                     batch_format="pyarrow",
@@ -185,7 +185,7 @@ class Images(Stage):
         parts: int = 0
 
     def run(self, run: Run) -> Counts:
-        from taxoclip.curate.stages import ImagePartStage
+        from taxoclip.curate.stages import CheckImagePart
 
         c = run.config
         options = {
@@ -201,7 +201,7 @@ class Images(Stage):
             "filter_threshold": c.filter_threshold,
         }
         kwargs = {"options": options, "batch_size": c.batch_size}
-        return self.Counts(run.per_part(self, "records", ImagePartStage, kwargs, actors=True))
+        return self.Counts(run.per_part(self, "records", CheckImagePart, kwargs, actors=True))
 
 
 class Eval(Stage):
@@ -217,7 +217,7 @@ class Eval(Stage):
     def run(self, run: Run) -> Counts:
         import ray
 
-        from taxoclip.curate.stages import hash_eval_folder
+        from taxoclip.curate.duplicates import hash_eval_folder
 
         task = ray.remote(num_cpus=1)(hash_eval_folder)
         target = str(run.work.dir(self.name))
@@ -250,7 +250,7 @@ class Exact(Stage):
         left: int = 0  # records still in
 
     def run(self, run: Run) -> Counts:
-        from taxoclip.curate import stages
+        from taxoclip.curate import duplicates
 
         if not run.work.files("images"):  # no ingest part: nothing reached the images
             return self.Counts()
@@ -259,12 +259,12 @@ class Exact(Stage):
         leak_kwargs = {"eval_dir": str(run.work.dir("eval")), "radius": run.config.radius}
         decided = (
             read_parts(run.work.files("images"), columns=columns)
-            .map_batches(stages.leak_rows, fn_kwargs=leak_kwargs, batch_format="pyarrow")
+            .map_batches(duplicates.leak_rows, fn_kwargs=leak_kwargs, batch_format="pyarrow")
             .map_batches(
-                stages.with_md5_bucket, fn_kwargs={"buckets": parts}, batch_format="pyarrow"
+                duplicates.with_md5_bucket, fn_kwargs={"buckets": parts}, batch_format="pyarrow"
             )
             .groupby("bucket", num_partitions=parts)
-            .map_groups(stages.exact_group, batch_format="pyarrow")
+            .map_groups(duplicates.exact_group, batch_format="pyarrow")
             .materialize()
         )
         decided.write_parquet(str(run.work.dir(self.name)))
@@ -283,7 +283,7 @@ class Pairs(Stage):
         pairs: int = 0
 
     def run(self, run: Run) -> Counts:
-        from taxoclip.curate import dedup, stages
+        from taxoclip.curate import dedup, duplicates, stages
 
         radius, left = run.config.radius, run.counts["exact"].left
         if not left:
@@ -292,12 +292,14 @@ class Pairs(Stage):
         edges = (
             read_parts(run.work.files("exact"), columns=list(stages.DEDUP_SCHEMA.names))
             .map_batches(
-                stages.band_rows,
+                duplicates.band_rows,
                 fn_kwargs={"radius": radius, "buckets": parts},
                 batch_format="pyarrow",
             )
             .groupby("bucket", num_partitions=parts)
-            .map_groups(stages.pairs_group, fn_kwargs={"radius": radius}, batch_format="pyarrow")
+            .map_groups(
+                duplicates.pairs_group, fn_kwargs={"radius": radius}, batch_format="pyarrow"
+            )
             .materialize()
         )
         edges.write_parquet(str(run.work.dir(self.name)))
@@ -316,7 +318,7 @@ class Near(Stage):
     def run(self, run: Run) -> Counts:
         import ray
 
-        from taxoclip.curate.stages import resolve_near
+        from taxoclip.curate.duplicates import resolve_near
 
         task = ray.remote(num_cpus=1)(resolve_near)
         out = str(run.work.dir(self.name) / "near.parquet")
@@ -345,11 +347,11 @@ class Final(Stage):
     def run(self, run: Run) -> Counts:
         import pyarrow.parquet as pq
 
-        from taxoclip.curate import stages
+        from taxoclip.curate import output
 
         images = run.work.files("images")
         if not images:  # no ingest part: nothing reached the per-part stages
-            return self.Counts(fetch={k: 0 for k in stages.FETCH_COUNTS})
+            return self.Counts(fetch={k: 0 for k in output.FETCH_COUNTS})
         buckets = max(run.pool, math.ceil(run.counts["exact"].left / BUCKET_ROWS))
         base = pq.read_schema(images[0])
         schema = pa.schema(
@@ -363,15 +365,15 @@ class Final(Stage):
         kwargs = {"seed": run.config.seed, "buckets": buckets, "schema": schema}
         decisions = run.work.files("exact") + run.work.files("near")
         ds = read_parts(images).map_batches(
-            stages.with_order, fn_kwargs=kwargs, batch_format="pyarrow"
+            output.with_order, fn_kwargs=kwargs, batch_format="pyarrow"
         )
         ds = ds.union(
             read_parts(decisions, columns=["record_id", "stage", "reason"]).map_batches(
-                stages.with_order, fn_kwargs=kwargs, batch_format="pyarrow"
+                output.with_order, fn_kwargs=kwargs, batch_format="pyarrow"
             )
         )
         ds = ds.groupby("bucket", num_partitions=min(buckets, 2 * run.pool)).map_groups(
-            stages.final_bucket,
+            output.final_bucket,
             fn_kwargs={"out_dir": str(run.work.dir(self.name))},
             batch_format="pyarrow",
         )
@@ -383,7 +385,7 @@ class Final(Stage):
                 strict=True,
             )
         )
-        return self.Counts(kept, {k: total(table, k) for k in stages.FETCH_COUNTS})
+        return self.Counts(kept, {k: total(table, k) for k in output.FETCH_COUNTS})
 
 
 class Shards(Stage):
@@ -401,7 +403,7 @@ class Shards(Stage):
         import ray.data
         from tqdm import tqdm
 
-        from taxoclip.curate import stages
+        from taxoclip.curate import output
 
         out = Path(run.config.out)
         run.work.dir("manifest").mkdir(parents=True, exist_ok=True)
@@ -411,7 +413,7 @@ class Shards(Stage):
             ds = ray.data.from_items(
                 [{"shard": i, "pieces": json.dumps(p)} for i, p in enumerate(plan)]
             ).map_batches(
-                stages.write_shard_rows,
+                output.write_shard_rows,
                 batch_size=1,
                 batch_format="pyarrow",
                 fn_kwargs={"out_dir": str(out), "work_dir": str(run.work.root)},
