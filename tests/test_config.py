@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from taxoclip.config import (
-    StageConfig,
-    StageResult,
+    CommandConfig,
+    CommandResult,
     add_arguments,
     config_values,
     jsonable,
@@ -26,7 +26,7 @@ def _comma(text: str) -> list[str]:
 
 
 @dataclass(kw_only=True)
-class Toy(StageConfig):
+class Toy(CommandConfig):
     inputs: list[str] = option(positional=True, metavar="IN", help="inputs")
     out: str = option(metavar="DIR", help="where")
     size: int = option(300, metavar="N", help="how many")
@@ -124,7 +124,7 @@ def test_mutable_defaults_are_not_shared():
 
 
 @dataclass
-class ToyResult(StageResult):
+class ToyResult(CommandResult):
     where: Path
     failed: list[str]
 

@@ -19,7 +19,7 @@ from taxoclip import __version__
 from taxoclip.config import (
     COMMANDS,
     Command,
-    StageConfig,
+    CommandConfig,
     add_arguments,
     apply_environment,
     config_values,
@@ -98,7 +98,7 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Command | None, argparse.N
     return getattr(args, "_command", None), args
 
 
-def make_config(cmd: Command, args: argparse.Namespace) -> StageConfig:
+def make_config(cmd: Command, args: argparse.Namespace) -> CommandConfig:
     """The command's config from parsed flags (``UsageError`` when its checks refuse them)."""
     return cmd.config(**config_values(args))
 

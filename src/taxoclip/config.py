@@ -1,11 +1,11 @@
-"""Typed stage configs, and the command line built from them.
+"""Typed command configs, and the command line built from them.
 
-Every stage (synth, curate, train, index, predict, embed, eval, analyze, study, report,
+Every command (synth, curate, train, index, predict, embed, eval, analyze, study, report,
 demo) has one dataclass config. Each field carries its own help text, flag, metavar and
 choices (``option``); checks live in the config's ``check`` and run in ``__post_init__``;
 the default is written once, on the field. ``command`` registers a config as a CLI
 command with the function that runs it; ``taxoclip.cli`` turns the registry into
-argparse parsers. Options several stages share (model, device, batch size, workers,
+argparse parsers. Options several commands share (model, device, batch size, workers,
 progress, offline, seed) are defined once in ``shared``.
 
 Why our own ~200 lines rather than tyro or jsonargparse: ``--help`` must not import torch
@@ -84,7 +84,7 @@ def option(
 
 
 class shared:  # noqa: N801 - a namespace of option definitions, used as ``shared.device()``
-    """Options several stages share: flag, help and type are written here once."""
+    """Options several commands share: flag, help and type are written here once."""
 
     @staticmethod
     def model(default: str | None = BIOCLIP2, *, required: bool = False, help: str | None = None):  # noqa: A002
@@ -131,8 +131,8 @@ class shared:  # noqa: N801 - a namespace of option definitions, used as ``share
 
 
 @dataclass(kw_only=True)
-class StageConfig:
-    """Base of every stage config: ``check`` runs on construction and on ``replace``."""
+class CommandConfig:
+    """Base of every command config: ``check`` runs on construction and on ``replace``."""
 
     def __post_init__(self) -> None:
         problems = self.check()
@@ -148,8 +148,8 @@ class StageConfig:
 
 
 @dataclass
-class StageResult:
-    """Base of every stage result: what the CLI prints, its exit status, and JSON."""
+class CommandResult:
+    """Base of every command result: what the CLI prints, its exit status, and JSON."""
 
     def lines(self) -> list[str]:
         """The lines ``taxoclip <command>`` prints on standard output when done."""
@@ -190,7 +190,7 @@ class Command:
     description: str
     run: str  # "module:function", imported only when the command runs
 
-    def runner(self) -> Callable[[Any], StageResult]:
+    def runner(self) -> Callable[[Any], CommandResult]:
         module, _, function = self.run.partition(":")
         return getattr(importlib.import_module(module), function)
 
@@ -292,8 +292,8 @@ def config_values(namespace: Any) -> dict[str, Any]:
     return {k: v for k, v in vars(namespace).items() if not k.startswith("_") and k != "verbose"}
 
 
-def apply_environment(config: StageConfig) -> None:
-    """Process-wide settings a config asks for, before the stage imports its libraries."""
+def apply_environment(config: CommandConfig) -> None:
+    """Process-wide settings a config asks for, before the command imports its libraries."""
     if getattr(config, "offline", False):
         # Must precede the first import of huggingface_hub (it reads this at import).
         os.environ["HF_HUB_OFFLINE"] = "1"

@@ -25,5 +25,12 @@ CATEGORIES = (CATEGORY_MUSEUM, CATEGORY_CAMERA_TRAP, CATEGORY_CITIZEN, CATEGORY_
 # Where a record can be rejected, in pipeline order (names before fetch: no download is
 # spent on a record whose name cannot be resolved).
 REJECT_STAGES = (
-    "ingest", "names", "category", "fetch", "image", "model_filter", "leak", "dedup",
-)  # fmt: skip
+    "ingest",
+    "names",
+    "category",
+    "fetch",
+    "image",
+    "model_filter",
+    "leak",
+    "dedup",
+)

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from taxoclip.models.hubcache import stage_index, stage_model_folder
+from taxoclip.models.hubcache import place_index, place_model_folder
 
 pytest.importorskip("bioclip", reason="pybioclip is a test dependency (pip install -e '.[dev]')")
 
@@ -35,8 +35,8 @@ json.dump({
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, model_224, index_224):
     hf_home = tmp_path_factory.mktemp("hf")
-    stage_model_folder(hf_home, "imageomics/bioclip-2", model_224)
-    stage_index(hf_home, "imageomics/TreeOfLife-200M", index_224)
+    place_model_folder(hf_home, "imageomics/bioclip-2", model_224)
+    place_index(hf_home, "imageomics/TreeOfLife-200M", index_224)
     return hf_home
 
 

@@ -65,9 +65,9 @@ __all__ = ["AnalysisResult", "AnalyzeConfig", "format_summary", "run", *sorted(_
 
 def run(config: AnalyzeConfig) -> AnalysisResult:
     """Analyse ``config.model`` on ``config.data`` beside its baseline; write ``config.out``."""
-    from .runner import run as run_stage
+    from .runner import run as run_command
 
-    return run_stage(config)
+    return run_command(config)
 
 
 def __getattr__(name: str) -> Any:

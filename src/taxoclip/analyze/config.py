@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taxoclip.config import StageConfig, StageResult, command, option, shared
+from taxoclip.config import CommandConfig, CommandResult, command, option, shared
 from taxoclip.predict.config import runtime_option
 
 SPLITS = ("all", "train", "test")
@@ -31,7 +31,7 @@ BASELINES = ("untrained", "none")
     run="taxoclip.analyze:run",
 )
 @dataclass(kw_only=True)
-class AnalyzeConfig(StageConfig):
+class AnalyzeConfig(CommandConfig):
     model: str = shared.model(
         required=True, help="run dir, model folder, open_clip name or hf-hub: string"
     )
@@ -75,7 +75,7 @@ class AnalyzeConfig(StageConfig):
 
 
 @dataclass
-class AnalysisResult(StageResult):
+class AnalysisResult(CommandResult):
     """What one analysis wrote: ``metrics`` and ``skipped`` as in metrics.json, ``summary``
     as in analysis.json, the plots written."""
 
@@ -88,8 +88,10 @@ class AnalysisResult(StageResult):
     def lines(self) -> list[str]:
         summary, out = self.summary, self.out
         lines = format_summary(self).splitlines()
-        lines.append(f"analysed {summary['n_images']} images of {summary['n_species']} "
-                     f"species in {summary['seconds']['total']:.1f} s")  # fmt: skip
+        lines.append(
+            f"analysed {summary['n_images']} images of {summary['n_species']} "
+            f"species in {summary['seconds']['total']:.1f} s"
+        )
         lines.append(f"results: {out}/metrics.json, {out}/embeddings.npz, {out}/analysis.json")
         if self.plots:
             lines.append(f"plots: {', '.join(str(p) for p in self.plots)}")

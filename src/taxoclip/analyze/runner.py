@@ -212,9 +212,17 @@ def _embed(
     def pick(values: list[str]) -> np.ndarray:
         return np.asarray([v or "" for v, keep in zip(values, ok, strict=True) if keep], dtype=str)
 
-    emb = Embedded(z, pick(images.species), pick(images.sex), pick(images.life_stage),
-                   pick(images.split), pick(images.filepaths), images.table, images.kind,
-                   images.analysis_traits)  # fmt: skip
+    emb = Embedded(
+        z,
+        pick(images.species),
+        pick(images.sex),
+        pick(images.life_stage),
+        pick(images.split),
+        pick(images.filepaths),
+        images.table,
+        images.kind,
+        images.analysis_traits,
+    )
     return emb, ok
 
 

@@ -422,7 +422,7 @@ def _separation_plans(run: _Run) -> list[_Plan]:
     the labels cannot support goes into ``run.skipped``."""
     emb = run.emb
     adults, sex_pair, strength, known_strength = run.rows_by_sex()
-    stage_pair = variant_pair(emb.life_stage, STAGE_VALUES)
+    life_stage_pair = variant_pair(emb.life_stage, STAGE_VALUES)
     plans: list[_Plan] = []
     if sex_pair is None:
         run.skipped["separation_sex"] = "no sex column with two values"
@@ -448,7 +448,7 @@ def _separation_plans(run: _Run) -> list[_Plan]:
         scope = "adults of all species (dimorphism unknown)"
         plans.append(("separation_sex", adults, emb.sex, sex_pair, scope, None))
         run.skipped["separation_sex_monomorphic"] = "no sex_strength column: monomorphic unknown"
-    if stage_pair is None:
+    if life_stage_pair is None:
         run.skipped["separation_life_stage"] = "no life_stage column with two values"
     else:
         everything = np.ones(len(emb.species), dtype=bool)
@@ -457,7 +457,7 @@ def _separation_plans(run: _Run) -> list[_Plan]:
                 "separation_life_stage",
                 everything,
                 emb.life_stage,
-                stage_pair,
+                life_stage_pair,
                 "all images, both sexes",
                 None,
             )
@@ -512,7 +512,7 @@ def _separation_metrics(run: _Run) -> None:
 def _orthogonality_metrics(run: _Run) -> None:
     emb = run.emb
     adults, sex_pair, strength, known_strength = run.rows_by_sex()
-    stage_pair = variant_pair(emb.life_stage, STAGE_VALUES)
+    life_stage_pair = variant_pair(emb.life_stage, STAGE_VALUES)
     plans: list[tuple[str, np.ndarray, np.ndarray, tuple[str, str], str]] = []
     if sex_pair is None:
         run.skipped["orthogonality_sex"] = "no sex column with two values"
@@ -520,7 +520,7 @@ def _orthogonality_metrics(run: _Run) -> None:
         rows = adults & (strength > 0) if known_strength else adults
         scope = "adults of dimorphic species" if known_strength else "adults"
         plans.append(("orthogonality_sex", rows, emb.sex, sex_pair, scope))
-    if stage_pair is None:
+    if life_stage_pair is None:
         run.skipped["orthogonality_life_stage"] = "no life_stage column with two values"
     else:
         plans.append(
@@ -528,7 +528,7 @@ def _orthogonality_metrics(run: _Run) -> None:
                 "orthogonality_life_stage",
                 np.ones(len(emb.species), dtype=bool),
                 emb.life_stage,
-                stage_pair,
+                life_stage_pair,
                 "all images, both sexes",
             )
         )

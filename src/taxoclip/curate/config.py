@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taxoclip.config import StageConfig, StageResult, command, option, shared
+from taxoclip.config import CommandConfig, CommandResult, command, option, shared
 from taxoclip.records import CATEGORIES
 
 
@@ -38,7 +38,7 @@ def available_cores() -> int:
     run="taxoclip.curate:run",
 )
 @dataclass(kw_only=True)
-class CurateConfig(StageConfig):
+class CurateConfig(CommandConfig):
     """Everything one curation run depends on (written to stats.json)."""
 
     sources: list[str] = option(
@@ -132,7 +132,7 @@ class CurateConfig(StageConfig):
 
 
 @dataclass
-class CurateResult(StageResult):
+class CurateResult(CommandResult):
     out: Path
     stats: dict
     shard_pattern: str | None

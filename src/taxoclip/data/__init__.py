@@ -8,7 +8,7 @@ webdataset (which imports torch) and PIL load on first read.
 
 from .layout import (
     DEFAULT_SAMPLES_PER_SHARD,
-    IMAGE_SUFFIXES,
+    IMAGE_MEMBERS,
     SHARD_MEMBER_SUFFIXES,
     SIZES_FILE,
     ShardSample,
@@ -31,7 +31,7 @@ from .write import write_shards, write_shards_split
 
 __all__ = [
     "DEFAULT_SAMPLES_PER_SHARD",
-    "IMAGE_SUFFIXES",
+    "IMAGE_MEMBERS",
     "SHARD_MEMBER_SUFFIXES",
     "SIZES_FILE",
     "ReadStats",

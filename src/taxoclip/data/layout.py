@@ -23,7 +23,9 @@ from taxoclip.taxonomy import SHARD_TEXT_KEYS, Lineage
 
 SIZES_FILE = "sizes.json"
 DEFAULT_SAMPLES_PER_SHARD = 10_000
-IMAGE_SUFFIXES: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
+# The member suffixes (no dot) an image of a WebDataset sample may have; the suffixes of
+# image *files* are taxoclip.runtime.images.IMAGE_SUFFIXES.
+IMAGE_MEMBERS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 
 #: Member suffixes of one sample in our layout, in the order they are written. The image
 #: goes last on purpose: a tar cut short anywhere inside a sample then always leaves that

@@ -30,7 +30,7 @@ from taxoclip.errors import InputError
 from taxoclip.taxonomy import N_RANKS, Lineage, clean_name
 
 from .layout import (
-    IMAGE_SUFFIXES,
+    IMAGE_MEMBERS,
     SIZES_FILE,
     UrlSpec,
     expand_urls,
@@ -434,7 +434,7 @@ def decode_sample(sample: dict[str, Any], decode_images: bool) -> dict[str, Any]
 def decode_member(suffix: str, value: bytes, decode_images: bool = True) -> Any:
     """One member's bytes as a value: images → PIL RGB (``decode_images``, else the bytes),
     ``*.txt`` → str, ``json`` → dict, anything else stays bytes."""
-    if suffix.lower() in IMAGE_SUFFIXES:
+    if suffix.lower() in IMAGE_MEMBERS:
         return decode_image(value) if decode_images else value
     if suffix == "txt" or suffix.endswith(".txt"):
         return value.decode("utf-8")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from taxoclip.config import StageConfig, StageResult, command, option, shared
+from taxoclip.config import CommandConfig, CommandResult, command, option, shared
 
 
 @command(
@@ -19,14 +19,14 @@ from taxoclip.config import StageConfig, StageResult, command, option, shared
     run="taxoclip.demo:run",
 )
 @dataclass(kw_only=True)
-class DemoConfig(StageConfig):
+class DemoConfig(CommandConfig):
     out: str = option("demo_out", metavar="DIR", help="output directory (new or empty)")
     quick: bool = option(False, help="a small, fast run (used by the tests)")
     progress: bool = shared.progress()
 
 
 @dataclass
-class DemoResult(StageResult):
+class DemoResult(CommandResult):
     out: Path
     report: Path
     seconds: float

@@ -43,9 +43,9 @@ __all__ = ["EvalConfig", "EvalResult", "format_table", "run", *sorted(_LAZY)]
 
 def run(config: EvalConfig) -> EvalResult:
     """Evaluate ``config.model`` beside its untrained twin; print-ready rows and notes."""
-    from .runner import run as run_stage
+    from .runner import run as run_command
 
-    return run_stage(config)
+    return run_command(config)
 
 
 def __getattr__(name: str) -> Any:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taxoclip.config import StageConfig, StageResult, command, option, shared
+from taxoclip.config import CommandConfig, CommandResult, command, option, shared
 from taxoclip.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
 from taxoclip.predict.config import runtime_option
 
@@ -28,7 +28,7 @@ LABEL_TEXTS = ("index", "as-given", "sci", "com", "taxon", "sci_com", "taxon_com
     run="taxoclip.evaluate:run",
 )
 @dataclass(kw_only=True)
-class EvalConfig(StageConfig):
+class EvalConfig(CommandConfig):
     model: str = shared.model(
         required=True, help="run dir, model folder, open_clip name or hf-hub: string"
     )
@@ -77,7 +77,7 @@ class EvalConfig(StageConfig):
 
 
 @dataclass
-class EvalResult(StageResult):
+class EvalResult(CommandResult):
     """Result rows (:class:`~taxoclip.evaluate.suites.Result`, trained and untrained) and
     notes (benchmarks skipped, and why)."""
 

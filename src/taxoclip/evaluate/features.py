@@ -103,9 +103,13 @@ def image_features(
     if cache_dir is not None and key is not None:
         # A file handle, not a path: np.savez would append ".npz" to the temporary's name.
         with replacing(Path(cache_dir) / f"{key}.npz") as tmp, tmp.open("wb") as handle:
-            np.savez(handle, values=features.values, ok=features.ok,
-                     error_index=np.asarray(list(features.errors), dtype=np.int64),
-                     error_reason=np.asarray(list(features.errors.values()), dtype=str))  # fmt: skip
+            np.savez(
+                handle,
+                values=features.values,
+                ok=features.ok,
+                error_index=np.asarray(list(features.errors), dtype=np.int64),
+                error_reason=np.asarray(list(features.errors.values()), dtype=str),
+            )
     return features
 
 

@@ -32,8 +32,16 @@ def run(config: EvalConfig) -> EvalResult:
         encoder = open_encoder(config.model, config.runtime, device=config.device)  # ONNX tower
     for name, loaded in models:
         loaded.model.eval()
-        ctx = EvalContext(loaded, name, cache, config.batch_size, device, config.progress,
-                          config.label_text, encoder if name == "trained" else None)  # fmt: skip
+        ctx = EvalContext(
+            loaded,
+            name,
+            cache,
+            config.batch_size,
+            device,
+            config.progress,
+            config.label_text,
+            encoder if name == "trained" else None,
+        )
         if config.suite == "synth":
             rows += synth_suite(ctx, Path(config.data))
         elif config.suite == "bioclip2":

@@ -1,9 +1,9 @@
-"""Stage files in a local Hugging Face cache so ``hf-hub:`` names resolve offline.
+"""Place files in a local Hugging Face cache so ``hf-hub:`` names resolve offline.
 
 For air-gapped machines and tests: a model folder (or the tree-of-life index files)
 copied into ``HF_HOME/hub/<kind>s--org--name/snapshots/<rev>/`` with ``refs/main``, the
 layout the hub client reads with ``HF_HUB_OFFLINE=1``. pybioclip's tree-of-life mode,
-which only accepts ``hf-hub:imageomics/bioclip(-2)``, then runs on any model staged there.
+which only accepts ``hf-hub:imageomics/bioclip(-2)``, then runs on any model placed there.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 REVISION = "0" * 40
 
 
-def stage_in_hub_cache(
+def place_in_hub_cache(
     hf_home: str | Path,
     repo_id: str,
     files: Mapping[str, str | Path],
@@ -35,18 +35,18 @@ def stage_in_hub_cache(
     return snapshot
 
 
-def stage_model_folder(hf_home: str | Path, repo_id: str, folder: str | Path) -> Path:
+def place_model_folder(hf_home: str | Path, repo_id: str, folder: str | Path) -> Path:
     """A saved model folder (open_clip_config.json + weights) as model repo ``repo_id``."""
     folder = Path(folder)
     files = {p.name: p for p in folder.iterdir() if p.is_file()}
-    return stage_in_hub_cache(hf_home, repo_id, files, "model")
+    return place_in_hub_cache(hf_home, repo_id, files, "model")
 
 
-def stage_index(hf_home: str | Path, repo_id: str, index_folder: str | Path) -> Path:
+def place_index(hf_home: str | Path, repo_id: str, index_folder: str | Path) -> Path:
     """Index files as ``embeddings/txt_emb_species.*`` of dataset repo ``repo_id``."""
     folder = Path(index_folder)
     files = {
         f"embeddings/{name}": folder / name
         for name in ("txt_emb_species.npy", "txt_emb_species.json")
     }
-    return stage_in_hub_cache(hf_home, repo_id, files, "dataset")
+    return place_in_hub_cache(hf_home, repo_id, files, "dataset")

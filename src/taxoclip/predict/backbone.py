@@ -17,8 +17,18 @@ from taxoclip.taxonomy.backbone import (
 
 __all__ = ["TAXON_FILE", "VERNACULAR_FILE", "english_names", "read_backbone_species"]
 
-_COLUMNS = ("taxonID", "canonicalName", "taxonRank", "taxonomicStatus",
-            "kingdom", "phylum", "class", "order", "family", "genus")  # fmt: skip
+_COLUMNS = (
+    "taxonID",
+    "canonicalName",
+    "taxonRank",
+    "taxonomicStatus",
+    "kingdom",
+    "phylum",
+    "class",
+    "order",
+    "family",
+    "genus",
+)
 
 
 def read_backbone_species(folder: Path) -> list[tuple[Lineage, str]]:

@@ -15,8 +15,17 @@ from taxoclip.runtime.index import JSON_FILE, TOL_MODELS, index_files
 from .config import ListingResult, ListModelsConfig, ListTolTaxaConfig
 
 #: pybioclip's ``list-tol-taxa`` columns (``TreeOfLifeClassifier.get_label_data``).
-TAXA_COLUMNS = ("kingdom", "phylum", "class", "order", "family", "genus", "species_epithet",
-                "species", "common_name")  # fmt: skip
+TAXA_COLUMNS = (
+    "kingdom",
+    "phylum",
+    "class",
+    "order",
+    "family",
+    "genus",
+    "species_epithet",
+    "species",
+    "common_name",
+)
 
 
 def list_models(model: str | None = None) -> list[str]:
@@ -29,8 +38,9 @@ def list_models(model: str | None = None) -> list[str]:
     if model:
         tags = open_clip.list_pretrained_tags_by_model(model)
         if not tags and model not in open_clip.list_models() and model not in TOL_MODELS:
-            raise UsageError(f"--model {model}: open_clip knows no such model "
-                             "(see `taxoclip list-models`)")  # fmt: skip
+            raise UsageError(
+                f"--model {model}: open_clip knows no such model (see `taxoclip list-models`)"
+            )
         return list(tags)
     return [f"\t{name}" for name in [*TOL_MODELS, *open_clip.list_models()]]
 
@@ -47,13 +57,15 @@ def taxa_names(model: str, index: str | None = None) -> list[list]:
     else:
         repo = TOL_MODELS.get(model)
         if repo is None:
-            raise UsageError(f"model {model} has no published tree-of-life index; pass "
-                             "--index DIR")  # fmt: skip
+            raise UsageError(f"model {model} has no published tree-of-life index; pass --index DIR")
         from huggingface_hub import hf_hub_download
 
         try:
-            names_file = Path(hf_hub_download(repo_id=repo, filename=f"embeddings/{JSON_FILE}",
-                                              repo_type="dataset"))  # fmt: skip
+            names_file = Path(
+                hf_hub_download(
+                    repo_id=repo, filename=f"embeddings/{JSON_FILE}", repo_type="dataset"
+                )
+            )
         except Exception as exc:  # offline without a cache, network errors
             raise InputError(f"cannot get the taxa of {model} from {repo}: {exc}") from exc
     if not names_file.is_file():

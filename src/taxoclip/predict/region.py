@@ -36,10 +36,15 @@ from taxoclip.runtime.index import TextIndex
 from taxoclip.runtime.scoring import landed_groups
 from taxoclip.taxonomy import RANK_NAMES, Rank
 
-_ALIASES = {"class_": "class", "specificepithet": "species_epithet",
-            "species_epithet": "species_epithet", "scientificname": "scientific_name",
-            "scientific_name": "scientific_name", "canonicalname": "scientific_name",
-            "canonical_name": "scientific_name"}  # fmt: skip
+_ALIASES = {
+    "class_": "class",
+    "specificepithet": "species_epithet",
+    "species_epithet": "species_epithet",
+    "scientificname": "scientific_name",
+    "scientific_name": "scientific_name",
+    "canonicalname": "scientific_name",
+    "canonical_name": "scientific_name",
+}
 EXAMPLES = 5
 
 
@@ -160,8 +165,10 @@ def read_list_rows(path: str | os.PathLike, flag: str = "--region") -> list[_Que
                     f"{flag} {path}: no taxon columns; expected some of "
                     f"{', '.join(RANK_NAMES)} or scientificName"
                 )
-            rows = [{header[k]: (v or "").strip() for k, v in row.items() if k in header}
-                    for row in reader]  # fmt: skip
+            rows = [
+                {header[k]: (v or "").strip() for k, v in row.items() if k in header}
+                for row in reader
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{flag} {path}: cannot read ({exc})") from exc
     rows = [row for row in rows if any(row.values())]
@@ -170,8 +177,12 @@ def read_list_rows(path: str | os.PathLike, flag: str = "--region") -> list[_Que
     return [_query(row) for row in rows]
 
 
-def read_taxon_list(path: str | os.PathLike, index: TextIndex, flag: str = "--region",
-                    resolved: dict[_Query, set[Prefix]] | None = None) -> TaxonList:  # fmt: skip
+def read_taxon_list(
+    path: str | os.PathLike,
+    index: TextIndex,
+    flag: str = "--region",
+    resolved: dict[_Query, set[Prefix]] | None = None,
+) -> TaxonList:
     """Resolve the rows of a list against ``index``: names it lacks are kept in
     ``unknown``; a list none of whose names it knows is a usage error."""
     queries = read_list_rows(path, flag)
@@ -233,10 +244,12 @@ class Region:
 
     def summary(self) -> dict:
         counts = {RANK_NAMES[d]: int((self.landing == d).sum()) for d in range(7)}
-        return {"allow": self.allow.source if self.allow else None,
-                "deny": self.deny.source if self.deny else None,
-                "species_landing_on": {k: v for k, v in counts.items() if v},
-                "species_left_out": int((self.landing < 0).sum())}  # fmt: skip
+        return {
+            "allow": self.allow.source if self.allow else None,
+            "deny": self.deny.source if self.deny else None,
+            "species_landing_on": {k: v for k, v in counts.items() if v},
+            "species_left_out": int((self.landing < 0).sum()),
+        }
 
 
 def resolve_region(
@@ -259,8 +272,14 @@ def landing_table(region: Region) -> list[dict]:
     """Per species of the index: its lineage and the taxon it lands on (for docs/tests)."""
     rows = []
     for (ranks, common), depth in zip(region.index.names, region.landing.tolist(), strict=True):
-        rows.append({"species": f"{ranks[5]} {ranks[6]}", "common_name": common,
-                     "lands_on": ranks[depth] if depth < 6 and depth >= 0 else
-                     (f"{ranks[5]} {ranks[6]}" if depth == 6 else ""),
-                     "rank_landed": RANK_NAMES[depth] if depth >= 0 else ""})  # fmt: skip
+        rows.append(
+            {
+                "species": f"{ranks[5]} {ranks[6]}",
+                "common_name": common,
+                "lands_on": ranks[depth]
+                if depth < 6 and depth >= 0
+                else (f"{ranks[5]} {ranks[6]}" if depth == 6 else ""),
+                "rank_landed": RANK_NAMES[depth] if depth >= 0 else "",
+            }
+        )
     return rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from taxoclip.config import StageConfig, StageResult, command, option
+from taxoclip.config import CommandConfig, CommandResult, command, option
 
 
 @command(
@@ -21,7 +21,7 @@ from taxoclip.config import StageConfig, StageResult, command, option
     run="taxoclip.report:run",
 )
 @dataclass(kw_only=True)
-class ReportConfig(StageConfig):
+class ReportConfig(CommandConfig):
     dirs: list[str] = option(
         positional=True, metavar="DIR", help="run, eval, curation, analysis or study dir"
     )
@@ -32,7 +32,7 @@ class ReportConfig(StageConfig):
 
 
 @dataclass
-class ReportResult(StageResult):
+class ReportResult(CommandResult):
     out: Path
 
     def lines(self) -> list[str]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taxoclip.config import StageConfig, StageResult, command, option, shared
+from taxoclip.config import CommandConfig, CommandResult, command, option, shared
 
 
 @command(
@@ -23,7 +23,7 @@ from taxoclip.config import StageConfig, StageResult, command, option, shared
     run="taxoclip.runtime.export:run_export_onnx",
 )
 @dataclass(kw_only=True)
-class ExportOnnxConfig(StageConfig):
+class ExportOnnxConfig(CommandConfig):
     model: str = shared.model(required=True)
     pretrained: str | None = shared.pretrained()
     out: str = option(metavar="DIR", help="output model folder")
@@ -38,7 +38,7 @@ class ExportOnnxConfig(StageConfig):
 
 
 @dataclass
-class ExportOnnxResult(StageResult):
+class ExportOnnxResult(CommandResult):
     out: Path
     files: list[str]
     agreement: dict[str, Any] = field(default_factory=dict)

@@ -72,8 +72,14 @@ class BatchStats:
 class Batcher:
     """Groups submitted jobs into forward passes on one worker thread."""
 
-    def __init__(self, encode: EncodeFn, *, max_batch: int = 32, wait_s: float = 0.005,
-                 timeout_s: float = 60.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        encode: EncodeFn,
+        *,
+        max_batch: int = 32,
+        wait_s: float = 0.005,
+        timeout_s: float = 60.0,
+    ) -> None:
         self.encode = encode
         self.max_batch = max_batch
         self.wait_s = wait_s

@@ -338,19 +338,24 @@ def api_page(schema: dict[str, Any]) -> str:
             for media, content in body.items():
                 props = content.get("schema", {}).get("properties", {})
                 if props:
-                    parts.append(f"<p class='muted'>{esc(media)} fields:</p><table><thead><tr>"
-                                 "<th>field</th><th>type</th><th>meaning</th></tr></thead><tbody>")  # fmt: skip
+                    parts.append(
+                        f"<p class='muted'>{esc(media)} fields:</p><table><thead><tr>"
+                        "<th>field</th><th>type</th><th>meaning</th></tr></thead><tbody>"
+                    )
                     for name, prop in props.items():
-                        parts.append(f"<tr><td><code>{esc(name)}</code></td>"
-                                     f"<td>{esc(str(prop.get('type', '')))}</td>"
-                                     f"<td>{esc(str(prop.get('description', '')))}</td></tr>")  # fmt: skip
+                        parts.append(
+                            f"<tr><td><code>{esc(name)}</code></td>"
+                            f"<td>{esc(str(prop.get('type', '')))}</td>"
+                            f"<td>{esc(str(prop.get('description', '')))}</td></tr>"
+                        )
                     parts.append("</tbody></table>")
             responses = spec.get("responses", {})
             if responses:
                 parts.append("<ul>")
                 for code, answer in responses.items():
-                    parts.append(f"<li><code>{esc(code)}</code> "
-                                 f"{esc(answer.get('description', ''))}</li>")  # fmt: skip
+                    parts.append(
+                        f"<li><code>{esc(code)}</code> {esc(answer.get('description', ''))}</li>"
+                    )
                 parts.append("</ul>")
     parts.append("</main></body></html>")
     return "".join(parts)

@@ -21,8 +21,11 @@ SERVE_EXTRA = "pip install 'taxoclip[serve]'"
 
 def require_serve_packages() -> None:
     missing = []
-    for module, package in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"),
-                            ("multipart", "python-multipart")):  # fmt: skip
+    for module, package in (
+        ("fastapi", "fastapi"),
+        ("uvicorn", "uvicorn"),
+        ("multipart", "python-multipart"),
+    ):
         try:
             __import__(module)
         except ImportError:
@@ -62,13 +65,20 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
-def serve_forever(app, sock: socket.socket, *, access_log: bool = False, log_level: str = "warning",
-                  server_box: list | None = None) -> None:  # fmt: skip
+def serve_forever(
+    app,
+    sock: socket.socket,
+    *,
+    access_log: bool = False,
+    log_level: str = "warning",
+    server_box: list | None = None,
+) -> None:
     """Run ``app`` with uvicorn on ``sock`` until Ctrl-C/SIGTERM (or ``should_exit``)."""
     import uvicorn
 
-    config = uvicorn.Config(app, log_level=log_level, access_log=access_log, lifespan="on",
-                            timeout_graceful_shutdown=10)  # fmt: skip
+    config = uvicorn.Config(
+        app, log_level=log_level, access_log=access_log, lifespan="on", timeout_graceful_shutdown=10
+    )
     server = uvicorn.Server(config)
     if server_box is not None:
         server_box.append(server)
@@ -112,18 +122,31 @@ def run_serve(config: ServeConfig) -> ServeResult:
             runtime=config.runtime,
             device=config.device,
         )
-        limits = Limits(max_upload_bytes=config.max_upload_bytes, max_files=config.max_files,
-                        max_pixels=config.max_pixels)  # fmt: skip
-        app = create_app(engine, limits, batch_wait_ms=config.batch_wait_ms,
-                         max_batch=config.max_batch, queue_timeout=config.queue_timeout)  # fmt: skip
+        limits = Limits(
+            max_upload_bytes=config.max_upload_bytes,
+            max_files=config.max_files,
+            max_pixels=config.max_pixels,
+        )
+        app = create_app(
+            engine,
+            limits,
+            batch_wait_ms=config.batch_wait_ms,
+            max_batch=config.max_batch,
+            queue_timeout=config.queue_timeout,
+        )
         url = url_of(sock)
-        print(f"taxoclip serve: {url}/ — model {config.model}, {len(engine.index)} taxa, "
-              f"runtime {engine.runtime}, loaded in {engine.load_seconds:.1f} s; Ctrl-C stops",
-              flush=True)  # fmt: skip
-        serve_forever(app, sock, access_log=config.access_log,
-                      log_level="info" if config.access_log else "warning")  # fmt: skip
+        print(
+            f"taxoclip serve: {url}/ — model {config.model}, {len(engine.index)} taxa, "
+            f"runtime {engine.runtime}, loaded in {engine.load_seconds:.1f} s; Ctrl-C stops",
+            flush=True,
+        )
+        serve_forever(
+            app,
+            sock,
+            access_log=config.access_log,
+            log_level="info" if config.access_log else "warning",
+        )
     finally:
         sock.close()
     stats = app.state.batcher.stats
-    return ServeResult(url=url, requests=stats.requests, images=stats.images,
-                       batches=stats.batches)  # fmt: skip
+    return ServeResult(url=url, requests=stats.requests, images=stats.images, batches=stats.batches)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from taxoclip.config import StageConfig, StageResult, command, option, shared
+from taxoclip.config import CommandConfig, CommandResult, command, option, shared
 from taxoclip.errors import UsageError
 
 from .record import StudyRecord
@@ -51,7 +51,7 @@ def parse_seeds(text: str) -> list[int]:
     run="taxoclip.study:run",
 )
 @dataclass(kw_only=True)
-class ScalingConfig(StageConfig):
+class ScalingConfig(CommandConfig):
     """Parameters of one scaling study (the CLI flags of ``taxoclip study scaling``)."""
 
     out: str | Path = option(metavar="DIR", help="output directory")
@@ -158,7 +158,7 @@ class ScalingConfig(StageConfig):
 
 
 @dataclass
-class ScalingResult(StageResult):
+class ScalingResult(CommandResult):
     out: Path
     study: StudyRecord  # what study.json holds
     plot: Path | None

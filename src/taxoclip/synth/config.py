@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taxoclip.config import StageConfig, StageResult, command, option, shared
+from taxoclip.config import CommandConfig, CommandResult, command, option, shared
 
 MAX_IMAGE_SIZE = 512
 MIN_IMAGE_SIZE = 16
@@ -28,7 +28,7 @@ _OUTPUT_ONLY = ("out", "progress")
     run="taxoclip.synth:run",
 )
 @dataclass(kw_only=True)
-class SynthConfig(StageConfig):
+class SynthConfig(CommandConfig):
     """Parameters of one SynthToL build. ``out`` may stay None for ``generate(out, config)``;
     ``run(config)`` needs it."""
 
@@ -107,7 +107,7 @@ class SynthConfig(StageConfig):
 
 
 @dataclass
-class SynthResult(StageResult):
+class SynthResult(CommandResult):
     out: Path
     n_species: int
     n_unseen_species: int

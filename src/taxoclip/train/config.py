@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from taxoclip.config import StageConfig, StageResult, command, option, shared
+from taxoclip.config import CommandConfig, CommandResult, command, option, shared
 from taxoclip.errors import UsageError
 from taxoclip.files import write_text_atomic
 from taxoclip.taxonomy import TRAINING_TEXT_TYPES
@@ -72,7 +72,7 @@ _norm_or_off.__name__ = "float"  # argparse names the type in "invalid float val
     run="taxoclip.train:run",
 )
 @dataclass(kw_only=True)
-class TrainConfig(StageConfig):
+class TrainConfig(CommandConfig):
     """Everything ``taxoclip train`` needs; ``batch_size`` is per process (open_clip's)."""
 
     data: str = option(
@@ -231,7 +231,7 @@ def _choice_problems(c: TrainConfig) -> list[str]:
 
 
 @dataclass
-class TrainResult(StageResult):
+class TrainResult(CommandResult):
     """Where a run landed. ``rank`` is the process's (torchrun's RANK); only rank 0 prints."""
 
     run: Path

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from taxoclip.data import IMAGE_SUFFIXES, decode_member, decode_rgb, expand_urls, local_path
+from taxoclip.data import IMAGE_MEMBERS, decode_member, decode_rgb, expand_urls, local_path
 from taxoclip.data.read import ReadStats, read_shards, scan_tar, shard_sizes
 from taxoclip.errors import InputError, UsageError
 from taxoclip.taxonomy import TRAINING_TEXT_TYPES, TextType
@@ -393,7 +393,7 @@ def load_sample(
     sample: dict[str, Any], caption_key: str, transform, rng: np.random.Generator
 ) -> tuple[torch.Tensor, str]:
     """A raw sample's augmented image and its ``caption_key`` caption (``txt`` if absent)."""
-    image = next((sample[s] for s in IMAGE_SUFFIXES if s in sample), None)
+    image = next((sample[s] for s in IMAGE_MEMBERS if s in sample), None)
     if image is None:
         raise ValueError("no image member")
     caption = sample.get(caption_key, sample.get("txt"))

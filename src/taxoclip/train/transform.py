@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+from taxoclip.runtime.preprocess import OPENAI_MEAN, OPENAI_STD  # defined once
+
 _MODES = ("bicubic", "bilinear", "nearest")
 
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 from taxoclip.errors import InputError
 from taxoclip.evaluate.dataset import EvalSet
+from taxoclip.runtime.images import IMAGE_SUFFIXES  # what counts as an image, everywhere
 from taxoclip.taxonomy import Lineage
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
