@@ -132,7 +132,10 @@ def _glob_escape(text: str) -> str:
 
 
 def cache_dir(kind: str) -> Path:
-    """``$XDG_CACHE_HOME/taxoclip/<kind>`` (``~/.cache/taxoclip/<kind>``): the one place
-    caches live (evaluation features, custom-label text embeddings)."""
+    """``$TAXOCLIP_CACHE/<kind>`` when set, else ``$XDG_CACHE_HOME/taxoclip/<kind>``
+    (``~/.cache/taxoclip/<kind>``): the one place caches live (evaluation features,
+    custom-label text embeddings, ONNX exports)."""
+    if os.environ.get("TAXOCLIP_CACHE"):
+        return Path(os.environ["TAXOCLIP_CACHE"]).expanduser() / kind
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "taxoclip" / kind

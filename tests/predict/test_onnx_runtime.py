@@ -201,11 +201,11 @@ def test_bad_onnx_inputs_are_clear_errors(exported_224, index_224, model_224, in
     code = main(["predict", *inputs[:2], "--model", str(exported_224), "--index", str(wrong)])
     assert code == InputError.exit_code
     assert "D=64 but model" in capsys.readouterr().err
-    # --runtime onnx on a folder that was never exported
-    code = main(["predict", *inputs[:2], "--model", str(model_224), "--index", str(index_224),
-                 "--runtime", "onnx"])  # fmt: skip
+    # --runtime onnx on a model that cannot be exported once and reused (random weights)
+    random = ["--model", "taxoclip-vit-t224", "--index", str(index_224), "--runtime", "onnx"]
+    code = main(["predict", *inputs[:2], *random])
     assert code == InputError.exit_code
-    assert "not an exported model folder" in capsys.readouterr().err
+    assert "no ONNX export (random weights" in capsys.readouterr().err
     # an export whose ONNX file went missing
     broken = tmp_path / "broken"
     shutil.copytree(exported_224, broken)

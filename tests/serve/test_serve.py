@@ -148,6 +148,30 @@ def test_an_exported_folder_serves_with_onnx_runtime(serve, images, serve_model,
             )
 
 
+def test_a_plain_folder_serves_on_onnx_through_the_export_cache(
+    engine, images, serve_model, serve_index, tmp_path, monkeypatch
+):
+    """auto on a model folder that was never exported: the cache's export, both
+    preprocessings (tree of life squashed, embeddings cropped) equal to torch's."""
+    pytest.importorskip("onnxruntime", reason="the ONNX runtime needs the [onnx] extra")
+    import numpy as np
+    from PIL import Image
+
+    from taxoclip.serve.engine import PLAIN, TREE, Engine
+
+    monkeypatch.setenv("TAXOCLIP_CACHE", str(tmp_path / "cache"))
+    onnx = Engine(str(serve_model), str(serve_index))
+    assert onnx.runtime == "onnx" and engine.runtime == "torch"
+    assert str(tmp_path / "cache" / "onnx") in str(onnx._encoders[TREE].path)
+    pictures = [Image.open(p).convert("RGB") for p in images[:3]]
+    for kind in (TREE, PLAIN):
+        np.testing.assert_allclose(
+            onnx.encode(pictures, kind), engine.encode(pictures, kind), atol=1e-4
+        )
+    assert onnx._encoders[PLAIN].squash is False
+    assert onnx._encoders[PLAIN].weights == serve_model / "open_clip_model.safetensors"
+
+
 def test_serve_on_onnx_imports_no_torch(serve_model, serve_index, images, tmp_path):
     """A real process serves an exported folder — tree of life, a subset, custom labels
     (the exported text tower), embeddings — and never imports torch."""

@@ -10,7 +10,8 @@
 - :mod:`.scoring` — the one numpy scorer (softmax, rank roll-up, subset, region roll-up,
   deepest rank, custom labels and bins) and :mod:`.rows`, the rows it writes;
 - :mod:`.text` — label text to classifiers, cached; :mod:`.templates`;
-- :mod:`.export` — ``taxoclip export onnx``.
+- :mod:`.export` — ``taxoclip export onnx``; :mod:`.cache` — the export cache that lets
+  ``--runtime auto`` run any model on ONNX Runtime (exported once, on first use).
 
 Every stage that encodes or scores uses these (predict, the pybioclip classes, serve,
 eval, analyze, curation's model filter, training validation). Importing this package is

@@ -19,15 +19,16 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from taxoclip.errors import UsageError
+from taxoclip.errors import InputError, UsageError
 
 from .images import ImageInput, image_key, iter_decoded
 from .rows import error_row
 
 log = logging.getLogger(__name__)
 
-#: ``--runtime``: auto (ONNX Runtime for a folder made by ``taxoclip export onnx``, torch
-#: otherwise), torch, onnx (fp32) or onnx-int8.
+#: ``--runtime``: auto (ONNX Runtime: an exported folder as it is, any other model through
+#: the export cache, :mod:`.cache`; torch where that is impossible or on CUDA), torch,
+#: onnx (fp32) or onnx-int8.
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 
 
@@ -74,9 +75,11 @@ class ImageEncoder(Protocol):
 
 
 def choose_runtime(runtime: str, model: str | os.PathLike, device: str = "cpu") -> str:
-    """``torch``, ``onnx`` or ``onnx-int8`` for ``--runtime`` on ``model``: auto picks ONNX
-    for an exported folder (unless ``--device cuda``: ONNX runs on the CPU here), torch
-    for anything else. Decided before torch is imported, so the ONNX path never is."""
+    """``torch``, ``onnx`` or ``onnx-int8`` for ``--runtime`` on ``model``, exporting
+    nothing: auto picks ONNX for an exported folder (unless ``--device cuda``: ONNX runs on
+    the CPU here), torch for anything else. ``eval`` and ``analyze``, which load torch for
+    the untrained twin anyway, decide with this; :func:`open_encoder` goes further (the
+    export cache). Decided before torch is imported, so the ONNX path never is."""
     from .onnx import find_exported
 
     if runtime not in RUNTIMES:
@@ -89,6 +92,53 @@ def choose_runtime(runtime: str, model: str | os.PathLike, device: str = "cpu") 
             f"--runtime {runtime} runs on the CPU; use --runtime torch for --device {device}"
         )
     return runtime
+
+
+@dataclass
+class Resolved:
+    """What runs ``model``: the runtime, and the exported folder ONNX opens (None: torch).
+    ``weights`` names the source weights of a cached export (it keys cached labels)."""
+
+    runtime: str
+    folder: str | os.PathLike | None = None
+    weights: os.PathLike | None = None
+
+
+def resolve_runtime(
+    runtime: str, model: str | os.PathLike, device: str = "cpu", pretrained: str | None = None
+) -> Resolved:
+    """:func:`choose_runtime`, then for a model that is not an exported folder the export
+    cache (:mod:`.cache`): ``auto`` uses it where it can — made on first use — and falls
+    back to torch with one line saying why where it cannot; an explicit ``onnx`` or
+    ``onnx-int8`` uses it or fails with that reason. ``auto`` on an export runs fp32
+    unless its recorded int8 agreement clears the bars (:func:`.cache.auto_runtime`)."""
+    from . import cache
+    from .onnx import ExportedModel, find_exported
+
+    chosen = choose_runtime(runtime, model, device)
+    if find_exported(model) is not None:
+        if chosen != "torch" and pretrained:
+            raise UsageError(
+                f"--pretrained does not apply to --runtime {chosen} (the exported folder "
+                "holds its weights)"
+            )
+        if chosen == "onnx" and runtime == "auto":
+            chosen = cache.auto_runtime(ExportedModel.open(model).record)
+        return Resolved(chosen, model if chosen != "torch" else None)
+    if chosen == "torch" and (runtime != "auto" or str(device).startswith("cuda")):
+        return Resolved("torch")
+    # auto: fp32 files (and int8 ones only once the cache makes them); else as asked
+    int8 = cache.CACHE_INT8 if runtime == "auto" else chosen == "onnx-int8"
+    try:
+        found = cache.cached_export(model, pretrained, int8=int8)
+    except cache.Unavailable as exc:
+        if runtime != "auto":
+            raise InputError(f"model {os.fspath(model)!r}: no ONNX export ({exc})") from None
+        log.warning("running %s on torch, not ONNX Runtime: %s", os.fspath(model), exc)
+        return Resolved("torch")
+    if runtime == "auto":
+        chosen = cache.auto_runtime(found.record)
+    return Resolved(chosen, found.folder, found.weights)
 
 
 def squashes(model: str | os.PathLike, tree_of_life: bool) -> bool:
@@ -108,9 +158,9 @@ def open_encoder(
     device: str = "cpu",
     pretrained: str | None = None,
 ) -> ImageEncoder:
-    """The image encoder of ``model`` under ``runtime`` (see :func:`choose_runtime`)."""
-    chosen = choose_runtime(runtime, model, device)
-    if chosen == "torch":
+    """The image encoder of ``model`` under ``runtime`` (see :func:`resolve_runtime`)."""
+    resolved = resolve_runtime(runtime, model, device, pretrained)
+    if resolved.runtime == "torch":
         from taxoclip.models import resolve_device
 
         from .torch_encoder import TorchImageEncoder
@@ -118,14 +168,12 @@ def open_encoder(
         return TorchImageEncoder.open(
             model, squash=squash, device=resolve_device(device), pretrained=pretrained
         )
-    if pretrained:
-        raise UsageError(
-            f"--pretrained does not apply to --runtime {chosen} (the exported folder holds "
-            "its weights)"
-        )
     from .onnx import OnnxImageEncoder
 
-    return OnnxImageEncoder(model, int8=chosen == "onnx-int8", squash=squash)
+    encoder = OnnxImageEncoder(resolved.folder, int8=resolved.runtime == "onnx-int8", squash=squash)
+    if resolved.weights is not None:  # a cached export keeps no copy of the weights
+        encoder.weights = resolved.weights
+    return encoder
 
 
 def open_text_encoder(
@@ -137,12 +185,15 @@ def open_text_encoder(
 ) -> TextEncoder:
     """The text tower of ``model`` under ``runtime`` (an exported folder's ONNX one, or
     torch's: see :func:`taxoclip.runtime.onnx.text_encoder_of`)."""
-    chosen = choose_runtime(runtime, model, device)
-    if chosen == "torch":
+    resolved = resolve_runtime(runtime, model, device, pretrained)
+    if resolved.runtime == "torch":
         return open_encoder(model, "torch", device=device, pretrained=pretrained).text_encoder()
     from .onnx import ExportedModel, text_encoder_of
 
-    return text_encoder_of(ExportedModel.open(model), int8=chosen == "onnx-int8")
+    # int8 text only when asked for: auto's int8 bars are the image tower's, and an index
+    # must equal torch's (fp32 agrees within 1e-5 cosine, int8 does not)
+    int8 = resolved.runtime == "onnx-int8" and runtime == "onnx-int8"
+    return text_encoder_of(ExportedModel.open(resolved.folder), int8=int8)
 
 
 # --------------------------------------------------------------------------- the loop

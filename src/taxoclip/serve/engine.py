@@ -80,8 +80,12 @@ class Engine:
                 from taxoclip.runtime.torch_encoder import TorchImageEncoder
 
                 self._encoders[kind] = TorchImageEncoder.open(tree.loaded, device=tree.device)
-            else:
-                self._encoders[kind] = open_encoder(self.model_spec, tree.runtime)
+            else:  # the same export (a cached one has no spec of its own), cropped
+                from taxoclip.runtime.onnx import OnnxImageEncoder
+
+                plain = OnnxImageEncoder(tree.exported, int8=tree.int8, squash=False)
+                plain.weights = tree.weights
+                self._encoders[kind] = plain
         return self._encoders[kind]
 
     # ------------------------------------------------------------------ rows
