@@ -31,6 +31,8 @@ CHANGED = [
     ["--images-per-species", 40, 32],
     ["--sizes", "0.25,0.5,1", [0.125, 0.25, 0.5, 1.0]],
     ["--epochs", 15, 6],
+    # predict's rank: the default the runner applied to None is on the field (issue 22)
+    ["--rank", None, "species"],
 ]
 #: ``--device`` takes any torch device name now (cuda:1 …), checked when resolved.
 OPEN_CHOICES = {"--device"}

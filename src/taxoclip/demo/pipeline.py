@@ -36,23 +36,37 @@ class DemoPlan:
 # Sized so `make demo` stays within 10 minutes on 2 cores, set-up included (measured in
 # docs/benchmarks.md); the scaling study trains longer and over seeds.
 FULL = DemoPlan(
-    dict(species=240, images_per_species=32, image_size=32, seed=0, preview=True,
-         raw_source=True, web=12000),
+    dict(
+        species=240,
+        images_per_species=32,
+        image_size=32,
+        seed=0,
+        preview=True,
+        raw_source=True,
+        web=12000,
+    ),
     stage1_epochs=6,
     epochs=9,
     batch_size=128,
     warmup=40,
     samples_per_shard=1000,
-)  # fmt: skip
+)
 QUICK = DemoPlan(
-    dict(species=40, images_per_species=10, image_size=32, seed=0, preview=True,
-         raw_source=True, web=400),
+    dict(
+        species=40,
+        images_per_species=10,
+        image_size=32,
+        seed=0,
+        preview=True,
+        raw_source=True,
+        web=400,
+    ),
     stage1_epochs=2,
     epochs=3,
     batch_size=64,
     warmup=5,
     samples_per_shard=150,
-)  # fmt: skip
+)
 STAGES = 9
 
 
@@ -73,72 +87,131 @@ def run_demo(config: DemoConfig) -> DemoResult:
         print(f"[{n}/{STAGES}] {text} ({time.perf_counter() - started:.0f} s in)", flush=True)
 
     s = plan.synth
-    stage(1, f"synth: {s['species']} species × {s['images_per_species']} images at "
-             f"{s['image_size']} px, seed {s['seed']}, with its raw GBIF-like source")  # fmt: skip
+    stage(
+        1,
+        f"synth: {s['species']} species × {s['images_per_species']} images at "
+        f"{s['image_size']} px, seed {s['seed']}, with its raw GBIF-like source",
+    )
     made = synth.run(synth.SynthConfig(out=str(out / "synth"), progress=progress, **s))
 
     stage(2, "curate the raw source: names, image checks, duplicates, test-set leaks → shards")
     raw = made.out / "raw"
     curated = curate.run(
         curate.CurateConfig(
-            sources=[str(made.out)], backbone=str(raw / "backbone"), out=str(out / "curated"),
-            exclude_eval=[str(made.out / "test")], image_size=s["image_size"],
-            samples_per_shard=plan.samples_per_shard, workers=min(4, os.cpu_count() or 1),
-            seed=s["seed"], progress=progress,
+            sources=[str(made.out)],
+            backbone=str(raw / "backbone"),
+            out=str(out / "curated"),
+            exclude_eval=[str(made.out / "test")],
+            image_size=s["image_size"],
+            samples_per_shard=plan.samples_per_shard,
+            workers=min(4, os.cpu_count() or 1),
+            seed=s["seed"],
+            progress=progress,
         )
-    )  # fmt: skip
+    )
     stats = curated.stats
-    print(f"      {stats['records_in']} records: {stats['kept']} kept, {stats['rejected']} "
-          f"rejected (" + ", ".join(f"{k} {v}" for k, v in stats["rejected_by_stage"].items() if v)
-          + ")")  # fmt: skip
+    print(
+        f"      {stats['records_in']} records: {stats['kept']} kept, {stats['rejected']} "
+        f"rejected ("
+        + ", ".join(f"{k} {v}" for k, v in stats["rejected_by_stage"].items() if v)
+        + ")"
+    )
 
-    stage(3, f"stage 1: a general CLIP (taxoclip-vit-t32) on the web corpus' captions, "
-             f"{plan.stage1_epochs} epochs")  # fmt: skip
+    stage(
+        3,
+        f"stage 1: a general CLIP (taxoclip-vit-t32) on the web corpus' captions, "
+        f"{plan.stage1_epochs} epochs",
+    )
     web_shards = ShardSet.load(made.web / "shards", prefix="web").pattern
     general = train.run(
-        train.TrainConfig(data=web_shards, out=str(out / "stage1"), text_type="caption",
-                          caption_positives=True, epochs=plan.stage1_epochs,
-                          batch_size=plan.batch_size, warmup=plan.warmup, workers=1,
-                          seed=s["seed"], progress=progress)
-    )  # fmt: skip
+        train.TrainConfig(
+            data=web_shards,
+            out=str(out / "stage1"),
+            text_type="caption",
+            caption_positives=True,
+            epochs=plan.stage1_epochs,
+            batch_size=plan.batch_size,
+            warmup=plan.warmup,
+            workers=1,
+            seed=s["seed"],
+            progress=progress,
+        )
+    )
 
-    stage(4, f"stage 2: BioCLIP 2's recipe from the general model on the curated shards, "
-             f"replaying the web corpus, {plan.epochs} epochs, batch {plan.batch_size}")  # fmt: skip
+    stage(
+        4,
+        f"stage 2: BioCLIP 2's recipe from the general model on the curated shards, "
+        f"replaying the web corpus, {plan.epochs} epochs, batch {plan.batch_size}",
+    )
     trained = train.run(
-        train.TrainConfig(data=curated.shard_pattern, out=str(out / "run"),
-                          model=str(general.model_dir), replay=web_shards,
-                          replay_ratio=REPLAY_RATIO, epochs=plan.epochs,
-                          batch_size=plan.batch_size, warmup=plan.warmup, workers=1,
-                          seed=s["seed"], progress=progress)
-    )  # fmt: skip
+        train.TrainConfig(
+            data=curated.shard_pattern,
+            out=str(out / "run"),
+            model=str(general.model_dir),
+            replay=web_shards,
+            replay_ratio=REPLAY_RATIO,
+            epochs=plan.epochs,
+            batch_size=plan.batch_size,
+            warmup=plan.warmup,
+            workers=1,
+            seed=s["seed"],
+            progress=progress,
+        )
+    )
     model = str(trained.model_dir)
 
     stage(5, "index the tree of life with the trained model; predict a few test images")
     index_dir = out / "index"
     from taxoclip import predict
 
-    predict.run_index(predict.IndexConfig(model=model, taxa=str(made.out / "species.csv"),
-                                          out=str(index_dir), progress=False))  # fmt: skip
+    predict.run_index(
+        predict.IndexConfig(
+            model=model, taxa=str(made.out / "species.csv"), out=str(index_dir), progress=False
+        )
+    )
     print(_name_examples(model, index_dir, made.out / "test", made.n_test), end="")
 
     stage(6, "eval: the SynthToL suite, beside the untrained twin")
     evaluated = evaluate.run(
-        evaluate.EvalConfig(model=model, data=str(made.out), suite="synth", out=str(out / "eval"),
-                            cache_dir=str(out / "eval" / ".features"), progress=progress)
-    )  # fmt: skip
+        evaluate.EvalConfig(
+            model=model,
+            data=str(made.out),
+            suite="synth",
+            out=str(out / "eval"),
+            cache_dir=str(out / "eval" / ".features"),
+            progress=progress,
+        )
+    )
     print(evaluate.format_table(evaluated.rows), end="")
 
     stage(7, "analyze the embedding space (traits, habitat, taxonomy, sexes, life stages)")
     analysis = analyze.run(
-        analyze.AnalyzeConfig(model=model, data=str(made.out), out=str(out / "analysis"),
-                              seed=s["seed"], progress=progress)
-    )  # fmt: skip
+        analyze.AnalyzeConfig(
+            model=model,
+            data=str(made.out),
+            out=str(out / "analysis"),
+            seed=s["seed"],
+            progress=progress,
+        )
+    )
     print(analyze.format_summary(analysis))
 
-    stage(8, "the paper's claims: the stage-2 model beside the untrained twin and the general "
-             "model (one seed)")  # fmt: skip
-    claims = demo_claims(out, made, curated, general.model_dir, trained.model_dir, evaluated,
-                         analysis, s["seed"], progress)  # fmt: skip
+    stage(
+        8,
+        "the paper's claims: the stage-2 model beside the untrained twin and the general "
+        "model (one seed)",
+    )
+    claims = demo_claims(
+        out,
+        made,
+        curated,
+        general.model_dir,
+        trained.model_dir,
+        evaluated,
+        analysis,
+        s["seed"],
+        progress,
+    )
     print(format_table(claims), end="")
 
     stage(9, "report")
@@ -173,31 +246,50 @@ def demo_claims(out, made, curated, general_dir, model_dir, evaluated, analysis,
         ("w0/s0/untrained", "untrained", "baseline", "untrained", twin),
     ):
         values = values_from_analysis(metrics, part)
-        values.update(plain_values({**_eval_zero_shot(evaluated, model_name),
-                                    **web_values(model, made.web)}))  # fmt: skip
-        runs[name] = {"kind": kind, "world": 0, "seed": 0, "values": values,
-                      "n_train": curated.stats["kept"] if kind == "stage2" else None}  # fmt: skip
-    general = measure(general_dir, made.out, made.web, out / "claims" / "general", seed, "cpu",
-                      progress)  # fmt: skip
-    runs["w0/general"] = {"kind": "general", "world": 0, "seed": None, "n_train": None,
-                          "model": str(general_dir), **general}  # fmt: skip
+        values.update(
+            plain_values({**_eval_zero_shot(evaluated, model_name), **web_values(model, made.web)})
+        )
+        runs[name] = {
+            "kind": kind,
+            "world": 0,
+            "seed": 0,
+            "values": values,
+            "n_train": curated.stats["kept"] if kind == "stage2" else None,
+        }
+    general = measure(
+        general_dir, made.out, made.web, out / "claims" / "general", seed, "cpu", progress
+    )
+    runs["w0/general"] = {
+        "kind": "general",
+        "world": 0,
+        "seed": None,
+        "n_train": None,
+        "model": str(general_dir),
+        **general,
+    }
     summary = summarise(runs, worlds=[0], seeds=[0])
     claims = {
-        "kind": "claims", "recipe": "two-stage", "budget": "one run",
+        "kind": "claims",
+        "recipe": "two-stage",
+        "budget": "one run",
         "note": "one seed and one data size: each verdict's margin comes from the null's "
         "permutation sd, not from a spread over seeds, and there are no trends, no flat and "
         "no no-replay baseline; taxoclip study scaling runs those",
-        "claims": summary["claims"], "trends": [], "runs": runs,
-    }  # fmt: skip
+        "claims": summary["claims"],
+        "trends": [],
+        "runs": runs,
+    }
     write_json(out / "claims" / "study.json", claims)
     return claims
 
 
 def _eval_zero_shot(evaluated, model: str) -> dict[str, float | None]:
     """The study's zero-shot keys from the eval rows of one model."""
-    wanted = {("seen species", "zero-shot top-1"): "zero_shot.seen_top1",
-              ("unseen species", "zero-shot top-1"): "zero_shot.unseen_top1",
-              ("unseen species", "zero-shot top-1 genus"): "zero_shot.unseen_genus_top1"}  # fmt: skip
+    wanted = {
+        ("seen species", "zero-shot top-1"): "zero_shot.seen_top1",
+        ("unseen species", "zero-shot top-1"): "zero_shot.unseen_top1",
+        ("unseen species", "zero-shot top-1 genus"): "zero_shot.unseen_genus_top1",
+    }
     found = dict.fromkeys(wanted.values())
     for row in evaluated.rows:
         if row.model == model and (row.task, row.metric) in wanted:
@@ -212,17 +304,31 @@ def _name_examples(model: str, index_dir: Path, test: Path, n_test: int) -> str:
 
     examples = sorted((test / "images").rglob("*.jpg"))[:: max(1, n_test // 4)][:4]
     result = predict.run_predict(
-        predict.PredictConfig(images=[str(p) for p in examples], model=model,
-                              index=str(index_dir), k=1, output=os.devnull, progress=False)
-    )  # fmt: skip
+        predict.PredictConfig(
+            images=[str(p) for p in examples],
+            model=model,
+            index=str(index_dir),
+            k=1,
+            output=os.devnull,
+            progress=False,
+            keep_rows=True,
+        )
+    )
     with (test / "metadata.csv").open(newline="", encoding="utf-8") as handle:
         truth = {row["filepath"]: row["class"] for row in csv.DictReader(handle)}
     table = io.StringIO()
     rows = []
     for r in result.rows:
         image = Path(r["file_name"]).relative_to(test).as_posix()
-        rows.append({"image": image, "true species": truth[image], "predicted": r["species"],
-                     "common name": r["common_name"], "score": round(r["score"], 3)})  # fmt: skip
+        rows.append(
+            {
+                "image": image,
+                "true species": truth[image],
+                "predicted": r["species"],
+                "common name": r["common_name"],
+                "score": round(r["score"], 3),
+            }
+        )
     write_rows(rows, "table", table)
     return table.getvalue()
 
@@ -251,8 +357,10 @@ def _summary(out, made, curated, general, trained, index_dir, evaluated, claims,
     chance = 1 / made.n_species
     seen, unseen = _zero_shot(evaluated, "seen species"), _zero_shot(evaluated, "unseen species")
     if seen is not None:
-        lines.append(f"  zero-shot top-1   held-out images of seen species: {seen:.3f} "
-                     f"(80 templates, among all {made.n_species} species; chance {chance:.3f})")  # fmt: skip
+        lines.append(
+            f"  zero-shot top-1   held-out images of seen species: {seen:.3f} "
+            f"(80 templates, among all {made.n_species} species; chance {chance:.3f})"
+        )
     if unseen is not None:
         lines.append(f"                    species never seen in training:  {unseen:.3f}")
     lines += [
@@ -265,7 +373,7 @@ def _summary(out, made, curated, general, trained, index_dir, evaluated, claims,
                 ("holds", "hold"),
                 ("inconclusive", "inconclusive"),
                 ("does not hold", "do not hold"),
-            )  # fmt: skip
+            )
         )
         + "; one seed)",
         f"  try               taxoclip predict {made.out}/test/images --model {trained.model_dir} "

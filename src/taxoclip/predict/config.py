@@ -6,26 +6,85 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from taxoclip.config import StageConfig, StageResult, command, option, shared
+from taxoclip.config import CommandConfig, CommandResult, command, option, shared
 from taxoclip.errors import EXIT_FAILED, EXIT_OK, EXIT_PARTIAL
 
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
+#: ``--rank`` of a tree-of-life prediction when none is given (as pybioclip).
+DEFAULT_RANK = "species"
+#: ``--k`` of a tree-of-life prediction when none is given (as pybioclip); with ``--cls`` or
+#: ``--bins`` every label is listed unless ``--k`` is given.
+TOP_K = 5
 
 
-#: ``--runtime``: auto = ONNX Runtime for an exported folder (``taxoclip export onnx``),
-#: torch otherwise (docs/reference.md#onnx-runtime); ``taxoclip.runtime.encode.RUNTIMES``,
-#: kept here as text: this module is read for ``--help`` and imports no numpy.
+#: ``--runtime``: auto = ONNX Runtime fp32, on an exported folder or on any model exported
+#: once into the cache (``taxoclip.runtime.cache``; eval and analyze: exported folders only),
+#: torch where that cannot be (docs/reference.md#onnx-runtime); ``taxoclip.runtime.encode.
+#: RUNTIMES``, kept here as text: this module is read for ``--help`` and imports no numpy.
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 
 
 def runtime_option():
-    return option("auto", choices=RUNTIMES, help="auto (ONNX for a folder made by `taxoclip "
-                  "export onnx`, else torch), torch, onnx (fp32) or onnx-int8")  # fmt: skip
+    return option("auto", choices=RUNTIMES, help="auto (ONNX Runtime fp32: the first run "
+                  "exports the model into the cache, $TAXOCLIP_CACHE or ~/.cache/taxoclip, and "
+                  "later runs load no torch; torch, with one line why, where it cannot be "
+                  "exported; eval/analyze: ONNX only for a folder made by `taxoclip export "
+                  "onnx`), torch, onnx (fp32) or onnx-int8")  # fmt: skip
 
 
 #: ``--workers`` of predict and embed: the engine decodes in threads (PIL and numpy let go
 #: of the GIL while they work), the next batch while the model runs this one.
 DECODING_THREADS = "image-decoding threads (default: 0 on ≤ 2 cores, else up to 4)"
+
+
+class long_run:  # noqa: N801 - a namespace of option definitions, as ``shared``
+    """Options of long runs (``predict``, ``embed``): checkpoints, resume, a Ray cluster."""
+
+    @staticmethod
+    def checkpoint_every():
+        return option(
+            None,
+            metavar="N",
+            help="write a checkpoint every N images (in OUTPUT.partial/ beside --output) so "
+            "that --resume can continue after a crash",
+        )
+
+    @staticmethod
+    def resume():
+        return option(
+            False,
+            help="continue the run checkpointed beside --output (refused, naming the "
+            "difference, when the inputs, the model or an output flag differ)",
+        )
+
+    @staticmethod
+    def ray_address():
+        return option(
+            None,
+            metavar="ADDR",
+            help="run on a Ray cluster (auto, HOST:PORT, or local: a Ray of this machine's "
+            "own): a pool of actors, each loading the model once; rows written here, in "
+            "input order",
+        )
+
+    @staticmethod
+    def ray_actors():
+        return option(
+            None, metavar="N", help="with --ray-address: actors in the pool (default: one per node)"
+        )
+
+
+def long_run_problems(config) -> list[str]:
+    """The checks of :class:`long_run`'s options."""
+    problems = []
+    if config.checkpoint_every is not None and config.checkpoint_every < 1:
+        problems.append(f"--checkpoint-every must be at least 1 (got {config.checkpoint_every})")
+    to_stdout = config.output in (None, "", "-", "stdout")
+    if (config.checkpoint_every is not None or config.resume) and to_stdout:
+        problems.append("--checkpoint-every and --resume need --output FILE")
+    if config.ray_actors is not None and (config.ray_actors < 1 or not config.ray_address):
+        problems.append("--ray-actors needs --ray-address and is at least 1")
+    return problems
 
 
 def names_list(text: str) -> list[str]:
@@ -51,7 +110,7 @@ def exit_for(n_inputs: int, n_failed: int) -> int:
     run="taxoclip.predict.run:run_index",
 )
 @dataclass(kw_only=True)
-class IndexConfig(StageConfig):
+class IndexConfig(CommandConfig):
     model: str = shared.model()
     pretrained: str | None = shared.pretrained()
     taxa: str = option(
@@ -72,7 +131,7 @@ class IndexConfig(StageConfig):
 
 
 @dataclass
-class IndexResult(StageResult):
+class IndexResult(CommandResult):
     out: Path
     model: str
     n_taxa: int
@@ -98,11 +157,11 @@ class IndexResult(StageResult):
     run="taxoclip.predict.run:run_predict",
 )
 @dataclass(kw_only=True)
-class PredictConfig(StageConfig):
+class PredictConfig(CommandConfig):
     images: list[str] = option(positional=True, nargs="*", metavar="IMAGES_OR_DIRS",
                                help="images, directories (recursive) or globs")  # fmt: skip
-    rank: str | None = option(None, choices=RANKS, exclusive="mode",
-                              help="rank of the tree-of-life prediction (default species)")  # fmt: skip
+    rank: str = option(DEFAULT_RANK, choices=RANKS, exclusive="mode",
+                       help="rank of the tree-of-life prediction")  # fmt: skip
     cls: str | None = option(None, metavar="LIST|FILE", exclusive="mode",
                              help="custom labels: comma-separated, or a file with one per line")  # fmt: skip
     bins: str | None = option(None, metavar="CSV", exclusive="mode",
@@ -111,7 +170,9 @@ class PredictConfig(StageConfig):
                                 "in this CSV (first column: a rank name)")  # fmt: skip
     deepest_rank: float | None = option(None, metavar="THRESHOLD", help="per image, the "
                                         "deepest rank whose summed probability reaches THRESHOLD")  # fmt: skip
-    k: int | None = option(None, help="top-k predictions (default 5; all labels with --cls)")
+    k: int | None = option(
+        None, help=f"top-k predictions (default {TOP_K}; all labels with --cls or --bins)"
+    )
     min_prob: float = option(1e-9, help="species below this are left out of higher-rank sums")
     format: str = option("csv", choices=("csv", "table", "json"), help="output format")
     output: str | None = option(None, metavar="FILE", help="write here instead of stdout")
@@ -127,6 +188,13 @@ class PredictConfig(StageConfig):
     offline: bool = shared.offline()
     progress: bool = shared.progress()
     runtime: str = runtime_option()
+    checkpoint_every: int | None = long_run.checkpoint_every()
+    resume: bool = long_run.resume()
+    ray_address: str | None = long_run.ray_address()
+    ray_actors: int | None = long_run.ray_actors()
+    keep_rows: bool = option(
+        False, cli=False, help="keep every row in the result (library callers; memory grows)"
+    )
     # MegaDetector and regional lists (docs/ecologists.md)
     detections: str | None = option(None, metavar="MD.json", help="MegaDetector batch output "
                                     "(format 1.x): classify its animal boxes; IMAGES_OR_DIRS is "
@@ -187,11 +255,24 @@ class PredictConfig(StageConfig):
             problems.append(f"--batch-size must be at least 1 (got {self.batch_size})")
         if not self.images and not (self.detections and self.image_root):
             problems.append("give at least one image, directory or glob")
+        problems += long_run_problems(self)
+        if self.detections and (self.checkpoint_every or self.resume or self.ray_address):
+            problems.append(
+                "--checkpoint-every, --resume and --ray-address do not apply to --detections"
+            )
         return problems
+
+    @property
+    def top_k(self) -> int | None:
+        """``--k``, or its default: the top :data:`TOP_K` taxa of a tree-of-life prediction,
+        every label of ``--cls`` or ``--bins`` (None)."""
+        if self.k is not None or self.cls or self.bins:
+            return self.k
+        return TOP_K
 
 
 @dataclass
-class PredictResult(StageResult):
+class PredictResult(CommandResult):
     n_images: int
     failed: list[Any] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list, repr=False)
@@ -222,7 +303,7 @@ class PredictResult(StageResult):
     run="taxoclip.predict.run:run_embed",
 )
 @dataclass(kw_only=True)
-class EmbedConfig(StageConfig):
+class EmbedConfig(CommandConfig):
     images: list[str] = option(positional=True, metavar="IMAGES_OR_DIRS",
                                help="images, directories (recursive) or globs")  # fmt: skip
     output: str = option(metavar="F.npy|F.parquet|F.json", help="where the embeddings go")
@@ -235,13 +316,18 @@ class EmbedConfig(StageConfig):
     offline: bool = shared.offline()
     progress: bool = shared.progress()
     runtime: str = runtime_option()
+    checkpoint_every: int | None = long_run.checkpoint_every()
+    resume: bool = long_run.resume()
+    ray_address: str | None = long_run.ray_address()
+    ray_actors: int | None = long_run.ray_actors()
 
     def check(self) -> list[str]:
-        return [] if self.batch_size >= 1 else ["--batch-size must be at least 1"]
+        problems = [] if self.batch_size >= 1 else ["--batch-size must be at least 1"]
+        return problems + long_run_problems(self)
 
 
 @dataclass
-class EmbedResult(StageResult):
+class EmbedResult(CommandResult):
     n_images: int
     n_ok: int
     dim: int
@@ -268,7 +354,7 @@ class EmbedResult(StageResult):
     run="taxoclip.predict.listing:run_list_models",
 )
 @dataclass(kw_only=True)
-class ListModelsConfig(StageConfig):
+class ListModelsConfig(CommandConfig):
     model: str | None = option(None, metavar="MODEL", help="list the pretrained tags of MODEL")
 
 
@@ -283,7 +369,7 @@ class ListModelsConfig(StageConfig):
     run="taxoclip.predict.listing:run_list_tol_taxa",
 )
 @dataclass(kw_only=True)
-class ListTolTaxaConfig(StageConfig):
+class ListTolTaxaConfig(CommandConfig):
     model: str = shared.model()
     index: str | None = option(None, metavar="DIR", help="tree-of-life text index "
                                "(default: the model's published one)")  # fmt: skip
@@ -292,7 +378,7 @@ class ListTolTaxaConfig(StageConfig):
 
 
 @dataclass
-class ListingResult(StageResult):
+class ListingResult(CommandResult):
     text: str = field(default="", repr=False)
 
     def lines(self) -> list[str]:

@@ -590,7 +590,7 @@ def predict_detections(config, predict_rows: PredictRows, log_record, notes: lis
                          "MegaDetector ran on)")  # fmt: skip
     mode = ("custom labels" if config.cls else "bins" if config.bins
             else f"deepest rank >= {config.deepest_rank}" if config.deepest_rank is not None
-            else f"tree of life, {config.rank or 'species'}")  # fmt: skip
+            else f"tree of life, {config.rank}")  # fmt: skip
     info = {"model": config.model, "pretrained": config.pretrained, "index": config.index,
             "mode": mode, "region": config.region, "deny": config.deny}  # fmt: skip
     # --deepest-rank T stops at the rank where a taxon holds T: the threshold the user chose

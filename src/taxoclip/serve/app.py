@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taxoclip import __version__
 from taxoclip.errors import TaxoclipError
+from taxoclip.predict.config import DEFAULT_RANK, TOP_K
 from taxoclip.runtime.rows import error_row
 from taxoclip.taxonomy import RANK_NAMES, Rank
 
@@ -47,13 +48,13 @@ _FORM_SCHEMA = {
         "rank": {
             "type": "string",
             "enum": list(RANK_NAMES),
-            "default": "species",
+            "default": DEFAULT_RANK,
             "description": "rank of the tree-of-life prediction",
         },
         "k": {
             "type": "integer",
             "minimum": 1,
-            "description": "top-k (default 5; all labels with cls)",
+            "description": f"top-k (default {TOP_K}; all labels with cls)",
         },
         "cls": {
             "type": "string",
@@ -227,7 +228,6 @@ def _add_predict(app: FastAPI, engine: Engine, batcher: Batcher, limits: Limits)
         rank_text = _text(form, "rank")
         if cls and rank_text:
             raise BadRequest("give either rank (tree of life) or cls (custom labels), not both")
-        k = _int(form, "k")
         min_prob = _float(form, "min_prob", 1e-9)
         subset_text = await _subset_text(form)
         good_keys: list[str] = []  # the readable images' keys, known once they are decoded
@@ -238,20 +238,22 @@ def _add_predict(app: FastAPI, engine: Engine, batcher: Batcher, limits: Limits)
             if subset_text:
                 raise BadRequest("subset applies to tree-of-life predictions, not cls")
             kind = PLAIN
+            k = _int(form, "k")  # every label unless given
 
             def finish(features):
                 return engine.label_rows(features, good_keys, labels, k)
         else:
             try:
-                rank = Rank.parse(rank_text or "species")
+                rank = Rank.parse(_text(form, "rank", DEFAULT_RANK))
             except (ValueError, KeyError) as exc:
                 raise BadRequest(f"rank must be one of {', '.join(RANK_NAMES)} "
                                  f"(got {rank_text!r})") from exc  # fmt: skip
             subset = engine.subset_key(subset_text) if subset_text else None
             kind = TREE
+            k = _int(form, "k", TOP_K)
 
             def finish(features):
-                return engine.tree_rows(features, good_keys, rank, k or 5, min_prob, subset)
+                return engine.tree_rows(features, good_keys, rank, k, min_prob, subset)
 
         keys, decoded = await _images(form, limits)  # fields first: a bad one costs no decoding
         good = [i for i, item in enumerate(decoded) if not isinstance(item, str)]
@@ -270,7 +272,7 @@ def _add_embed(app: FastAPI, engine: Engine, batcher: Batcher, limits: Limits) -
     async def embed(request: Request) -> dict[str, Any]:
         form = await _form(request, limits)
         keys, decoded = await _images(form, limits)
-        normalize = (_text(form, "normalize") or "false").lower() in ("1", "true", "yes", "on")
+        normalize = _text(form, "normalize", "false").lower() in ("1", "true", "yes", "on")
         good = [i for i, item in enumerate(decoded) if not isinstance(item, str)]
 
         def finish(features):
@@ -333,17 +335,18 @@ def _in_order(decoded: list[Any], keys: list[str], groups: list[list[dict]]) -> 
     return out
 
 
-def _text(form, name: str) -> str | None:
+def _text(form, name: str, default: str | None = None) -> str | None:
+    """The field's text, stripped; ``default`` when it is absent or blank."""
     value = form.get(name)
-    if value is None or isinstance(value, UploadFile):
-        return None
-    return value.strip() or None
+    if value is None or isinstance(value, UploadFile) or not value.strip():
+        return default
+    return value.strip()
 
 
-def _int(form, name: str) -> int | None:
+def _int(form, name: str, default: int | None = None) -> int | None:
     text = _text(form, name)
     if text is None:
-        return None
+        return default
     try:
         value = int(text)
     except ValueError as exc:
