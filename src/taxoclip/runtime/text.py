@@ -3,11 +3,14 @@
 :func:`class_text_matrix` is the one way a list of labels becomes a (D, C) classifier
 (the tree-of-life index, custom labels, eval's classes, the model filter's prompts,
 validation's captions): each label through the templates (the 80 OpenAI ones unless
-told otherwise), normalised, averaged, renormalised — CLIP's and pybioclip's recipe. Fast:
-captions are tokenised once per chunk of labels, sorted by length, and run in passes
-trimmed to the longest caption of the pass — the text tower is causal and reads only the
-end token, so the padding after it is never needed (the same features to float rounding,
-and far less work: taxon captions are 20-40 of 77 tokens).
+told otherwise), normalised, averaged, renormalised — CLIP's and pybioclip's recipe. Fast
+(:func:`encode_captions`): captions are tokenised once per chunk of labels, identical
+token rows (repeated labels, labels that differ only in case or spacing, captions
+truncated alike) are encoded once, and the distinct ones are sorted by length and run in
+passes trimmed to the longest caption of the pass — the text tower is causal and reads
+only the end token, so the padding after it is never needed (the same features to float
+rounding, and far less work: taxon captions are 20-40 of 77 tokens). Through the exported
+ONNX text tower where the model has one (``open_text_encoder``'s runtime choice).
 
 :func:`label_matrix` caches a label set's classifier under ``$XDG_CACHE_HOME/taxoclip/labels``
 (``~/.cache/…``), keyed by the SHA-256 of the model's weights file, the text runtime, the
@@ -34,7 +37,9 @@ from .templates import OPENAI_IMAGENET_TEMPLATES
 
 log = logging.getLogger(__name__)
 
-#: Captions per forward pass (sorted by length, each pass trimmed to its longest).
+#: Captions per forward pass (sorted by length, each pass trimmed to its longest), unless
+#: the encoder prefers another (``pass_size``: the ONNX text tower runs smaller passes
+#: faster, torch larger ones; bench/text_index.py).
 TEXT_PASS = 1024
 #: Labels tokenised at a time (bounds the token matrix of a 100k-taxa index).
 LABEL_CHUNK = 2048
@@ -50,32 +55,56 @@ def class_text_matrix(
     batch_size: int | None = None,
 ) -> np.ndarray:
     """(D, C) float32, one L2-normalised column per label. ``encoder`` is a
-    :class:`~.encode.TextEncoder`; ``batch_size`` labels × templates / 2 captions per pass
-    (at least :data:`TEXT_PASS`)."""
+    :class:`~.encode.TextEncoder`; a forward pass runs its ``pass_size`` captions
+    (:data:`TEXT_PASS` if it names none), at most ``batch_size`` labels × templates."""
     from tqdm import tqdm
 
     n_templates = len(templates)
-    per_pass = max(TEXT_PASS, (batch_size or 0) * n_templates // 2)
+    per_pass = int(getattr(encoder, "pass_size", TEXT_PASS))
+    if batch_size:
+        per_pass = min(per_pass, batch_size * n_templates)
     columns = []
     with tqdm(total=len(labels), unit="taxa", desc="index", disable=not progress) as bar:
         for start in range(0, len(labels), LABEL_CHUNK):
             chunk = list(labels[start : start + LABEL_CHUNK])
             texts = [t.format(label) for label in chunk for t in templates]
-            tokens = np.asarray(encoder.tokenize(texts), dtype=np.int64)
-            lengths = tokens.argmax(axis=1) + 1  # the end token has the highest id
-            order = np.argsort(lengths, kind="stable")
-            features = None
-            for first in range(0, len(texts), per_pass):
-                rows = order[first : first + per_pass]
-                out = encoder.encode_tokens(tokens[rows, : int(lengths[rows].max())], True)
-                if features is None:
-                    features = np.empty((len(texts), out.shape[1]), dtype=np.float32)
-                features[rows] = out
+            features = encode_captions(encoder, encoder.tokenize(texts), per_pass)
             mean = features.reshape(len(chunk), n_templates, -1).mean(axis=1)
             norms = np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
             columns.append((mean / norms).astype(np.float32))
             bar.update(len(chunk))
     return np.ascontiguousarray(np.concatenate(columns).T)
+
+
+def token_lengths(tokens: np.ndarray) -> np.ndarray:
+    """Positions each row uses: one past its last non-padding (non-zero) id. For open_clip's
+    tokenizers that is the end token (padding is 0); a tokenizer that pads with something
+    else is never trimmed (its rows use the whole context)."""
+    width = tokens.shape[1]
+    return width - np.argmax(tokens[:, ::-1] != 0, axis=1)
+
+
+def encode_captions(encoder, tokens: np.ndarray, per_pass: int = TEXT_PASS) -> np.ndarray:
+    """L2-normalised float32 (N, D) features of token rows (N, context) through ``encoder``:
+    identical rows (captions that tokenise alike) are encoded once; the distinct ones are
+    sorted by length and run ``per_pass`` at a time, each pass trimmed to its longest row —
+    exact for the causal, end-token-pooled towers (the padding after the end token is never
+    read; tests hold it equal to the full context)."""
+    tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+    if len(tokens) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    unique, inverse = np.unique(tokens, axis=0, return_inverse=True)
+    lengths = token_lengths(unique)
+    order = np.argsort(lengths, kind="stable")
+    features = None
+    for first in range(0, len(unique), max(1, per_pass)):
+        rows = order[first : first + max(1, per_pass)]
+        width = int(lengths[rows].max())
+        out = encoder.encode_tokens(np.ascontiguousarray(unique[rows, :width]), True)
+        if features is None:
+            features = np.empty((len(unique), out.shape[1]), dtype=np.float32)
+        features[rows] = out
+    return features[np.asarray(inverse).reshape(-1)]
 
 
 def label_matrix(image_encoder, labels: Sequence[str]) -> np.ndarray:
