@@ -98,8 +98,13 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="curate-bench-"))
     try:
         root = tmp / "synth"
-        generate(root, SynthConfig(species=args.species, images_per_species=args.images_per_species,
-                                   raw_source=True), progress=False)  # fmt: skip
+        generate(
+            root,
+            SynthConfig(
+                species=args.species, images_per_species=args.images_per_species, raw_source=True
+            ),
+            progress=False,
+        )
         files = sorted((root / "raw" / "dwca" / "media").iterdir())
         seconds, ok = decode_only(files)
         decode_rate = len(files) / seconds
@@ -120,12 +125,16 @@ def main() -> None:
                 f"stages {json.dumps(stats['stage_seconds'])}"
             )
         one, two = rows[0][2], rows[1][2]
-        print(f"ratio 2 workers / 1 worker: {two / one:.2f}x; "
-              f"end-to-end per core / decode-only: {one / decode_rate:.2f}")  # fmt: skip
+        print(
+            f"ratio 2 workers / 1 worker: {two / one:.2f}x; "
+            f"end-to-end per core / decode-only: {one / decode_rate:.2f}"
+        )
 
         rate, n = names_rate(root, repeats=20)
-        print(f"names: {n} queries ({n // 20} names x 20 spellings/authorships) "
-              f"resolved at {rate:.0f} names/s (distinct, no Ray)")  # fmt: skip
+        print(
+            f"names: {n} queries ({n // 20} names x 20 spellings/authorships) "
+            f"resolved at {rate:.0f} names/s (distinct, no Ray)"
+        )
 
         # Steady state: the image stage per worker. End to end on a small source is
         # dominated by fixed costs (Ray start, one backbone load per names actor).

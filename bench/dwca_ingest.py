@@ -31,17 +31,38 @@ EXTRA = [f"field{i}" for i in range(30)]
 def write_archive(path: Path, occurrences: int, seed: int = 0) -> int:
     """A zipped GBIF-style download; returns the number of media rows."""
     rng = random.Random(seed)
-    columns = ["gbifID", "scientificName", "kingdom", "family", "genus", "basisOfRecord",
-               "license", "publisher", "eventRemarks", "vernacularName", *EXTRA]  # fmt: skip
+    columns = [
+        "gbifID",
+        "scientificName",
+        "kingdom",
+        "family",
+        "genus",
+        "basisOfRecord",
+        "license",
+        "publisher",
+        "eventRemarks",
+        "vernacularName",
+        *EXTRA,
+    ]
     media_rows = 0
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         with z.open("occurrence.txt", "w") as f:
             f.write(("\t".join(columns) + "\n").encode())
             for i in range(occurrences):
-                row = [str(i), f"Genus{i % 997} species{i % 89} Author, 1900", "Animalia",
-                       f"Family{i % 101}", f"Genus{i % 997}", "HUMAN_OBSERVATION", "CC0",
-                       "iNaturalist", "", "", *(f"value {i} {k}" for k in range(30))]  # fmt: skip
+                row = [
+                    str(i),
+                    f"Genus{i % 997} species{i % 89} Author, 1900",
+                    "Animalia",
+                    f"Family{i % 101}",
+                    f"Genus{i % 997}",
+                    "HUMAN_OBSERVATION",
+                    "CC0",
+                    "iNaturalist",
+                    "",
+                    "",
+                    *(f"value {i} {k}" for k in range(30)),
+                ]
                 f.write(("\t".join(row) + "\n").encode())
         with z.open("multimedia.txt", "w") as f:
             f.write(b"gbifID\ttype\tformat\tidentifier\tlicense\n")
@@ -71,8 +92,13 @@ def read_once(archive: str, work: str) -> dict:
     info = ingest_source(0, archive, "dwca", "bench", None, work, most=4096, least=64, workers=2)
     seconds = time.perf_counter() - started
     peak_mb = peak_rss_mb()
-    return {"records": info["rows"], "rejected": info["rejected"], "parts": info["parts"],
-            "seconds": round(seconds, 2), "peak_rss_mb": round(peak_mb, 1)}  # fmt: skip
+    return {
+        "records": info["rows"],
+        "rejected": info["rejected"],
+        "parts": info["parts"],
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(peak_mb, 1),
+    }
 
 
 def main() -> None:
@@ -91,8 +117,13 @@ def main() -> None:
         archive = args.out / f"gbif-{n}.zip"
         media = write_archive(archive, n)
         work = args.out / f"work-{n}"
-        out = subprocess.run([sys.executable, __file__, "--child", str(archive), str(work)],
-                             capture_output=True, text=True, check=True, env=os.environ)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(archive), str(work)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=os.environ,
+        )
         result = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append((scale, n, media, archive.stat().st_size / 1e6, result))
     print(
@@ -100,8 +131,10 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for scale, n, media, mb, r in rows:
-        print(f"| {scale}x | {n:,} | {media:,} | {mb:.1f} | {r['records']:,} | {r['rejected']:,} | "
-              f"{r['parts']} | {r['seconds']} | {r['peak_rss_mb']} |")  # fmt: skip
+        print(
+            f"| {scale}x | {n:,} | {media:,} | {mb:.1f} | {r['records']:,} | {r['rejected']:,} | "
+            f"{r['parts']} | {r['seconds']} | {r['peak_rss_mb']} |"
+        )
 
 
 if __name__ == "__main__":

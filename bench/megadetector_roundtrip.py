@@ -48,8 +48,9 @@ def main_bench() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="md-bench-"))
-    md_path, truth_path = make_camera_trap(args.synth, out / "camera", args.pictures,
-                                           args.per_picture, args.scale, seed=0)  # fmt: skip
+    md_path, truth_path = make_camera_trap(
+        args.synth, out / "camera", args.pictures, args.per_picture, args.scale, seed=0
+    )
     truth = list(csv.DictReader(truth_path.open()))
     model = ["--model", args.model, "--index", args.index, "-q"]
     if args.pretrained:
@@ -64,8 +65,17 @@ def main_bench() -> None:
         ]
     )  # imports and first model load: not timed below
     result = out / "md_taxoclip.json"
-    crops_s = run(["predict", str(out / "camera"), "--detections", str(md_path),
-                   "--output", str(result), *model])  # fmt: skip
+    crops_s = run(
+        [
+            "predict",
+            str(out / "camera"),
+            "--detections",
+            str(md_path),
+            "--output",
+            str(result),
+            *model,
+        ]
+    )
     rows = {
         (r["file"], r["detection"]): r for r in csv.DictReader(result.with_suffix(".csv").open())
     }
@@ -78,18 +88,23 @@ def main_bench() -> None:
         meta = {r["filepath"]: r for r in csv.DictReader(handle)}
     lines = []
     for rank in ("species", "genus", "family"):
-        crop = sum(rows[(t["file"], t["detection"])][rank] == meta[t["source"]][rank]
-                   for t in truth)  # fmt: skip
-        alone = sum(single[s][rank] == meta[t["source"]][rank]
-                    for s, t in zip(singles, truth, strict=True))  # fmt: skip
-        lines.append(f"{rank}: crops {crop / len(truth):.3f}, single images "
-                     f"{alone / len(truth):.3f}")  # fmt: skip
+        crop = sum(
+            rows[(t["file"], t["detection"])][rank] == meta[t["source"]][rank] for t in truth
+        )
+        alone = sum(
+            single[s][rank] == meta[t["source"]][rank] for s, t in zip(singles, truth, strict=True)
+        )
+        lines.append(
+            f"{rank}: crops {crop / len(truth):.3f}, single images {alone / len(truth):.3f}"
+        )
     doc = json.loads(result.read_text())
     n_classified = sum("classifications" in d for i in doc["images"] for d in i["detections"])
     n = len(truth)
-    print(f"pictures {args.pictures} x {args.per_picture} animals (scale {args.scale}), "
-          f"{sum(len(i['detections']) for i in doc['images'])} detections, "
-          f"{n_classified} classified")  # fmt: skip
+    print(
+        f"pictures {args.pictures} x {args.per_picture} animals (scale {args.scale}), "
+        f"{sum(len(i['detections']) for i in doc['images'])} detections, "
+        f"{n_classified} classified"
+    )
     print(f"top-1 species accuracy: crops {crop_hits}/{n} = {crop_hits / n:.3f}")
     print("top-1 (the best species' taxon) accuracy by rank: " + "; ".join(lines))
     print(f"time: --detections {crops_s:.1f} s; single images {single_s:.1f} s; folder {out}")

@@ -65,8 +65,7 @@ print(json.dumps({"seconds": time.perf_counter() - start}))
 """
 
 
-def prepare(n_images: int, arch: str, n_taxa: int) -> tuple[list[str], dict[str, str], Path,
-                                                          Path]:  # fmt: skip
+def prepare(n_images: int, arch: str, n_taxa: int) -> tuple[list[str], dict[str, str], Path, Path]:
     from taxoclip.models import create_model, save_model
     from taxoclip.models.hubcache import place_index, place_model_folder
     from taxoclip.predict.config import IndexConfig
@@ -79,8 +78,11 @@ def prepare(n_images: int, arch: str, n_taxa: int) -> tuple[list[str], dict[str,
     if not (data / "synth.json").exists():
         shutil.rmtree(data, ignore_errors=True)
         per_species = max(2, -(-n_images // n_taxa) + 1)
-        generate(data, SynthConfig(species=n_taxa, images_per_species=per_species,
-                                   image_size=64, seed=1), progress=False)  # fmt: skip
+        generate(
+            data,
+            SynthConfig(species=n_taxa, images_per_species=per_species, image_size=64, seed=1),
+            progress=False,
+        )
     images = sorted(str(p) for p in data.rglob("*.jpg"))[:n_images]
     model_dir, exported = OUT / arch, OUT / f"{arch}-onnx"
     index_dir, hf_home = OUT / f"index-{arch}-{n_taxa}", OUT / f"hf-{arch}"
@@ -90,8 +92,15 @@ def prepare(n_images: int, arch: str, n_taxa: int) -> tuple[list[str], dict[str,
     if not (exported / "image_encoder.int8.onnx").exists():
         export_onnx(ExportOnnxConfig(model=str(model_dir), out=str(exported), int8=True))
     if not index_dir.exists():  # through the exported text tower: the fast way to build it
-        run_index(IndexConfig(model=str(exported), taxa=str(data / "species.csv"),
-                              out=str(index_dir), runtime="onnx", progress=False))  # fmt: skip
+        run_index(
+            IndexConfig(
+                model=str(exported),
+                taxa=str(data / "species.csv"),
+                out=str(index_dir),
+                runtime="onnx",
+                progress=False,
+            )
+        )
     place_model_folder(hf_home, "imageomics/bioclip-2", model_dir)
     place_index(hf_home, "imageomics/TreeOfLife-200M", index_dir)
     env = {
@@ -122,8 +131,11 @@ def read_predictions(path: Path) -> dict[str, list[dict]]:
 
 def agreement(reference: dict[str, list[dict]], other: dict[str, list[dict]]) -> tuple[int, float]:
     same = sum(reference[k][0]["species"] == other[k][0]["species"] for k in reference)
-    diff = max(abs(float(a["score"]) - float(b["score"]))
-               for k in reference for a, b in zip(reference[k], other[k], strict=True))  # fmt: skip
+    diff = max(
+        abs(float(a["score"]) - float(b["score"]))
+        for k in reference
+        for a, b in zip(reference[k], other[k], strict=True)
+    )
     return same, diff
 
 
@@ -133,8 +145,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--arch", default="ViT-B-16", help="open_clip model name (random weights)")
     parser.add_argument("--taxa", type=int, default=30, help="taxa in the index")
-    parser.add_argument("--cold", action="store_true", help="also time pybioclip's cold "
-                        "torch.compile cache")  # fmt: skip
+    parser.add_argument(
+        "--cold", action="store_true", help="also time pybioclip's cold torch.compile cache"
+    )
     parser.add_argument(
         "--tools",
         default=",".join(TOOLS),
@@ -157,8 +170,16 @@ def main() -> None:
             model = ["--runtime", "torch"]
         elif tool.startswith("auto-"):  # no flags: the staged model on the default runtime
             model = []
-        return [str(bin_dir / "taxoclip"), "predict", *inputs, *model, "--output", str(out),
-                "--offline", "-q"]  # fmt: skip
+        return [
+            str(bin_dir / "taxoclip"),
+            "predict",
+            *inputs,
+            *model,
+            "--output",
+            str(out),
+            "--offline",
+            "-q",
+        ]
 
     cli = {tool: [] for tool in tools}
     startup = {tool: [] for tool in tools}
@@ -179,9 +200,20 @@ def main() -> None:
             startup[tool].append(timed(command(tool, images[:1], OUT / "one.csv"), tool_env))
             if tool == "auto-second":
                 continue
-            done = subprocess.run([sys.executable, "-c", API, json.dumps(images), tool,
-                                   str(index_dir), str(exported)],
-                                  capture_output=True, text=True, env=env)  # fmt: skip
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    API,
+                    json.dumps(images),
+                    tool,
+                    str(index_dir),
+                    str(exported),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if done.returncode != 0:
                 raise SystemExit(f"API run of {tool} failed:\n{done.stderr[-3000:]}")
             api[tool].append(
@@ -194,15 +226,24 @@ def main() -> None:
     best_cli = {tool: min(times) for tool, times in cli.items()}
     best_start = {tool: min(times) for tool, times in startup.items() if times}
     best_api = {tool: max(rates) for tool, rates in api.items() if rates}
-    print(f"command: python bench/predict_vs_pybioclip.py --images {len(images)} "
-          f"--repeats {args.repeats} --arch {args.arch} --taxa {args.taxa} --tools {args.tools}")  # fmt: skip
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}; model "
-          f"{args.arch} (random weights) staged as hf-hub:imageomics/bioclip-2; index of "
-          f"{args.taxa} taxa")  # fmt: skip
+    print(
+        f"command: python bench/predict_vs_pybioclip.py --images {len(images)} "
+        f"--repeats {args.repeats} --arch {args.arch} --taxa {args.taxa} --tools {args.tools}"
+    )
+    print(
+        f"machine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}; model "
+        f"{args.arch} (random weights) staged as hf-hub:imageomics/bioclip-2; index of "
+        f"{args.taxa} taxa"
+    )
     print()
-    names = {"pybioclip": "pybioclip", "taxoclip": "taxoclip torch", "onnx": "taxoclip ONNX fp32",
-             "onnx-int8": "taxoclip ONNX int8", "auto-first": "taxoclip, no flags: first run",
-             "auto-second": "taxoclip, no flags: second run"}  # fmt: skip
+    names = {
+        "pybioclip": "pybioclip",
+        "taxoclip": "taxoclip torch",
+        "onnx": "taxoclip ONNX fp32",
+        "onnx-int8": "taxoclip ONNX int8",
+        "auto-first": "taxoclip, no flags: first run",
+        "auto-second": "taxoclip, no flags: second run",
+    }
     base_cli, base_api = best_cli.get("pybioclip"), best_api.get("pybioclip")
 
     def figure(value: float | None, base: float | None = None, ratio: bool = False) -> str:
@@ -210,8 +251,10 @@ def main() -> None:
             return "–"
         return f"{value / base:.2f}×" if ratio else f"{value:.1f}"
 
-    print(f"| runtime | CLI wall, {len(images)} images (s) | CLI × pybioclip | CLI on 1 image (s) "
-          "| API img/s | API × pybioclip | top-1 same | largest score diff |")  # fmt: skip
+    print(
+        f"| runtime | CLI wall, {len(images)} images (s) | CLI × pybioclip | CLI on 1 image (s) "
+        "| API img/s | API × pybioclip | top-1 same | largest score diff |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for tool in tools:
         if tool == "pybioclip":
@@ -228,14 +271,21 @@ def main() -> None:
                 versus, diff = f"({against} not run)", float("nan")
         cli_x = figure(base_cli, best_cli[tool], ratio=True)  # × faster than pybioclip
         api = best_api.get(tool)
-        print(f"| {names[tool]} | {best_cli[tool]:.1f} | {cli_x} | "
-              f"{figure(best_start.get(tool))} | {figure(api)} | {figure(api, base_api, True)} | "
-              f"{versus} | {diff:.1e} |")  # fmt: skip
+        print(
+            f"| {names[tool]} | {best_cli[tool]:.1f} | {cli_x} | "
+            f"{figure(best_start.get(tool))} | {figure(api)} | {figure(api, base_api, True)} | "
+            f"{versus} | {diff:.1e} |"
+        )
     if cold:
         print(f"\npybioclip with a cold torch.compile cache: {min(cold):.1f} s")
-    record = {"cli_s": best_cli, "startup_s": best_start, "api_img_s": best_api,
-              "cold_pybioclip_s": min(cold) if cold else None, "images": len(images),
-              "arch": args.arch}  # fmt: skip
+    record = {
+        "cli_s": best_cli,
+        "startup_s": best_start,
+        "api_img_s": best_api,
+        "cold_pybioclip_s": min(cold) if cold else None,
+        "images": len(images),
+        "arch": args.arch,
+    }
     (OUT / "results.json").write_text(json.dumps(record, indent=2) + "\n")
 
 

@@ -209,20 +209,28 @@ def main() -> None:
 
     import torch
 
-    print(f"command: python bench/scale.py --steps {args.steps} --batch {args.batch} "
-          f"--shuffle-buffer {args.shuffle_buffer} --old-src {args.old_src}")  # fmt: skip
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores (shared with other jobs); "
-          f"torch {torch.__version__}, numpy {np.__version__}")  # fmt: skip
+    print(
+        f"command: python bench/scale.py --steps {args.steps} --batch {args.batch} "
+        f"--shuffle-buffer {args.shuffle_buffer} --old-src {args.old_src}"
+    )
+    print(
+        f"machine: {cpu_name()}, {os.cpu_count()} cores (shared with other jobs); "
+        f"torch {torch.__version__}, numpy {np.__version__}"
+    )
     print()
-    print("| N samples | shards | start-up (sizes.json) | order work / step | reader work / step "
-          f"(batch {args.batch}), mean | median step | p99 step | per-rank memory (peak) | old sampler / step |")  # fmt: skip
+    print(
+        "| N samples | shards | start-up (sizes.json) | order work / step | reader work / step "
+        f"(batch {args.batch}), mean | median step | p99 step | per-rank memory (peak) | old sampler / step |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         old = f"{r['old_s_per_step'] * 1000:,.0f} ms" if r["old_s_per_step"] else "not run"
-        print(f"| {r['n']:,} | {r['shards']:,} | {r['startup_s'] * 1000:.0f} ms | "
-              f"{r['order_ms_per_step']:.4f} ms | {r['reader_ms_per_step']:.3f} ms | "
-              f"{r['median_step_ms']:.3f} ms | {r['p99_step_ms']:.2f} ms | "
-              f"{r['peak_mb']:.1f} MB | {old} |")  # fmt: skip
+        print(
+            f"| {r['n']:,} | {r['shards']:,} | {r['startup_s'] * 1000:.0f} ms | "
+            f"{r['order_ms_per_step']:.4f} ms | {r['reader_ms_per_step']:.3f} ms | "
+            f"{r['median_step_ms']:.3f} ms | {r['p99_step_ms']:.2f} ms | "
+            f"{r['peak_mb']:.1f} MB | {old} |"
+        )
     print()
     print(
         f"Old ShardIndex memory, measured at 2 M samples: {per_sample:.0f} bytes per sample "

@@ -47,15 +47,20 @@ def child(source: str, out: str, workers: int, image_size: int) -> None:
     result = curate(config, progress=False)
     wall = time.perf_counter() - started
     status = Path("/proc/self/status").read_text()
-    peak_kb = next(int(line.split()[1]) for line in status.splitlines()
-                   if line.startswith("VmHWM:"))  # fmt: skip
-    print(json.dumps({
-        "records": result.stats["records_in"],
-        "kept": result.stats["kept"],
-        "driver_peak_rss_mb": round(peak_kb / 1024, 1),
-        "wall_s": round(wall, 2),
-        "stage_seconds": result.stats["stage_seconds"],
-    }))  # fmt: skip
+    peak_kb = next(
+        int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")
+    )
+    print(
+        json.dumps(
+            {
+                "records": result.stats["records_in"],
+                "kept": result.stats["kept"],
+                "driver_peak_rss_mb": round(peak_kb / 1024, 1),
+                "wall_s": round(wall, 2),
+                "stage_seconds": result.stats["stage_seconds"],
+            }
+        )
+    )
 
 
 def run_one(source: str, out: Path, workers: int, image_size: int, src: str | None) -> dict:
@@ -63,8 +68,18 @@ def run_one(source: str, out: Path, workers: int, image_size: int, src: str | No
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     if src:
         env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-    command = [sys.executable, __file__, "--child", source, "--out", str(out),
-               "--workers", str(workers), "--image-size", str(image_size)]  # fmt: skip
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        source,
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--image-size",
+        str(image_size),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise SystemExit(f"curate failed on {source}:\n{done.stderr[-3000:]}")
@@ -80,8 +95,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--baseline-src", help="src folder of the code to compare with")
-    parser.add_argument("--baseline-only", nargs="*", default=None,
-                        help="sources to run the baseline on (default: all)")  # fmt: skip
+    parser.add_argument(
+        "--baseline-only",
+        nargs="*",
+        default=None,
+        help="sources to run the baseline on (default: all)",
+    )
     parser.add_argument("--markdown", help="append the table to this file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,8 +115,13 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     if args.baseline_src:
         for source in args.baseline_only if args.baseline_only is not None else args.sources:
-            row = run_one(source, out / f"baseline-{Path(source).name}", args.workers,
-                          args.image_size, args.baseline_src)  # fmt: skip
+            row = run_one(
+                source,
+                out / f"baseline-{Path(source).name}",
+                args.workers,
+                args.image_size,
+                args.baseline_src,
+            )
             rows.append(("baseline", source, row))
             print(json.dumps(rows[-1]), flush=True)
     first = rows[0][2]["driver_peak_rss_mb"]
@@ -109,9 +133,11 @@ def main() -> None:
     ]
     for code, source, row in rows:
         growth = (row["driver_peak_rss_mb"] / first - 1) * 100
-        lines.append(f"| {code} | {Path(source).name} | {row['records']} | "
-                     f"{row['driver_peak_rss_mb']} | {growth:+.1f} % | {row['wall_s']} | "
-                     f"{row['records_per_s_per_worker']} |")  # fmt: skip
+        lines.append(
+            f"| {code} | {Path(source).name} | {row['records']} | "
+            f"{row['driver_peak_rss_mb']} | {growth:+.1f} % | {row['wall_s']} | "
+            f"{row['records_per_s_per_worker']} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.markdown:

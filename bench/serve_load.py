@@ -69,13 +69,29 @@ def prepare(args, work: Path) -> tuple[Path, Path, list[bytes]]:
     index = work / "index"
     index.mkdir()
     np.save(index / "txt_emb_species.npy", columns)
-    names = [[[f"K{i % 3}", f"P{i % 7}", f"C{i % 13}", f"O{i % 29}", f"F{i % 61}",
-               f"G{i % 251}", f"s{i}"], f"common {i}"] for i in range(args.taxa)]  # fmt: skip
+    names = [
+        [
+            [
+                f"K{i % 3}",
+                f"P{i % 7}",
+                f"C{i % 13}",
+                f"O{i % 29}",
+                f"F{i % 61}",
+                f"G{i % 251}",
+                f"s{i}",
+            ],
+            f"common {i}",
+        ]
+        for i in range(args.taxa)
+    ]
     (index / "txt_emb_species.json").write_text(json.dumps(names))
     synth = work / "synth"
     per_species = max(2, -(-args.images // 10) + 1)
-    generate(synth, SynthConfig(species=10, images_per_species=per_species,
-                                image_size=args.image_size, seed=1), progress=False)  # fmt: skip
+    generate(
+        synth,
+        SynthConfig(species=10, images_per_species=per_species, image_size=args.image_size, seed=1),
+        progress=False,
+    )
     photos = sorted((synth / "test" / "images").rglob("*.jpg"))
     photos += sorted((synth / "train" / "images").rglob("*.jpg"))
     return model, index, [p.read_bytes() for p in photos[: args.images]]
@@ -103,11 +119,33 @@ def forward_time(model: Path, runtime: str, photo: bytes, repeats: int) -> tuple
 
 
 def start_server(args, model: Path, index: Path) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "taxoclip", "serve", "--model", str(model), "--index",
-               str(index), "--host", "127.0.0.1", "--port", "0", "--runtime", args.runtime,
-               "--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.batch_wait_ms)]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "taxoclip",
+        "serve",
+        "--model",
+        str(model),
+        "--index",
+        str(index),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--runtime",
+        args.runtime,
+        "--max-batch",
+        str(args.max_batch),
+        "--batch-wait-ms",
+        str(args.batch_wait_ms),
+    ]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     line = process.stdout.readline()
     if not line.startswith("taxoclip serve: http://127.0.0.1:"):
         process.kill()
@@ -129,8 +167,11 @@ def run_clients(url: str, photos: list[bytes], clients: int, requests: int, k: i
                 photo = photos[(number * requests + i) % len(photos)]
                 start = time.perf_counter()
                 try:
-                    answer = http.post("/predict", files=[("files", (f"c{number}-{i}.jpg", photo))],
-                                       data={"k": str(k)})  # fmt: skip
+                    answer = http.post(
+                        "/predict",
+                        files=[("files", (f"c{number}-{i}.jpg", photo))],
+                        data={"k": str(k)},
+                    )
                     elapsed = time.perf_counter() - start
                     if answer.status_code != 200:
                         bad.append(f"HTTP {answer.status_code}: {answer.text[:200]}")
@@ -155,8 +196,11 @@ def run_clients(url: str, photos: list[bytes], clients: int, requests: int, k: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="taxoclip-vit-t224",
-                        help="open_clip config name (fresh weights) or a model folder")  # fmt: skip
+    parser.add_argument(
+        "--model",
+        default="taxoclip-vit-t224",
+        help="open_clip config name (fresh weights) or a model folder",
+    )
     parser.add_argument("--runtime", default="auto", help="auto, torch, onnx, onnx-int8")
     parser.add_argument("--taxa", type=int, default=2000)
     parser.add_argument("--images", type=int, default=40)

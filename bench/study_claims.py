@@ -38,23 +38,36 @@ def markdown(study: dict) -> str:
     ]
     for c in study["claims"]:
         cells = [_num(c["baselines"].get(k), c["baselines_sd"].get(k)) for k in kinds]
-        cells = [f"**{v}**" if k in c["against"] and v != "–" else v
-                 for k, v in zip(kinds, cells, strict=True)]  # fmt: skip
-        lines.append(f"| {c['claim']} | `{c['statistic']}` | {_num(c['mean'], c['sd'])} | "
-                     + " | ".join(cells) + f" | {c['verdict']} | {_num(c.get('detectable'))} | "
-                     f"{c.get('n_species') or '–'} / {c.get('n_images') or '–'} |")  # fmt: skip
-    lines += ["", "| trend | statistic | slope per doubling | 95 % interval | verdict |",
-              "|---|---|---|---|---|"]  # fmt: skip
+        cells = [
+            f"**{v}**" if k in c["against"] and v != "–" else v
+            for k, v in zip(kinds, cells, strict=True)
+        ]
+        lines.append(
+            f"| {c['claim']} | `{c['statistic']}` | {_num(c['mean'], c['sd'])} | "
+            + " | ".join(cells)
+            + f" | {c['verdict']} | {_num(c.get('detectable'))} | "
+            f"{c.get('n_species') or '–'} / {c.get('n_images') or '–'} |"
+        )
+    lines += [
+        "",
+        "| trend | statistic | slope per doubling | 95 % interval | verdict |",
+        "|---|---|---|---|---|",
+    ]
     for t in study["trends"]:
         interval = (
             f"[{_num(t['ci_low'])}, {_num(t['ci_high'])}]" if t["ci_low"] is not None else "–"
         )
-        lines.append(f"| {t['claim']} | `{t['statistic']}` | {_num(t['slope'])} | {interval} | "
-                     f"{t['verdict']} |")  # fmt: skip
+        lines.append(
+            f"| {t['claim']} | `{t['statistic']}` | {_num(t['slope'])} | {interval} | "
+            f"{t['verdict']} |"
+        )
     n = max(c["n_seeds"] for c in study["claims"])
-    lines += ["", f"{n} replicates: world seeds {[w['seed'] for w in study['worlds']]} × model "
-              f"seeds {study['model_seeds']}; sizes {study['sizes']}; "
-              f"{study['steps_per_run']} steps per stage-2 run."]  # fmt: skip
+    lines += [
+        "",
+        f"{n} replicates: world seeds {[w['seed'] for w in study['worlds']]} × model "
+        f"seeds {study['model_seeds']}; sizes {study['sizes']}; "
+        f"{study['steps_per_run']} steps per stage-2 run.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -68,9 +81,19 @@ def resummarise(study: dict) -> dict:
         metrics = Path(run["analysis"]) / "metrics.json"
         fresh = values_from_analysis(json.loads(metrics.read_text()))
         kept = {k: v for k, v in run["values"].items() if k not in fresh}
-        run["values"] = {**fresh, **{k: {"value": v["value"], "null_mean": None, "null_sd": None,
-                                          "n_species": None, "n_images": None}
-                                      for k, v in kept.items()}}  # fmt: skip
+        run["values"] = {
+            **fresh,
+            **{
+                k: {
+                    "value": v["value"],
+                    "null_mean": None,
+                    "null_sd": None,
+                    "n_species": None,
+                    "n_images": None,
+                }
+                for k, v in kept.items()
+            },
+        }
     worlds = [w["seed"] for w in study["worlds"]]
     study.update(summarise(study["runs"], worlds=worlds, seeds=study["model_seeds"]))
     return study
@@ -79,16 +102,21 @@ def resummarise(study: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/out/study", help="study output folder")
-    parser.add_argument("--from", dest="source",
-                        help="an existing study folder: recompute its claims with the current "
-                        "rule from its runs' analyses (rewrites its study.json), and render")  # fmt: skip
+    parser.add_argument(
+        "--from",
+        dest="source",
+        help="an existing study folder: recompute its claims with the current "
+        "rule from its runs' analyses (rewrites its study.json), and render",
+    )
     args = parser.parse_args()
     print(f"machine: {describe()}")
     folder = Path(args.source or args.out)
     if not args.source:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "taxoclip", "study", "scaling", "--out", str(folder),
-                        "-q"], check=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "taxoclip", "study", "scaling", "--out", str(folder), "-q"],
+            check=True,
+        )
         print(f"taxoclip study scaling (defaults): {time.perf_counter() - started:.0f} s wall")
     study = json.loads((folder / "study.json").read_text())
     print(f"study's own total: {study['seconds']['total']:.0f} s")

@@ -60,11 +60,30 @@ def run_ours(shards: str, model: Path, args, tag: str, src: str | None = None) -
     run = OUT / f"ours-{tag}" if src is None else OUT / f"old-{tag}"
     shutil.rmtree(run, ignore_errors=True)
     command = [
-        sys.executable, "-m", "taxoclip", "train", "--data", shards, "--model", str(model),
-        "--out", str(run), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-        "--workers", str(args.workers), "--log-every", str(args.log_every), "--warmup", "100",
-        "--lr", "5e-4", "-q",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "taxoclip",
+        "train",
+        "--data",
+        shards,
+        "--model",
+        str(model),
+        "--out",
+        str(run),
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--workers",
+        str(args.workers),
+        "--log-every",
+        str(args.log_every),
+        "--warmup",
+        "100",
+        "--lr",
+        "5e-4",
+        "-q",
+    ]
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"
@@ -78,14 +97,46 @@ def run_open_clip(shards: str, model: Path, args, tag: str) -> list[float]:
     logs = OUT / f"open_clip-{tag}"
     shutil.rmtree(logs, ignore_errors=True)
     command = [
-        sys.executable, "-m", "open_clip_train.main", "--train-data", shards,
-        "--dataset-type", "webdataset", "--train-num-samples", str(args.steps * args.batch_size),
-        "--model", f"local-dir:{model}", "--batch-size", str(args.batch_size), "--epochs", "1",
-        "--workers", str(args.workers), "--device", "cpu", "--precision", "fp32",
-        "--log-every-n-steps", str(args.log_every), "--logs", str(logs), "--name", "bench",
-        "--save-frequency", "0", "--report-to", "", "--lr", "5e-4", "--warmup", "100",
-        "--wd", "0.2", "--seed", "0",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "open_clip_train.main",
+        "--train-data",
+        shards,
+        "--dataset-type",
+        "webdataset",
+        "--train-num-samples",
+        str(args.steps * args.batch_size),
+        "--model",
+        f"local-dir:{model}",
+        "--batch-size",
+        str(args.batch_size),
+        "--epochs",
+        "1",
+        "--workers",
+        str(args.workers),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--log-every-n-steps",
+        str(args.log_every),
+        "--logs",
+        str(logs),
+        "--name",
+        "bench",
+        "--save-frequency",
+        "0",
+        "--report-to",
+        "",
+        "--lr",
+        "5e-4",
+        "--warmup",
+        "100",
+        "--wd",
+        "0.2",
+        "--seed",
+        "0",
+    ]
     env = {**os.environ, "PYTHONPATH": f"{COMPAT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -121,19 +172,25 @@ def main() -> None:
     import torch
 
     cpu = cpu_name()
-    print(f"command: python bench/train_throughput.py --steps {args.steps} --batch-size "
-          f"{args.batch_size} --workers {args.workers} --rounds {args.rounds}"
-          + (f" --old-src {args.old_src}" if args.old_src else ""))  # fmt: skip
-    print(f"machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}, one process, "
-          f"fp32; SynthToL {n_train} training images in 8 shards; {time.perf_counter() - started:.0f} s")  # fmt: skip
+    print(
+        f"command: python bench/train_throughput.py --steps {args.steps} --batch-size "
+        f"{args.batch_size} --workers {args.workers} --rounds {args.rounds}"
+        + (f" --old-src {args.old_src}" if args.old_src else "")
+    )
+    print(
+        f"machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}, one process, "
+        f"fp32; SynthToL {n_train} training images in 8 shards; {time.perf_counter() - started:.0f} s"
+    )
     print()
     print("| trainer | images/s (median of windows) | windows | ratio |")
     print("|---|---:|---:|---:|")
     print(f"| taxoclip train | {ours_rate:.0f} | {len(ours)} | {ours_rate / theirs_rate:.2f}× |")
     if old:
         old_rate = statistics.median(old)
-        print(f"| taxoclip train ({args.old_src}) | {old_rate:.0f} | {len(old)} | "
-              f"{old_rate / theirs_rate:.2f}× |")  # fmt: skip
+        print(
+            f"| taxoclip train ({args.old_src}) | {old_rate:.0f} | {len(old)} | "
+            f"{old_rate / theirs_rate:.2f}× |"
+        )
     print(f"| open_clip_train.main | {theirs_rate:.0f} | {len(theirs)} | 1.00× |")
 
 

@@ -341,8 +341,12 @@ def test_checker_reports_upward_and_sideways_imports_with_file_and_line(tmp_path
     ]
     assert unlisted_packages(modules, read_layers(TABLE)) == []
     assert unlisted_packages(modules, {"taxoclip": 0}) == [
-        "data", "demo", "errors", "models", "taxonomy",
-    ]  # fmt: skip
+        "data",
+        "demo",
+        "errors",
+        "models",
+        "taxonomy",
+    ]
 
 
 def test_checker_finds_a_cycle_between_packages(tmp_path):

@@ -26,8 +26,11 @@ IMAGE_SIZE = 32
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cluster") / "synth"
-    generate(root, SynthConfig(species=40, images_per_species=10, seed=3, raw_source=True),
-             progress=False)  # fmt: skip
+    generate(
+        root,
+        SynthConfig(species=40, images_per_species=10, seed=3, raw_source=True),
+        progress=False,
+    )
     return root
 
 

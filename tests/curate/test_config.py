@@ -26,8 +26,13 @@ def test_defaults_and_checks():
 
 
 def test_result_lines_are_what_the_cli_prints():
-    stats = {"records_in": 10, "kept": 7, "rejected": 3, "invariant": "10 = 7 + 3",
-             "rejected_by_stage": {"names": 1, "image": 0, "dedup": 2}}  # fmt: skip
+    stats = {
+        "records_in": 10,
+        "kept": 7,
+        "rejected": 3,
+        "invariant": "10 = 7 + 3",
+        "rejected_by_stage": {"names": 1, "image": 0, "dedup": 2},
+    }
     result = CurateResult(out=Path("o"), stats=stats, shard_pattern="o/shard-000000.tar")
     assert result.lines() == [
         "curated 10 records: 7 kept, 3 rejected (10 = 7 + 3)",

@@ -303,15 +303,21 @@ def groupby_near_duplicates(
     from taxoclip.curate import duplicates
     from taxoclip.curate.dedup import greedy_keepers
 
-    table = pa.table({"record_id": ids, "pixels": pa.array(pixels, pa.int64()),
-                      "md5": [""] * len(ids), "pdq": [c.tobytes() for c in codes],
-                      "stage": [""] * len(ids), "reason": [""] * len(ids)})  # fmt: skip
+    table = pa.table(
+        {
+            "record_id": ids,
+            "pixels": pa.array(pixels, pa.int64()),
+            "md5": [""] * len(ids),
+            "pdq": [c.tobytes() for c in codes],
+            "stage": [""] * len(ids),
+            "reason": [""] * len(ids),
+        }
+    )
     rows = duplicates.band_rows(table, radius, buckets=3)
     groups = [rows.filter(pa.compute.equal(rows.column("bucket"), b)) for b in range(3)]
     edges = pa.concat_tables([duplicates.pairs_group(g, radius) for g in groups if g.num_rows])
     priority = {r: (-p, r) for r, p in zip(ids, pixels, strict=True)}
-    triples = list(zip(*(edges.column(c).to_pylist() for c in ("a", "b", "distance")),
-                       strict=True))  # fmt: skip
+    triples = list(zip(*(edges.column(c).to_pylist() for c in ("a", "b", "distance")), strict=True))
     assert len(set((min(a, b), max(a, b)) for a, b, _ in triples)) == len(triples)  # once each
     return greedy_keepers(priority, triples)
 
@@ -327,14 +333,18 @@ def test_groupby_path_drops_what_the_faiss_path_drops(planted, radius, tmp_path)
         base = codes[start]
         codes[start + 1] = flip_bits(base, radius, rng)
         codes[start + 2] = flip_bits(codes[start + 1], radius, rng)
-    expected = near_duplicates(codes, [(-p, r) for p, r in zip(pixels, ids, strict=True)],
-                               radius=radius)  # fmt: skip
+    expected = near_duplicates(
+        codes, [(-p, r) for p, r in zip(pixels, ids, strict=True)], radius=radius
+    )
     got = groupby_near_duplicates(ids, pixels, codes, radius, tmp_path)
     assert expected  # the planted pairs are there
     assert {ids[i]: ids[k] for i, k in expected.items()} == {r: k for r, (k, _) in got.items()}
     for dropped, (keeper, distance) in got.items():
-        assert distance == int(np.unpackbits(codes[ids.index(dropped)]
-                                             ^ codes[ids.index(keeper)]).sum()) <= radius  # fmt: skip
+        assert (
+            distance
+            == int(np.unpackbits(codes[ids.index(dropped)] ^ codes[ids.index(keeper)]).sum())
+            <= radius
+        )
 
 
 def test_band_bounds_cover_every_bit_once():

@@ -19,33 +19,70 @@ from taxoclip.errors import TaxoclipError
 from taxoclip.synth import SynthConfig, generate
 from tests.curate.test_pipeline import run_cli
 
-REAL_EMPTY = (Path(__file__).resolve().parents[2].parent / "shared" / "real-samples" / "dwca"
-              / "rgbif-0027702-210914110416597.zip")  # fmt: skip
+REAL_EMPTY = (
+    Path(__file__).resolve().parents[2].parent
+    / "shared"
+    / "real-samples"
+    / "dwca"
+    / "rgbif-0027702-210914110416597.zip"
+)
 
 # GBIF's download layout: occurrence.txt (core) and multimedia.txt (extension, joined on
 # gbifID), tab-separated with a header line, described by meta.xml.
 OCCURRENCE = {"gbifID": "http://rs.gbif.org/terms/1.0/gbifID"} | {
     term: f"http://rs.tdwg.org/dwc/terms/{term}"
-    for term in ("basisOfRecord", "scientificName", "kingdom", "phylum", "class", "order",
-                 "family", "genus")
-}  # fmt: skip
+    for term in (
+        "basisOfRecord",
+        "scientificName",
+        "kingdom",
+        "phylum",
+        "class",
+        "order",
+        "family",
+        "genus",
+    )
+}
 MULTIMEDIA = {"gbifID": "http://rs.gbif.org/terms/1.0/gbifID"} | {
     term: f"http://purl.org/dc/terms/{term}"
-    for term in ("type", "format", "identifier", "references", "title", "description",
-                 "source", "audience", "created", "creator", "contributor", "publisher",
-                 "license", "rightsHolder")
-}  # fmt: skip
-PUMA = ["HUMAN_OBSERVATION", "Puma concolor", "Animalia", "Chordata", "Mammalia",
-        "Carnivora", "Felidae", "Puma"]  # fmt: skip
+    for term in (
+        "type",
+        "format",
+        "identifier",
+        "references",
+        "title",
+        "description",
+        "source",
+        "audience",
+        "created",
+        "creator",
+        "contributor",
+        "publisher",
+        "license",
+        "rightsHolder",
+    )
+}
+PUMA = [
+    "HUMAN_OBSERVATION",
+    "Puma concolor",
+    "Animalia",
+    "Chordata",
+    "Mammalia",
+    "Carnivora",
+    "Felidae",
+    "Puma",
+]
 
 
 def meta_xml() -> str:
-    tab = ('encoding="UTF-8" fieldsTerminatedBy="\\t" linesTerminatedBy="\\n" '
-           'fieldsEnclosedBy="" ignoreHeaderLines="1"')  # fmt: skip
+    tab = (
+        'encoding="UTF-8" fieldsTerminatedBy="\\t" linesTerminatedBy="\\n" '
+        'fieldsEnclosedBy="" ignoreHeaderLines="1"'
+    )
 
     def fields(terms: dict[str, str]) -> str:
-        return "\n".join(f'    <field index="{i}" term="{uri}"/>'
-                         for i, uri in enumerate(terms.values()))  # fmt: skip
+        return "\n".join(
+            f'    <field index="{i}" term="{uri}"/>' for i, uri in enumerate(terms.values())
+        )
 
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <archive xmlns="http://rs.tdwg.org/dwc/text/" metadata="metadata.xml">
@@ -78,8 +115,9 @@ def gbif_download(folder: Path, occurrences: int) -> Path:
 def raw(tmp_path_factory) -> Path:
     """A SynthToL raw source: its backbone, media files and evaluation images."""
     root = tmp_path_factory.mktemp("empty") / "synth"
-    generate(root, SynthConfig(species=20, images_per_species=6, seed=3, raw_source=True),
-             progress=False)  # fmt: skip
+    generate(
+        root, SynthConfig(species=20, images_per_species=6, seed=3, raw_source=True), progress=False
+    )
     return root
 
 
@@ -92,9 +130,14 @@ def ray_local():
 def curate_nothing(raw: Path, sources: list[Path], out: Path) -> dict:
     """Run curate where no record survives: it raises after writing the ledger; returns
     stats.json and the ledger rows."""
-    config = CurateConfig(sources=[str(s) for s in sources], backbone=str(raw / "raw" / "backbone"),
-                          out=str(out), exclude_eval=[str(raw / "test")], image_size=32,
-                          workers=2)  # fmt: skip
+    config = CurateConfig(
+        sources=[str(s) for s in sources],
+        backbone=str(raw / "raw" / "backbone"),
+        out=str(out),
+        exclude_eval=[str(raw / "test")],
+        image_size=32,
+        workers=2,
+    )
     with pytest.raises(TaxoclipError, match="no record survived"):
         curate(config, progress=False)
     return ledger_of(out)
@@ -112,8 +155,20 @@ def ledger_of(out: Path) -> dict:
 def test_occurrences_without_images_are_all_in_the_ledger(raw, tmp_path) -> None:
     source = gbif_download(tmp_path / "no-images", occurrences=68)
     out = tmp_path / "out"
-    done = run_cli(["curate", str(source), "--backbone", str(raw / "raw" / "backbone"),
-                    "--out", str(out), "--workers", "2", "-q"], timeout=300)  # fmt: skip
+    done = run_cli(
+        [
+            "curate",
+            str(source),
+            "--backbone",
+            str(raw / "raw" / "backbone"),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "-q",
+        ],
+        timeout=300,
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert done.stderr.strip().splitlines()[-1] == (
         f"taxoclip curate: error: curate: no record survived (68 rejected); "
@@ -178,8 +233,13 @@ def test_every_image_a_leak_leaves_nothing_after_dedup(raw, ray_local, tmp_path)
 def test_stages_after_an_ingest_that_wrote_no_part(raw, ray_local, tmp_path):
     """Every stage over zero parts: no names to resolve, no image part, no bucket."""
     out = tmp_path / "out"
-    config = CurateConfig(sources=[str(raw)], backbone=str(raw / "raw" / "backbone"),
-                          out=str(out), exclude_eval=[str(raw / "test")], workers=2)  # fmt: skip
+    config = CurateConfig(
+        sources=[str(raw)],
+        backbone=str(raw / "raw" / "backbone"),
+        out=str(out),
+        exclude_eval=[str(raw / "test")],
+        workers=2,
+    )
     work = driver.Work(out / ".work")
     work.state["ingest"] = {"records_in": 0, "records": 0, "sources": []}
     curation = driver.Run(config, work, plan.stages(), backbone=Path(config.backbone))

@@ -15,13 +15,39 @@ from taxoclip.curate.records import RECORD_COLUMNS
 from taxoclip.errors import InputError, UsageError
 
 OCCURRENCE = [
-    ["gbifID", "basisOfRecord", "scientificName", "kingdom", "phylum", "class", "order",
-     "family", "genus", "vernacularName", "eventRemarks", "publisher", "license"],
-    ["1", "HUMAN_OBSERVATION", "Aus bus L.", "Animalia", "Chordata", "Aves", "Passeriformes",
-     "Fringillidae", "Aus", "bus finch", "", "iNat", "CC0"],
+    [
+        "gbifID",
+        "basisOfRecord",
+        "scientificName",
+        "kingdom",
+        "phylum",
+        "class",
+        "order",
+        "family",
+        "genus",
+        "vernacularName",
+        "eventRemarks",
+        "publisher",
+        "license",
+    ],
+    [
+        "1",
+        "HUMAN_OBSERVATION",
+        "Aus bus L.",
+        "Animalia",
+        "Chordata",
+        "Aves",
+        "Passeriformes",
+        "Fringillidae",
+        "Aus",
+        "bus finch",
+        "",
+        "iNat",
+        "CC0",
+    ],
     ["2", "PRESERVED_SPECIMEN", "Aus cus", "", "", "", "", "", "", "", "", "Museum", "CC-BY"],
     ["3", "MACHINE_OBSERVATION", "Dus eus", "", "", "", "", "", "", "", "camera trap", "", ""],
-]  # fmt: skip
+]
 MULTIMEDIA = [
     ["gbifID", "type", "format", "identifier", "license", "publisher"],
     ["1", "StillImage", "image/jpeg", "media/a.jpg", "CC-BY-NC", ""],

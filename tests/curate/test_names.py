@@ -41,8 +41,17 @@ PLANT = ("Plantae", "Tracheophyta", "Magnoliopsida", "Apiales", "Apiaceae")
 
 def _row(taxon_id, parent, accepted, scientific, canonical, rank, status, ranks=(), epithet=""):
     higher = [*ranks, "", "", "", "", "", ""][:6]
-    return [str(taxon_id), str(parent), str(accepted), scientific, canonical, rank, status,
-            *higher, epithet]  # fmt: skip
+    return [
+        str(taxon_id),
+        str(parent),
+        str(accepted),
+        scientific,
+        canonical,
+        rank,
+        status,
+        *higher,
+        epithet,
+    ]
 
 
 # GBIF mixes lower- and upper-case ranks and statuses; both appear on purpose.
@@ -392,17 +401,94 @@ def test_predict_read_backbone_species_is_unchanged(backbone_dir):
     # As before the move: accepted species rows only, rank columns as written (no parent
     # walk: Spinus spinus keeps its holes), first English name.
     expected = [
-        (["Animalia", "Chordata", "Aves", "Passeriformes", "Fringillidae", "Fringilla", "coelebs"], "Common Chaffinch"),
-        (["Animalia", "Chordata", "Aves", "Passeriformes", "Fringillidae", "Fringilla", "montifringilla"], ""),
-        (["Animalia", "Chordata", "Aves", "Passeriformes", "Fringillidae", "Fringilla", "teydea"], ""),
-        (["Animalia", "Chordata", "Aves", "Passeriformes", "Fringillidae", "Carduelis", "carduelis"], ""),
+        (
+            [
+                "Animalia",
+                "Chordata",
+                "Aves",
+                "Passeriformes",
+                "Fringillidae",
+                "Fringilla",
+                "coelebs",
+            ],
+            "Common Chaffinch",
+        ),
+        (
+            [
+                "Animalia",
+                "Chordata",
+                "Aves",
+                "Passeriformes",
+                "Fringillidae",
+                "Fringilla",
+                "montifringilla",
+            ],
+            "",
+        ),
+        (
+            [
+                "Animalia",
+                "Chordata",
+                "Aves",
+                "Passeriformes",
+                "Fringillidae",
+                "Fringilla",
+                "teydea",
+            ],
+            "",
+        ),
+        (
+            [
+                "Animalia",
+                "Chordata",
+                "Aves",
+                "Passeriformes",
+                "Fringillidae",
+                "Carduelis",
+                "carduelis",
+            ],
+            "",
+        ),
         (["", "", "", "", "", "", "spinus"], "Eurasian Siskin"),
         (["Animalia", "Chordata", "Aves", "Passeriformes", "Paridae", "Parus", "major"], ""),
         (["Animalia", "Chordata", "Aves", "Passeriformes", "Paridae", "Parus", "minor"], ""),
-        (["Animalia", "Chordata", "Aves", "Passeriformes", "Muscicapidae", "Oenanthe", "crocata"], ""),
-        (["Animalia", "Chordata", "Aves", "Passeriformes", "Muscicapidae", "Oenanthe", "oenanthe"], "Northern Wheatear"),
-        (["Plantae", "Tracheophyta", "Magnoliopsida", "Apiales", "Apiaceae", "Oenanthe", "crocata"], "Hemlock Water-dropwort"),
-    ]  # fmt: skip
+        (
+            [
+                "Animalia",
+                "Chordata",
+                "Aves",
+                "Passeriformes",
+                "Muscicapidae",
+                "Oenanthe",
+                "crocata",
+            ],
+            "",
+        ),
+        (
+            [
+                "Animalia",
+                "Chordata",
+                "Aves",
+                "Passeriformes",
+                "Muscicapidae",
+                "Oenanthe",
+                "oenanthe",
+            ],
+            "Northern Wheatear",
+        ),
+        (
+            [
+                "Plantae",
+                "Tracheophyta",
+                "Magnoliopsida",
+                "Apiales",
+                "Apiaceae",
+                "Oenanthe",
+                "crocata",
+            ],
+            "Hemlock Water-dropwort",
+        ),
+    ]
     got = [(lineage.to_list(), common) for lineage, common in read_backbone_species(backbone_dir)]
     assert got == expected
     assert [(lineage.to_list(), c) for lineage, c in read_taxa(backbone_dir)] == expected

@@ -79,8 +79,9 @@ def run_cli(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     """``taxoclip ARGS`` in its own process group: a run still going after ``timeout``
     seconds is killed with its Ray processes and the test fails, rather than hanging."""
     command = [sys.executable, "-m", "taxoclip.cli", *args]
-    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -186,10 +187,26 @@ def test_one_worker_finishes_with_the_shards_of_two(raw, curated, tmp_path) -> N
     only CPU while the read and group-by tasks before it waited for one, forever."""
     result, _, _ = curated
     out = tmp_path / "one"
-    done = run_cli(["curate", str(raw), "--backbone", str(raw / "raw" / "backbone"),
-                    "--out", str(out), "--exclude-eval", str(raw / "test"),
-                    "--image-size", str(IMAGE_SIZE), "--samples-per-shard", "100",
-                    "--workers", "1", "-q"], timeout=300)  # fmt: skip
+    done = run_cli(
+        [
+            "curate",
+            str(raw),
+            "--backbone",
+            str(raw / "raw" / "backbone"),
+            "--out",
+            str(out),
+            "--exclude-eval",
+            str(raw / "test"),
+            "--image-size",
+            str(IMAGE_SIZE),
+            "--samples-per-shard",
+            "100",
+            "--workers",
+            "1",
+            "-q",
+        ],
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "will hang" not in done.stderr  # Ray Data's false alarm right after ingest
     assert shard_digests(out) == shard_digests(result.out) != {}
@@ -208,8 +225,9 @@ def assert_kept_as_the_faiss_path_keeps(images: Path, raw: Path, manifest, rejec
 
     from taxoclip.curate import dedup
 
-    rows = pq.read_table(images, columns=["record_id", "stage", "width", "height", "md5",
-                                          "pdq"]).to_pylist()  # fmt: skip
+    rows = pq.read_table(
+        images, columns=["record_id", "stage", "width", "height", "md5", "pdq"]
+    ).to_pylist()
     rows = sorted((r for r in rows if not r["stage"]), key=lambda r: r["record_id"])
     ids = [r["record_id"] for r in rows]
     codes = dedup.as_codes([r["pdq"] for r in rows])
@@ -241,12 +259,31 @@ def assert_kept_as_the_faiss_path_keeps(images: Path, raw: Path, manifest, rejec
 def test_killed_run_resumes_without_duplicates_or_losses(raw, curated, tmp_path) -> None:
     result, _, _ = curated
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "taxoclip.cli", "curate", str(raw),
-               "--backbone", str(raw / "raw" / "backbone"), "--out", str(out),
-               "--exclude-eval", str(raw / "test"), "--image-size", str(IMAGE_SIZE),
-               "--samples-per-shard", "100", "--workers", "2", "--batch-size", "8", "-q"]  # fmt: skip
-    first = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "taxoclip.cli",
+        "curate",
+        str(raw),
+        "--backbone",
+        str(raw / "raw" / "backbone"),
+        "--out",
+        str(out),
+        "--exclude-eval",
+        str(raw / "test"),
+        "--image-size",
+        str(IMAGE_SIZE),
+        "--samples-per-shard",
+        "100",
+        "--workers",
+        "2",
+        "--batch-size",
+        "8",
+        "-q",
+    ]
+    first = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     parts = out / ".work" / "images"
     deadline = time.monotonic() + 300  # a hang guard: Ray starts slowly on a loaded machine
     while time.monotonic() < deadline and len(list(parts.glob("*.parquet"))) < 3:
@@ -291,20 +328,32 @@ def test_http_source_with_failing_urls(raw, truth, ray_local, tmp_path) -> None:
     try:
         clean = [(rid, r) for rid, r in truth.items() if r["faults"] == ""][:12]
         rows = [
-            {"record_id": rid.replace(":", "_"), "url": f"{base}/{r['file']}",
-             "scientific_name": r["true_name"]}
+            {
+                "record_id": rid.replace(":", "_"),
+                "url": f"{base}/{r['file']}",
+                "scientific_name": r["true_name"],
+            }
             for rid, r in clean
         ] + [
-            {"record_id": "missing", "url": f"{base}/media/nope.jpg", "scientific_name": clean[0][1]["true_name"]},
-            {"record_id": "broken", "url": f"{base}/error/x.jpg", "scientific_name": clean[0][1]["true_name"]},
-        ]  # fmt: skip
+            {
+                "record_id": "missing",
+                "url": f"{base}/media/nope.jpg",
+                "scientific_name": clean[0][1]["true_name"],
+            },
+            {
+                "record_id": "broken",
+                "url": f"{base}/error/x.jpg",
+                "scientific_name": clean[0][1]["true_name"],
+            },
+        ]
         manifest = tmp_path / "web.csv"
         with manifest.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        config = config_for(raw, tmp_path / "out", sources=[str(manifest)], exclude_eval=[],
-                            retries=2, timeout=5.0)  # fmt: skip
+        config = config_for(
+            raw, tmp_path / "out", sources=[str(manifest)], exclude_eval=[], retries=2, timeout=5.0
+        )
         result = curate(config, progress=False)
     finally:
         server.shutdown()
@@ -323,11 +372,21 @@ def test_model_filter_stage_drops_what_the_filter_rejects(raw, truth, tmp_path) 
     files = [raw / "raw" / "dwca" / f for f in clean]
     import pyarrow as pa
 
-    batch = pa.table({"record_id": [f"r{i}" for i in range(4)], "url": [str(f) for f in files],
-                      "bbox": [""] * 4})  # fmt: skip
-    options = dict(cache_dir=None, per_host=2, retries=1, timeout=5.0, min_size=1,
-                   max_pixels=10**8, image_size=IMAGE_SIZE, jpeg_quality=90,
-                   model_filter=str(model_dir), filter_threshold=0.0)  # fmt: skip
+    batch = pa.table(
+        {"record_id": [f"r{i}" for i in range(4)], "url": [str(f) for f in files], "bbox": [""] * 4}
+    )
+    options = dict(
+        cache_dir=None,
+        per_host=2,
+        retries=1,
+        timeout=5.0,
+        min_size=1,
+        max_pixels=10**8,
+        image_size=IMAGE_SIZE,
+        jpeg_quality=90,
+        model_filter=str(model_dir),
+        filter_threshold=0.0,
+    )
     dropped = CheckImages(options)(batch).to_pylist()
     assert {r["stage"] for r in dropped} == {"model_filter"}
     assert all(r["reason"].startswith("model_filter: not an organism photo") for r in dropped)

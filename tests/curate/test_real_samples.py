@@ -28,18 +28,34 @@ from tests.curate.test_dwca import REAL, REAL_ARCHIVES, expected_ledger, referen
 # Bischofia; dwca-event-example: the colonial tuco-tuco)
 LINEAGES = [
     ("Animalia", "Arthropoda", "Arachnida", "Ixodida", "Ixodidae", "Amblyomma", "americanum"),
-    ("Plantae", "Tracheophyta", "Magnoliopsida", "Malpighiales", "Phyllanthaceae", "Bischofia",
-     "javanica"),
+    (
+        "Plantae",
+        "Tracheophyta",
+        "Magnoliopsida",
+        "Malpighiales",
+        "Phyllanthaceae",
+        "Bischofia",
+        "javanica",
+    ),
     ("Animalia", "Chordata", "Mammalia", "Rodentia", "Ctenomyidae", "Ctenomys", "sociabilis"),
-]  # fmt: skip
+]
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 
 
 def write_backbone(folder: Path) -> Path:
     """A GBIF-format backbone (Taxon.tsv) with the lineages above."""
     folder.mkdir(parents=True)
-    header = ["taxonID", "parentNameUsageID", "acceptedNameUsageID", "scientificName",
-              "canonicalName", "taxonRank", "taxonomicStatus", *RANKS[:-1], "specificEpithet"]  # fmt: skip
+    header = [
+        "taxonID",
+        "parentNameUsageID",
+        "acceptedNameUsageID",
+        "scientificName",
+        "canonicalName",
+        "taxonRank",
+        "taxonomicStatus",
+        *RANKS[:-1],
+        "specificEpithet",
+    ]
     ids: dict[tuple[str, ...], int] = {}
     rows = ["\t".join(header)]
     for lineage in LINEAGES:
@@ -50,9 +66,21 @@ def write_backbone(folder: Path) -> Path:
             ids[path] = len(ids) + 1
             name = f"{lineage[5]} {lineage[6]}" if depth == 6 else lineage[depth]
             cells = [*lineage[: min(depth + 1, 6)], *[""] * (6 - min(depth + 1, 6))]
-            rows.append("\t".join([str(ids[path]), str(ids.get(path[:-1], "")), "", name, name,
-                                   RANKS[depth], "accepted", *cells,
-                                   lineage[6] if depth == 6 else ""]))  # fmt: skip
+            rows.append(
+                "\t".join(
+                    [
+                        str(ids[path]),
+                        str(ids.get(path[:-1], "")),
+                        "",
+                        name,
+                        name,
+                        RANKS[depth],
+                        "accepted",
+                        *cells,
+                        lineage[6] if depth == 6 else "",
+                    ]
+                )
+            )
     (folder / "Taxon.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return folder
 
@@ -71,9 +99,24 @@ def test_every_real_archive_through_curate_with_an_exact_ledger(tmp_path: Path) 
     env = {**os.environ, "http_proxy": closed, "https_proxy": closed, "HF_HUB_OFFLINE": "1"}
     env.pop("no_proxy", None)
     env.pop("NO_PROXY", None)
-    command = [sys.executable, "-m", "taxoclip", "curate", *(str(REAL / n) for n in REAL_ARCHIVES),
-               "--backbone", str(write_backbone(tmp_path / "backbone")), "--out", str(out),
-               "--workers", "2", "--retries", "1", "--timeout", "5", "-q"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "taxoclip",
+        "curate",
+        *(str(REAL / n) for n in REAL_ARCHIVES),
+        "--backbone",
+        str(write_backbone(tmp_path / "backbone")),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--retries",
+        "1",
+        "--timeout",
+        "5",
+        "-q",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr

@@ -18,8 +18,11 @@ from tests.curate.test_dedup import groupby_near_duplicates
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("recovery") / "synth"
-    generate(root, SynthConfig(species=200, images_per_species=8, seed=11, raw_source=True),
-             progress=False)  # fmt: skip
+    generate(
+        root,
+        SynthConfig(species=200, images_per_species=8, seed=11, raw_source=True),
+        progress=False,
+    )
     return root
 
 

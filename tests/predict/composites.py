@@ -49,20 +49,34 @@ def make_camera_trap(
             x = k * slot + rng.randrange(0, slot - animal.width + 1)
             y = rng.randrange(0, canvas_size[1] - animal.height + 1)
             canvas.paste(animal, (x, y))
-            bbox = [round(x / canvas_size[0], 4), round(y / canvas_size[1], 4),
-                    round(animal.width / canvas_size[0], 4),
-                    round(animal.height / canvas_size[1], 4)]  # fmt: skip
-            detections.append({"category": "1", "conf": round(rng.uniform(0.6, 0.99), 3),
-                               "bbox": bbox})  # fmt: skip
-            truth.append({"file": f"images/cam{p:03d}.jpg", "detection": len(detections) - 1,
-                          "species": row["species"], "source": row["filepath"]})  # fmt: skip
+            bbox = [
+                round(x / canvas_size[0], 4),
+                round(y / canvas_size[1], 4),
+                round(animal.width / canvas_size[0], 4),
+                round(animal.height / canvas_size[1], 4),
+            ]
+            detections.append(
+                {"category": "1", "conf": round(rng.uniform(0.6, 0.99), 3), "bbox": bbox}
+            )
+            truth.append(
+                {
+                    "file": f"images/cam{p:03d}.jpg",
+                    "detection": len(detections) - 1,
+                    "species": row["species"],
+                    "source": row["filepath"],
+                }
+            )
         if extras:
             detections.append({"category": "2", "conf": 0.81, "bbox": [0.0, 0.0, 0.1, 0.2]})
             detections.append({"category": "1", "conf": 0.05, "bbox": [0.9, 0.9, 0.1, 0.1]})
         canvas.save(out / "images" / f"cam{p:03d}.jpg", quality=95)
-        images.append({"file": f"images/cam{p:03d}.jpg",
-                       "max_detection_conf": max(d["conf"] for d in detections),
-                       "detections": detections})  # fmt: skip
+        images.append(
+            {
+                "file": f"images/cam{p:03d}.jpg",
+                "max_detection_conf": max(d["conf"] for d in detections),
+                "detections": detections,
+            }
+        )
     md = {
         "images": images,
         "detection_categories": {"1": "animal", "2": "person", "3": "vehicle"},
@@ -74,7 +88,7 @@ def make_camera_trap(
                 "megadetector_version": "v5a.0.0",
                 "typical_detection_threshold": 0.2,
                 "conservative_detection_threshold": 0.05,
-            },  # fmt: skip
+            },
         },
     }
     md_path, truth_path = out / "md.json", out / "truth.csv"
@@ -89,6 +103,10 @@ def make_camera_trap(
 if __name__ == "__main__":  # python -m tests.predict.composites SYNTH_DIR OUT_DIR [PICTURES]
     import sys
 
-    made = make_camera_trap(Path(sys.argv[1]), Path(sys.argv[2]),
-                            pictures=int(sys.argv[3]) if len(sys.argv) > 3 else 6, scale=3)  # fmt: skip
+    made = make_camera_trap(
+        Path(sys.argv[1]),
+        Path(sys.argv[2]),
+        pictures=int(sys.argv[3]) if len(sys.argv) > 3 else 6,
+        scale=3,
+    )
     print(f"wrote {made[0]} and {made[1]}")

@@ -67,8 +67,19 @@ def test_round_trip_classifies_every_animal_box_and_keeps_the_rest(
 ):
     out, md_path, truth_path = camera
     target = tmp_path / "md_taxoclip.json"
-    code = _predict(out, "--detections", md_path, "--output", target, "--model", model_224,
-                    "--index", index_224, "--k", 3)  # fmt: skip
+    code = _predict(
+        out,
+        "--detections",
+        md_path,
+        "--output",
+        target,
+        "--model",
+        model_224,
+        "--index",
+        index_224,
+        "--k",
+        3,
+    )
     assert code == 0, capsys.readouterr().err
     assert "classified 9 animal detections (of 15" in capsys.readouterr().out
     source, result = json.loads(md_path.read_text()), json.loads(target.read_text())
@@ -94,7 +105,9 @@ def test_round_trip_classifies_every_animal_box_and_keeps_the_rest(
     rows = list(csv.DictReader(target.with_suffix(".csv").open()))
     assert len(rows) == 15  # one per detection, classified or not
     assert {r["note"] for r in rows if not r["label"]} == {
-        "category person: not classified", "conf 0.05 below --detection-threshold 0.2"}  # fmt: skip
+        "category person: not classified",
+        "conf 0.05 below --detection-threshold 0.2",
+    }
     assert all(r["rank"] == "species" and " " in r["label"] for r in rows if r["label"])
     md_reference.assert_accepts(target)
 
@@ -105,8 +118,22 @@ def test_classifications_equal_classifying_the_same_crops(camera, model_224, ind
 
     out, md_path, _ = camera
     target = tmp_path / "md.json"
-    assert _predict(out, "--detections", md_path, "--output", target, "--model", model_224,
-                    "--index", index_224, "--crop-padding", 0.1) == 0  # fmt: skip
+    assert (
+        _predict(
+            out,
+            "--detections",
+            md_path,
+            "--output",
+            target,
+            "--model",
+            model_224,
+            "--index",
+            index_224,
+            "--crop-padding",
+            0.1,
+        )
+        == 0
+    )
     result = json.loads(target.read_text())
     classifier = TreeOfLifeClassifier(model_str=str(model_224), index=index_224)
     crops, expected = [], []
@@ -119,8 +146,10 @@ def test_classifications_equal_classifying_the_same_crops(camera, model_224, ind
                 crops.append(picture.crop(box))
                 expected.append(det["classifications"])
     rows = classifier.predict(crops, "species", k=5)
-    names, descriptions = result["classification_categories"], result[
-        "classification_category_descriptions"]  # fmt: skip
+    names, descriptions = (
+        result["classification_categories"],
+        result["classification_category_descriptions"],
+    )
     for position, classes in enumerate(expected):
         direct = [r for r in rows if r["file_name"] == str(position)]
         assert [names[c] for c, _ in classes] == [r["species"] for r in direct]
@@ -154,36 +183,69 @@ def test_a_classified_file_fed_back_is_reclassified(camera, model_224, index_224
 def test_custom_labels_and_rank(camera, model_224, index_224, tmp_path):
     out, md_path, _ = camera
     target = tmp_path / "cls.json"
-    assert _predict(out, "--detections", md_path, "--output", target, "--model", model_224,
-                    "--cls", "climber,runner,swimmer") == 0  # fmt: skip
+    assert (
+        _predict(
+            out,
+            "--detections",
+            md_path,
+            "--output",
+            target,
+            "--model",
+            model_224,
+            "--cls",
+            "climber,runner,swimmer",
+        )
+        == 0
+    )
     result = json.loads(target.read_text())
     assert sorted(result["classification_categories"].values()) == ["climber", "runner", "swimmer"]
     assert "classification_category_descriptions" not in result
     target = tmp_path / "family.json"
-    assert _predict(out, "--detections", md_path, "--output", target, "--model", model_224,
-                    "--index", index_224, "--rank", "family") == 0  # fmt: skip
+    assert (
+        _predict(
+            out,
+            "--detections",
+            md_path,
+            "--output",
+            target,
+            "--model",
+            model_224,
+            "--index",
+            index_224,
+            "--rank",
+            "family",
+        )
+        == 0
+    )
     rows = list(csv.DictReader(target.with_suffix(".csv").open()))
     assert {r["rank"] for r in rows if r["label"]} == {"family"}
     # a family's taxonomy string stops at family: MegaDetector's smoothing reads its level
     descriptions = json.loads(target.read_text())["classification_category_descriptions"]
-    assert all(d.startswith(";") and d.split(";")[3] and not d.split(";")[4]
-               for d in descriptions.values())  # fmt: skip
+    assert all(
+        d.startswith(";") and d.split(";")[3] and not d.split(";")[4] for d in descriptions.values()
+    )
     md_reference.assert_accepts(tmp_path / "cls.json", target)
 
 
-def test_a_missing_picture_is_reported_and_kept_as_read(camera, model_224, index_224, tmp_path,
-                                                         capsys):  # fmt: skip
+def test_a_missing_picture_is_reported_and_kept_as_read(
+    camera, model_224, index_224, tmp_path, capsys
+):
     """MegaDetector did process it: its boxes stay (no ``failure``, which would make them
     null); the CSV, stderr and the exit status say we could not read it."""
     out, md_path, _ = camera
     md = json.loads(md_path.read_text())
-    md["images"].append({"file": "images/gone.jpg", "detections": [
-        {"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}]})  # fmt: skip
+    md["images"].append(
+        {
+            "file": "images/gone.jpg",
+            "detections": [{"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}],
+        }
+    )
     broken = tmp_path / "md_missing.json"
     broken.write_text(json.dumps(md))
     target = tmp_path / "out.json"
-    code = _predict(out, "--detections", broken, "--output", target, "--model", model_224,
-                    "--index", index_224)  # fmt: skip
+    code = _predict(
+        out, "--detections", broken, "--output", target, "--model", model_224, "--index", index_224
+    )
     assert code == 3
     assert "1 of 4 images failed" in capsys.readouterr().err
     result = json.loads(target.read_text())
@@ -195,8 +257,9 @@ def test_a_missing_picture_is_reported_and_kept_as_read(camera, model_224, index
     md_reference.assert_accepts(target)
 
 
-def test_boxes_outside_the_image_are_clipped_and_noted(camera, model_224, index_224, tmp_path,
-                                                        capsys):  # fmt: skip
+def test_boxes_outside_the_image_are_clipped_and_noted(
+    camera, model_224, index_224, tmp_path, capsys
+):
     out, md_path, _ = camera
     md = json.loads(md_path.read_text())
     dets = md["images"][1]["detections"]
@@ -205,15 +268,30 @@ def test_boxes_outside_the_image_are_clipped_and_noted(camera, model_224, index_
     broken = tmp_path / "md_edges.json"
     broken.write_text(json.dumps(md))
     target = tmp_path / "edges.json"
-    assert _predict(out, "--detections", broken, "--output", target, "--model", model_224,
-                    "--index", index_224) == 0  # fmt: skip
+    assert (
+        _predict(
+            out,
+            "--detections",
+            broken,
+            "--output",
+            target,
+            "--model",
+            model_224,
+            "--index",
+            index_224,
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "reaches outside the image: clipped" in err and "lies outside the image" in err
     result = json.loads(target.read_text())
     clipped, outside = result["images"][1]["detections"][-2:]
     assert "classifications" in clipped and "classifications" not in outside
-    rows = [r for r in csv.DictReader(target.with_suffix(".csv").open())
-            if r["file"] == md["images"][1]["file"]]  # fmt: skip
+    rows = [
+        r
+        for r in csv.DictReader(target.with_suffix(".csv").open())
+        if r["file"] == md["images"][1]["file"]
+    ]
     assert "clipped" in rows[-2]["note"] and "not classified" in rows[-1]["note"]
     md_reference.assert_accepts(target)
 
@@ -237,14 +315,20 @@ def test_crop_box_pixels_padding_and_clipping():
         (lambda d: d["info"].update(format_version=True), "info.format_version"),
         (lambda d: d.update(detection_categories=["animal"]), "detection_categories"),
         (lambda d: d["images"][1].update(file=None), "images[1].file"),
-        (lambda d: d["images"][0]["detections"][1].update(bbox=[0.1, 0.2, 0.3]),
-         "images[0].detections[1].bbox"),
-        (lambda d: d["images"][2]["detections"][0].update(category="9"),
-         "images[2].detections[0].category"),
-        (lambda d: d["images"][0]["detections"][0].update(conf="high"),
-         "images[0].detections[0].conf"),
+        (
+            lambda d: d["images"][0]["detections"][1].update(bbox=[0.1, 0.2, 0.3]),
+            "images[0].detections[1].bbox",
+        ),
+        (
+            lambda d: d["images"][2]["detections"][0].update(category="9"),
+            "images[2].detections[0].category",
+        ),
+        (
+            lambda d: d["images"][0]["detections"][0].update(conf="high"),
+            "images[0].detections[0].conf",
+        ),
     ],
-)  # fmt: skip
+)
 def test_not_megadetector_output_names_the_field(camera, tmp_path, edit, field):
     _, md_path, _ = camera
     md = json.loads(md_path.read_text())
@@ -277,22 +361,54 @@ def test_bad_detections_input_exit_codes(camera, model_224, index_224, tmp_path,
     out, md_path, _ = camera
     not_md = tmp_path / "list.json"
     not_md.write_text("[1, 2]")
-    code = _predict(out, "--detections", not_md, "--output", tmp_path / "o.json",
-                    "--model", model_224, "--index", index_224)  # fmt: skip
+    code = _predict(
+        out,
+        "--detections",
+        not_md,
+        "--output",
+        tmp_path / "o.json",
+        "--model",
+        model_224,
+        "--index",
+        index_224,
+    )
     assert code == 1 and "top level: expected an object" in capsys.readouterr().err
     assert _predict(out, "--detections", md_path, "--model", model_224) == 2  # no --output
     assert "--output must name the .json" in capsys.readouterr().err
     assert _predict(out, out, "--detections", md_path, "--output", tmp_path / "o.json") == 2
-    assert _predict(out, "--detections", md_path, "--output", tmp_path / "o.json",
-                    "--detection-threshold", 1.5) == 2  # fmt: skip
+    assert (
+        _predict(
+            out,
+            "--detections",
+            md_path,
+            "--output",
+            tmp_path / "o.json",
+            "--detection-threshold",
+            1.5,
+        )
+        == 2
+    )
 
 
 def test_schema_rejects_what_megadetector_would_not_write():
     schema = json.loads(Path(SCHEMA_PATH).read_text())
-    good = {"info": {"format_version": "1.4"}, "detection_categories": {"1": "animal"},
-            "images": [{"file": "a.jpg", "detections": [
-                {"category": "1", "conf": 0.5, "bbox": [0, 0, 1, 1],
-                 "classifications": [["0", 0.9]]}]}]}  # fmt: skip
+    good = {
+        "info": {"format_version": "1.4"},
+        "detection_categories": {"1": "animal"},
+        "images": [
+            {
+                "file": "a.jpg",
+                "detections": [
+                    {
+                        "category": "1",
+                        "conf": 0.5,
+                        "bbox": [0, 0, 1, 1],
+                        "classifications": [["0", 0.9]],
+                    }
+                ],
+            }
+        ],
+    }
     jsonschema.validate(good, schema)
     bad = copy.deepcopy(good)
     bad["images"][0]["detections"][0]["classifications"] = [[0, 0.9]]  # id must be a string
@@ -306,15 +422,30 @@ def test_schema_rejects_what_megadetector_would_not_write():
     jsonschema.validate(failed, schema)
 
 
-def test_detections_with_a_region_report_the_rank_landed(camera, synth_small, model_224,
-                                                          index_224, tmp_path):  # fmt: skip
+def test_detections_with_a_region_report_the_rank_landed(
+    camera, synth_small, model_224, index_224, tmp_path
+):
     out, md_path, truth_path = camera
     truth = list(csv.DictReader(truth_path.open()))
     region = tmp_path / "region.csv"
     region.write_text("scientificName\n" + truth[0]["species"] + "\n")
     target = tmp_path / "region.json"
-    assert _predict(out, "--detections", md_path, "--output", target, "--model", model_224,
-                    "--index", index_224, "--region", region) == 0  # fmt: skip
+    assert (
+        _predict(
+            out,
+            "--detections",
+            md_path,
+            "--output",
+            target,
+            "--model",
+            model_224,
+            "--index",
+            index_224,
+            "--region",
+            region,
+        )
+        == 0
+    )
     result = json.loads(target.read_text())
     assert result["info"]["classifier_metadata"]["region"] == str(region)
     names = set(result["classification_categories"].values())
@@ -349,30 +480,52 @@ def test_detections_with_a_region_report_the_rank_landed(camera, synth_small, mo
         ("1.1", "1.4", "info.format_version '1.1' written as '1.4'"),  # validator reads >= 1.3
         (None, "1.4", "no info.format_version: read as 1.x, written as '1.4'"),  # zamba's
     ],
-)  # fmt: skip
+)
 def test_format_version_is_read_as_text_or_number_and_written_as_text(said, written, note):
     data = {"info": {} if said is None else {"format_version": said}}
     assert written_version(data, "md.json") == (
-        written, None if note is None else f"--detections md.json: {note}")  # fmt: skip
+        written,
+        None if note is None else f"--detections md.json: {note}",
+    )
 
 
-def test_a_numeric_or_missing_version_gives_output_megadetector_reads(camera, model_224, tmp_path,
-                                                                      capsys):  # fmt: skip
+def test_a_numeric_or_missing_version_gives_output_megadetector_reads(
+    camera, model_224, tmp_path, capsys
+):
     out, md_path, _ = camera
     md = json.loads(md_path.read_text())
     md["info"]["format_version"] = 1.4
     # a video (the format's frame_rate, frames_processed, frame_number): noted, not read
-    md["images"].append({"file": "clips/v.mp4", "frame_rate": 30, "frames_processed": [0, 30],
-                         "detections": [{"category": "1", "conf": 0.9, "frame_number": 30,
-                                         "bbox": [0.1, 0.1, 0.2, 0.2]}]})  # fmt: skip
+    md["images"].append(
+        {
+            "file": "clips/v.mp4",
+            "frame_rate": 30,
+            "frames_processed": [0, 30],
+            "detections": [
+                {"category": "1", "conf": 0.9, "frame_number": 30, "bbox": [0.1, 0.1, 0.2, 0.2]}
+            ],
+        }
+    )
     numeric, unsaid = tmp_path / "numeric.json", tmp_path / "unsaid.json"
     numeric.write_text(json.dumps(md))
     del md["info"]["format_version"]
     unsaid.write_text(json.dumps(md))
     for source in (numeric, unsaid):
         target = tmp_path / f"out-{source.name}"
-        assert _predict(out, "--detections", source, "--output", target, "--model", model_224,
-                        "--cls", "climber,runner") == 0  # fmt: skip
+        assert (
+            _predict(
+                out,
+                "--detections",
+                source,
+                "--output",
+                target,
+                "--model",
+                model_224,
+                "--cls",
+                "climber,runner",
+            )
+            == 0
+        )
         result = json.loads(target.read_text())
         assert result["info"]["format_version"] == "1.4"
         assert result["images"][-1] == md["images"][-1]
@@ -398,14 +551,27 @@ def test_renamed_categories_are_chosen_by_name_or_id(camera, model_224, tmp_path
 
     def run(*flags: str) -> tuple[int, str, str]:
         targets.append(tmp_path / f"out{len(targets)}.json")
-        code = _predict(out, "--detections", renamed, "--output", targets[-1],
-                        "--model", model_224, "--cls", "climber,runner", *flags)  # fmt: skip
+        code = _predict(
+            out,
+            "--detections",
+            renamed,
+            "--output",
+            targets[-1],
+            "--model",
+            model_224,
+            "--cls",
+            "climber,runner",
+            *flags,
+        )
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
-    assert run()[:2] == (0, "classified 9 Red fox/roe deer detections (of 15 in "
-                         f"{renamed}) in 3 images; wrote {targets[0]} and "
-                         f"{targets[0].with_suffix('.csv')}\n")  # fmt: skip
+    assert run()[:2] == (
+        0,
+        "classified 9 Red fox/roe deer detections (of 15 in "
+        f"{renamed}) in 3 images; wrote {targets[0]} and "
+        f"{targets[0].with_suffix('.csv')}\n",
+    )
     assert "classified 3 roe deer detections" in run("--detection-categories", "ROE DEER")[1]
     rows = list(csv.DictReader(targets[-1].with_suffix(".csv").open()))
     assert sum(r["note"] == "category Red fox: not classified" for r in rows) == 9
@@ -414,23 +580,28 @@ def test_renamed_categories_are_chosen_by_name_or_id(camera, model_224, tmp_path
     code, _, err = run("--detection-categories", "moose,deer")
     assert code == 2 and err.strip().endswith(
         f"--detection-categories 'moose', 'deer': not in --detections {renamed}, whose "
-        "detection categories are 1 'Red fox', 2 'Human', 3 'Car', 4 'roe deer'")  # fmt: skip
+        "detection categories are 1 'Red fox', 2 'Human', 3 'Car', 4 'roe deer'"
+    )
     md["detection_categories"] = {"1": "person", "2": "Vehicle", "3": "empty", "4": "humans"}
     renamed.write_text(json.dumps(md))
     code, _, err = run()
     assert code == 1 and "no animal category to classify" in err
 
 
-def test_earlier_classifications_stay_where_we_do_not_classify(camera, model_224, index_224,
-                                                              tmp_path, capsys):  # fmt: skip
+def test_earlier_classifications_stay_where_we_do_not_classify(
+    camera, model_224, index_224, tmp_path, capsys
+):
     """A file an earlier classifier already classified: its classes stay on the boxes we do
     not classify (too faint, on a picture we cannot read), ours replace them on the others;
     ids never collide and every category keeps a description."""
     out, md_path, _ = camera
     md = json.loads(md_path.read_text())
-    md["info"].update(format_version="1.6", classifier="speciesnet v4",
-                      classification_completion_time="2026-01-02 10:00:00",
-                      classifier_metadata={"typical_classification_threshold": 0.75})  # fmt: skip
+    md["info"].update(
+        format_version="1.6",
+        classifier="speciesnet v4",
+        classification_completion_time="2026-01-02 10:00:00",
+        classifier_metadata={"typical_classification_threshold": 0.75},
+    )
     md["classification_categories"] = {"0": "red fox", "7": "badger", "9": "elk"}
     md["classification_category_descriptions"] = {
         "0": "0a1b;mammalia;carnivora;canidae;vulpes;vulpes;red fox",
@@ -441,24 +612,52 @@ def test_earlier_classifications_stay_where_we_do_not_classify(camera, model_224
         for det in image["detections"]:
             if det["category"] == "1":
                 det["classifications"] = [["7", 0.8], ["0", 0.15]]
-    md["images"].append({"file": "images/gone.jpg", "detections": [
-        {"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2],
-         "classifications": [["0", 0.9]]}]})  # fmt: skip
+    md["images"].append(
+        {
+            "file": "images/gone.jpg",
+            "detections": [
+                {
+                    "category": "1",
+                    "conf": 0.9,
+                    "bbox": [0.1, 0.1, 0.2, 0.2],
+                    "classifications": [["0", 0.9]],
+                }
+            ],
+        }
+    )
     earlier, target = tmp_path / "earlier.json", tmp_path / "mixed.json"
     earlier.write_text(json.dumps(md))
-    assert _predict(out, "--detections", earlier, "--output", target, "--model", model_224,
-                    "--index", index_224, "--k", 3) == 3  # fmt: skip
-    assert ("holds speciesnet v4's classifications: replaced on 9, kept on 4 detections (those "
-            "not classified here); taxoclip's categories are numbered from 10"
-            ) in capsys.readouterr().err  # fmt: skip
+    assert (
+        _predict(
+            out,
+            "--detections",
+            earlier,
+            "--output",
+            target,
+            "--model",
+            model_224,
+            "--index",
+            index_224,
+            "--k",
+            3,
+        )
+        == 3
+    )
+    assert (
+        "holds speciesnet v4's classifications: replaced on 9, kept on 4 detections (those "
+        "not classified here); taxoclip's categories are numbered from 10"
+    ) in capsys.readouterr().err
     result = json.loads(target.read_text())
-    names, descriptions = (result["classification_categories"],
-                           result["classification_category_descriptions"])  # fmt: skip
+    names, descriptions = (
+        result["classification_categories"],
+        result["classification_category_descriptions"],
+    )
     ours = {k for k in names if int(k) >= 10}
     assert set(names) == ours | {"0", "7"}  # elk: no detection refers to it any more
     assert set(descriptions) == set(names)
     assert {k: descriptions[k] for k in ("0", "7")} == {
-        k: md["classification_category_descriptions"][k] for k in ("0", "7")}  # fmt: skip
+        k: md["classification_category_descriptions"][k] for k in ("0", "7")
+    }
     assert all(descriptions[k].count(";") == 6 for k in ours)
     gone = md["images"][-1]
     for before, after in zip(md["images"], result["images"], strict=True):
@@ -470,8 +669,10 @@ def test_earlier_classifications_stay_where_we_do_not_classify(camera, model_224
                 assert det_after == det_before
     metadata = result["info"]["classifier_metadata"]
     assert metadata["earlier_classifier"] == {
-        "classifier": "speciesnet v4", "classification_completion_time": "2026-01-02 10:00:00",
-        "classifier_metadata": {"typical_classification_threshold": 0.75}}  # fmt: skip
+        "classifier": "speciesnet v4",
+        "classification_completion_time": "2026-01-02 10:00:00",
+        "classifier_metadata": {"typical_classification_threshold": 0.75},
+    }
     assert metadata["typical_classification_threshold"] == 0.5
     assert result["info"]["format_version"] == "1.6"
     md_reference.assert_accepts(target)
@@ -486,10 +687,20 @@ def test_our_taxonomy_strings_are_the_ones_megadetector_parses():
     assert taxonomy_string(lineage[:5], "Canidae") == ";mammalia;carnivora;canidae;;;canidae"
     assert taxonomy_string(lineage[:2], "Chordata") == ";;;;;;chordata"  # above class
     assert taxonomy_string([], "a;b|c") == ";;;;;;a,b/c"
-    row = dict(zip(("kingdom", "phylum", "class", "order", "family", "genus", "species_epithet"),
-                   lineage, strict=True), species="Vulpes vulpes", common_name="")  # fmt: skip
-    assert label_of(row) == ("Vulpes vulpes", ";mammalia;carnivora;canidae;vulpes;vulpes;"
-                             "vulpes vulpes", "species")  # fmt: skip
+    row = dict(
+        zip(
+            ("kingdom", "phylum", "class", "order", "family", "genus", "species_epithet"),
+            lineage,
+            strict=True,
+        ),
+        species="Vulpes vulpes",
+        common_name="",
+    )
+    assert label_of(row) == (
+        "Vulpes vulpes",
+        ";mammalia;carnivora;canidae;vulpes;vulpes;vulpes vulpes",
+        "species",
+    )
 
 
 def test_megadetector_validator_refuses_what_we_wrote_before(tmp_path):
@@ -497,14 +708,21 @@ def test_megadetector_validator_refuses_what_we_wrote_before(tmp_path):
     its boxes, as taxoclip wrote them before."""
     if not md_reference.available():
         pytest.skip(md_reference.MISSING)
-    doc = {"info": {"format_version": "1.4"}, "detection_categories": {"1": "animal"},
-           "images": [{"file": "a.jpg", "failure": "taxoclip: cannot read image",
-                       "detections": [{"category": "1", "conf": 0.9, "bbox": [0, 0, 1, 1]}]}]}  # fmt: skip
+    doc = {
+        "info": {"format_version": "1.4"},
+        "detection_categories": {"1": "animal"},
+        "images": [
+            {
+                "file": "a.jpg",
+                "failure": "taxoclip: cannot read image",
+                "detections": [{"category": "1", "conf": 0.9, "bbox": [0, 0, 1, 1]}],
+            }
+        ],
+    }
     path = tmp_path / "old.json"
     path.write_text(json.dumps(doc))
     (verdict,) = md_reference.verdicts((path, ["animal"]))
-    assert verdict["errors"] == [
-        "Image a.jpg has a failure value but a non-null detections array"]  # fmt: skip
+    assert verdict["errors"] == ["Image a.jpg has a failure value but a non-null detections array"]
 
 
 # --------------------------------------------------------------------------- real files
@@ -530,19 +748,22 @@ class Real(NamedTuple):
 REAL_OUTCOMES: dict[str, Real | str] = {
     # renamed categories (no "animal"), earlier classes without descriptions, extra keys
     "addaxai_nzi_deployment002_v1.4_excerpt.json": Real(
-        3, 1, "1.4", warning="non-standard key forbidden_classes"),
+        3, 1, "1.4", warning="non-standard key forbidden_classes"
+    ),
     "animlml_small_animal_sample_v1.6.json": Real(3, 3, "1.6"),  # one category: "object"
     "animlpy_md_gt_v3.0.json": "info.format_version: expected 1.x (MegaDetector's formats are "
-                               "1.0 to 1.6), got '3.0'",
+    "1.0 to 1.6), got '3.0'",
     "ct_expected_output_DRAFT_v1.1.json": Real(12, 10, "1.4"),  # 1.1: the validator reads >= 1.3
     "md_format_doc_example_v1.6.json": Real(1, 0, "1.6"),  # failures, a video, a classified box
     # its descriptions ("animalia;…;didelphisvirginiana", six parts) stay on the 10 missing
     # pictures' boxes, and MegaDetector's smoothing refuses them, as it refuses the file read
     "zamba_ena24_md_annotations_v1.4.json": Real(
-        11, 10, "1.4", smoothing="ValueError: Invalid taxonomy string: animalia;chordata;"),
+        11, 10, "1.4", smoothing="ValueError: Invalid taxonomy string: animalia;chordata;"
+    ),
     "zamba_megadetector_output_noversion.json": Real(  # "info": {}
-        1, 1, "1.4", warning="corrupted_image.jpg has a failure value, should also have a null"),
-}  # fmt: skip
+        1, 1, "1.4", warning="corrupted_image.jpg has a failure value, should also have a null"
+    ),
+}
 
 
 def _lay_out_pictures(md: dict, root: Path) -> None:
@@ -567,8 +788,19 @@ def test_real_megadetector_files(name, model_224, index_224, tmp_path, capsys):
     md = json.loads(source.read_text(encoding="utf-8"))
     _lay_out_pictures(md, tmp_path / "pictures")
     target = tmp_path / "out.json"
-    code = _predict(tmp_path / "pictures", "--detections", source, "--output", target,
-                    "--model", model_224, "--index", index_224, "--k", 3)  # fmt: skip
+    code = _predict(
+        tmp_path / "pictures",
+        "--detections",
+        source,
+        "--output",
+        target,
+        "--model",
+        model_224,
+        "--index",
+        index_224,
+        "--k",
+        3,
+    )
     expected = REAL_OUTCOMES[name]
     if isinstance(expected, str):
         assert code == 1 and expected in capsys.readouterr().err and not target.exists()
@@ -577,16 +809,21 @@ def test_real_megadetector_files(name, model_224, index_224, tmp_path, capsys):
     result = json.loads(target.read_text(encoding="utf-8"))
     metadata = result["info"]["classifier_metadata"]
     assert (metadata["n_classified"], metadata["n_failed"], result["info"]["format_version"]) == (
-        expected.classified, expected.failed, expected.version)  # fmt: skip
+        expected.classified,
+        expected.failed,
+        expected.version,
+    )
     names = result["classification_categories"]
     assert set(result["classification_category_descriptions"]) == set(names)
     ours = set(names) - set(md.get("classification_categories", {}))
     classified = 0
     for before, after in zip(md["images"], result["images"], strict=True):
         assert {k: v for k, v in after.items() if k != "detections"} == {
-            k: v for k, v in before.items() if k != "detections"}  # fmt: skip
-        for det_before, det_after in zip(before.get("detections") or [],
-                                         after.get("detections") or [], strict=True):  # fmt: skip
+            k: v for k, v in before.items() if k != "detections"
+        }
+        for det_before, det_after in zip(
+            before.get("detections") or [], after.get("detections") or [], strict=True
+        ):
             if {c for c, _ in det_after.get("classifications", [])} & ours:
                 classified += 1
                 det_after = {k: v for k, v in det_after.items() if k != "classifications"}

@@ -39,8 +39,13 @@ def inputs(synth_small, tmp_path_factory):
     (folder / "empty.png").write_bytes(b"")
     good = Path(images[0]).read_bytes()
     (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
-    return [*images, str(folder / "garbage.jpg"), str(folder / "empty.png"),
-            str(folder / "truncated.jpg"), str(folder / "missing.jpg")]  # fmt: skip
+    return [
+        *images,
+        str(folder / "garbage.jpg"),
+        str(folder / "empty.png"),
+        str(folder / "truncated.jpg"),
+        str(folder / "missing.jpg"),
+    ]
 
 
 def _predict(tmp_path, name, *args):
@@ -68,7 +73,7 @@ def _same_rows(torch_rows, onnx_rows, atol):
         ["--rank", "family", "--k", "3"],
         ["--deepest-rank", "0.2"],
         ["--cls", "bird,fish,striped climber"],
-    ],  # fmt: skip
+    ],
 )
 def test_onnx_rows_equal_torch_rows(exported_224, index_224, inputs, tmp_path, mode, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -94,14 +99,36 @@ def test_int8_keeps_top1_on_the_tiny_model(exported_224, index_224, inputs, tmp_
 def test_embed_equals_torch_and_all_failed_exits_1(exported_224, inputs, tmp_path):
     codes = []
     for runtime in ("torch", "onnx"):
-        codes.append(main(["embed", *inputs, "--model", str(exported_224), "--runtime", runtime,
-                           "--output", str(tmp_path / f"{runtime}.npy"), "-q"]))  # fmt: skip
+        codes.append(
+            main(
+                [
+                    "embed",
+                    *inputs,
+                    "--model",
+                    str(exported_224),
+                    "--runtime",
+                    runtime,
+                    "--output",
+                    str(tmp_path / f"{runtime}.npy"),
+                    "-q",
+                ]
+            )
+        )
     assert codes == [3, 3]
     a, b = np.load(tmp_path / "torch.npy"), np.load(tmp_path / "onnx.npy")
     np.testing.assert_allclose(a, b, atol=1e-4)
     assert (tmp_path / "torch.files.txt").read_text() == (tmp_path / "onnx.files.txt").read_text()
-    bad = main(["embed", *inputs[-4:], "--model", str(exported_224),
-                "--output", str(tmp_path / "bad.npy"), "-q"])  # fmt: skip
+    bad = main(
+        [
+            "embed",
+            *inputs[-4:],
+            "--model",
+            str(exported_224),
+            "--output",
+            str(tmp_path / "bad.npy"),
+            "-q",
+        ]
+    )
     assert bad == 1
 
 
@@ -127,8 +154,9 @@ heavy = sorted(m for m in ("torch", "torchvision", "open_clip") if m in sys.modu
 print(json.dumps({{"codes": codes, "heavy": heavy}}))
 """
     env = {"HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": "/usr/bin"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=600, env=env)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"codes": [0, 0, 0, 0], "heavy": []}
@@ -149,8 +177,15 @@ def test_custom_labels_are_cached_per_model(exported_224, inputs, tmp_path, monk
 
         monkeypatch.setattr(cls, "encode_tokens", counting)
     for runtime in ("onnx", "torch"):
-        args = [*inputs[:3], "--model", str(exported_224), "--cls", "fox,owl,carp",
-                "--runtime", runtime]  # fmt: skip
+        args = [
+            *inputs[:3],
+            "--model",
+            str(exported_224),
+            "--cls",
+            "fox,owl,carp",
+            "--runtime",
+            runtime,
+        ]
         first = _predict(tmp_path, f"{runtime}1", *args)
         n_calls = len(calls)
         assert n_calls > 0  # the first call runs the text tower
@@ -187,11 +222,13 @@ def test_index_built_with_the_onnx_text_tower_agrees(exported_224, synth_small, 
         cols = np.load(tmp_path / runtime / "txt_emb_species.npy")
         assert (torch_cols * cols).sum(0).min() > floor
         assert (tmp_path / runtime / "txt_emb_species.json").read_text() == (
-            tmp_path / "torch" / "txt_emb_species.json").read_text()  # fmt: skip
+            tmp_path / "torch" / "txt_emb_species.json"
+        ).read_text()
 
 
-def test_bad_onnx_inputs_are_clear_errors(exported_224, index_224, model_224, inputs, tmp_path,
-                                          capsys):  # fmt: skip
+def test_bad_onnx_inputs_are_clear_errors(
+    exported_224, index_224, model_224, inputs, tmp_path, capsys
+):
     wrong = tmp_path / "wrong-index"
     wrong.mkdir()
     np.save(wrong / "txt_emb_species.npy", np.zeros((64, 2), np.float32))
@@ -210,8 +247,7 @@ def test_bad_onnx_inputs_are_clear_errors(exported_224, index_224, model_224, in
     broken = tmp_path / "broken"
     shutil.copytree(exported_224, broken)
     (broken / "image_encoder.onnx").unlink()
-    code = main(["embed", *inputs[:2], "--model", str(broken), "--output",
-                 str(tmp_path / "x.npy")])  # fmt: skip
+    code = main(["embed", *inputs[:2], "--model", str(broken), "--output", str(tmp_path / "x.npy")])
     assert code == InputError.exit_code
     assert "missing image_encoder.onnx" in capsys.readouterr().err
     # ONNX runs on the CPU: asking for it on CUDA is a usage error, not a silent switch
@@ -236,12 +272,30 @@ def test_bad_onnx_inputs_are_clear_errors(exported_224, index_224, model_224, in
 def test_eval_gives_the_same_results_on_onnx(exported_224, synth_small, tmp_path):
     results = {}
     for runtime in ("torch", "onnx"):
-        assert main(["eval", "--model", str(exported_224), "--data", str(synth_small / "test"),
-                     "--no-baseline", "--runtime", runtime, "--out", str(tmp_path / runtime),
-                     "--cache-dir", str(tmp_path / f"cache-{runtime}"), "-q"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "eval",
+                    "--model",
+                    str(exported_224),
+                    "--data",
+                    str(synth_small / "test"),
+                    "--no-baseline",
+                    "--runtime",
+                    runtime,
+                    "--out",
+                    str(tmp_path / runtime),
+                    "--cache-dir",
+                    str(tmp_path / f"cache-{runtime}"),
+                    "-q",
+                ]
+            )
+            == 0
+        )
         results[runtime] = json.loads((tmp_path / runtime / "results.json").read_text())
-    assert json.dumps(results["torch"], sort_keys=True) == json.dumps(results["onnx"],
-                                                                      sort_keys=True)  # fmt: skip
+    assert json.dumps(results["torch"], sort_keys=True) == json.dumps(
+        results["onnx"], sort_keys=True
+    )
 
 
 # --------------------------------------------------------------------------- every flag

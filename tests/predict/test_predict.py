@@ -21,9 +21,12 @@ from taxoclip.runtime.templates import OPENAI_IMAGENET_TEMPLATES
 def cli(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "taxoclip", *args, "-q"],
-        capture_output=True, text=True, timeout=300, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +41,21 @@ def test_images(synth_small):
 
 def test_rollup_equals_a_loop_over_taxa():
     rng = np.random.default_rng(0)
-    names = [[["K" + str(i % 2), "P", "" if i % 3 else "C", "O" + str(i % 4), "F", "G" + str(i % 5), f"s{i}"], ""]
-             for i in range(40)]  # fmt: skip
+    names = [
+        [
+            [
+                "K" + str(i % 2),
+                "P",
+                "" if i % 3 else "C",
+                "O" + str(i % 4),
+                "F",
+                "G" + str(i % 5),
+                f"s{i}",
+            ],
+            "",
+        ]
+        for i in range(40)
+    ]
     index = TextIndex(np.zeros((4, 40), np.float32), names)
     probs = rng.dirichlet(np.ones(40), size=3).astype(np.float32)
     for rank in Rank:
@@ -59,8 +75,13 @@ def test_higher_ranks_sum_species_probabilities(classifier, test_images):
     species = classifier.predict(test_images[:4], Rank.SPECIES, k=len(classifier.index))
     family = classifier.predict(test_images[:4], "family", k=3)
     for row in family:
-        mass = sum(r["score"] for r in species
-                   if r["file_name"] == row["file_name"] and r["family"] == row["family"] and r["order"] == row["order"])  # fmt: skip
+        mass = sum(
+            r["score"]
+            for r in species
+            if r["file_name"] == row["file_name"]
+            and r["family"] == row["family"]
+            and r["order"] == row["order"]
+        )
         assert row["score"] == pytest.approx(mass, abs=1e-5)
     assert list(family[0]) == [
         "file_name",
@@ -74,16 +95,30 @@ def test_higher_ranks_sum_species_probabilities(classifier, test_images):
 
 
 def test_index_files_follow_pybioclips_format(model_224, synth_small, tmp_path):
-    done = cli("index", "--model", str(model_224), "--taxa", str(synth_small / "species.csv"),
-               "--out", str(tmp_path / "idx"), "--dtype", "float16")  # fmt: skip
+    done = cli(
+        "index",
+        "--model",
+        str(model_224),
+        "--taxa",
+        str(synth_small / "species.csv"),
+        "--out",
+        str(tmp_path / "idx"),
+        "--dtype",
+        "float16",
+    )
     assert done.returncode == 0, done.stderr
     array = np.load(tmp_path / "idx" / NPY_FILE)
     names = json.loads((tmp_path / "idx" / "txt_emb_species.json").read_text())
     assert array.dtype == np.float16 and array.shape == (128, 20) and len(names) == 20
     assert np.allclose(np.linalg.norm(array.astype(np.float32), axis=0), 1.0, atol=2e-3)
     first = next(csv.DictReader((synth_small / "species.csv").open()))
-    assert names[0] == [[first[k] for k in ("kingdom", "phylum", "class", "order", "family", "genus",
-                                             "species_epithet")], first["common_name"]]  # fmt: skip
+    assert names[0] == [
+        [
+            first[k]
+            for k in ("kingdom", "phylum", "class", "order", "family", "genus", "species_epithet")
+        ],
+        first["common_name"],
+    ]
 
 
 def test_index_column_is_the_template_average(model_224, index_224):
@@ -105,11 +140,27 @@ def test_bad_images_get_error_rows_and_exit_3(model_224, index_224, test_images,
     truncated.write_bytes(Path(test_images[0]).read_bytes()[:200])
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "text.jpg").write_text("this is not an image")
-    inputs = [test_images[0], str(truncated), str(tmp_path / "empty.jpg"), str(tmp_path / "text.jpg"),
-              str(tmp_path / "missing.jpg"), test_images[1]]  # fmt: skip
+    inputs = [
+        test_images[0],
+        str(truncated),
+        str(tmp_path / "empty.jpg"),
+        str(tmp_path / "text.jpg"),
+        str(tmp_path / "missing.jpg"),
+        test_images[1],
+    ]
     out = tmp_path / "pred.csv"
-    done = cli("predict", *inputs, "--model", str(model_224), "--index", str(index_224), "--k", "2",
-               "--output", str(out))  # fmt: skip
+    done = cli(
+        "predict",
+        *inputs,
+        "--model",
+        str(model_224),
+        "--index",
+        str(index_224),
+        "--k",
+        "2",
+        "--output",
+        str(out),
+    )
     assert done.returncode == 3, done.stderr
     rows = list(csv.DictReader(out.open()))
     errors = {r["file_name"]: r["error"] for r in rows if r["error"]}
@@ -163,8 +214,18 @@ def test_subset_restricts_the_tree(classifier, model_224, index_224, test_images
     genera = sorted({n[0][5] for n in classifier.full_index.names})[:2]
     subset = tmp_path / "subset.csv"
     subset.write_text("genus\n" + "\n".join(genera) + "\n")
-    done = cli("predict", *test_images[:3], "--model", str(model_224), "--index", str(index_224),
-               "--subset", str(subset), "--format", "json")  # fmt: skip
+    done = cli(
+        "predict",
+        *test_images[:3],
+        "--model",
+        str(model_224),
+        "--index",
+        str(index_224),
+        "--subset",
+        str(subset),
+        "--format",
+        "json",
+    )
     assert done.returncode == 0, done.stderr
     assert {r["genus"] for r in json.loads(done.stdout)} <= set(genera)
     with pytest.raises(UsageError, match="Unknown genus received: Nonexistus"):
@@ -214,8 +275,18 @@ def test_inputs_from_directories_and_globs(synth_small, tmp_path):
 
 def test_provenance_log(model_224, index_224, test_images, tmp_path):
     log = tmp_path / "run.json"
-    done = cli("predict", test_images[0], "--model", str(model_224), "--index", str(index_224),
-               "--log", str(log), "--output", str(tmp_path / "p.csv"))  # fmt: skip
+    done = cli(
+        "predict",
+        test_images[0],
+        "--model",
+        str(model_224),
+        "--index",
+        str(index_224),
+        "--log",
+        str(log),
+        "--output",
+        str(tmp_path / "p.csv"),
+    )
     assert done.returncode == 0, done.stderr
     record = json.loads(log.read_text())
     assert record["model"] == str(model_224) and record["n_images"] == 1 and record["n_failed"] == 0

@@ -41,16 +41,34 @@ def hub(tmp_path_factory, model_224, index_224):
 
 
 def _env(hf_home):
-    return {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1",
-            "TORCH_COMPILE_DISABLE": "1"}  # fmt: skip
+    return {
+        **os.environ,
+        "HF_HOME": str(hf_home),
+        "HF_HUB_OFFLINE": "1",
+        "TORCH_COMPILE_DISABLE": "1",
+    }
 
 
 def _ours(hub, *args):
     done = subprocess.run(
-        [sys.executable, "-m", "taxoclip", "predict", *args, "--format", "json", "-q", "--offline",
-         "--workers", "0"],
-        capture_output=True, text=True, env=_env(hub), timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "taxoclip",
+            "predict",
+            *args,
+            "--format",
+            "json",
+            "-q",
+            "--offline",
+            "--workers",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(hub),
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -80,8 +98,10 @@ def test_same_predictions_as_pybioclip(hub, synth_small, model_224, tmp_path):
     out = tmp_path / "pybioclip.json"
     subprocess.run(
         [sys.executable, "-c", PYBIOCLIP, json.dumps(images), str(model_224), str(out)],
-        check=True, env=_env(hub), timeout=600,
-    )  # fmt: skip
+        check=True,
+        env=_env(hub),
+        timeout=600,
+    )
     theirs = json.loads(out.read_text())
 
     species = _ours(hub, *images, "--k", "3")
@@ -94,6 +114,13 @@ def test_same_predictions_as_pybioclip(hub, synth_small, model_224, tmp_path):
 
     from taxoclip.predict import TreeOfLifeClassifier
 
-    ours_labels = TreeOfLifeClassifier(model_str=str(model_224), index=hub / "hub" /
-        "datasets--imageomics--TreeOfLife-200M" / "snapshots" / ("0" * 40) / "embeddings")  # fmt: skip
+    ours_labels = TreeOfLifeClassifier(
+        model_str=str(model_224),
+        index=hub
+        / "hub"
+        / "datasets--imageomics--TreeOfLife-200M"
+        / "snapshots"
+        / ("0" * 40)
+        / "embeddings",
+    )
     assert ours_labels.get_label_data().to_dict(orient="records") == theirs["labels"]

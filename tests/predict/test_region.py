@@ -46,9 +46,15 @@ def test_roll_up_to_the_nearest_allowed_ancestor(tree_index, tmp_path):
     """Hand-computed: the list names Panthera leo and the genus Canis (Ursus arctos is not
     in the index). A tiger lands on its genus (Panthera occurs, via the lion), a cat on
     its family, a wolf stays a species (its genus is listed), a mouse only on its class."""
-    listed = _write(tmp_path / "region.csv", ["scientificName", "genus", "taxonRank"],
-                    [["Panthera leo (Linnaeus, 1758)", "", "SPECIES"], ["", "Canis", "GENUS"],
-                     ["Ursus arctos Linnaeus, 1758", "", "SPECIES"]])  # fmt: skip
+    listed = _write(
+        tmp_path / "region.csv",
+        ["scientificName", "genus", "taxonRank"],
+        [
+            ["Panthera leo (Linnaeus, 1758)", "", "SPECIES"],
+            ["", "Canis", "GENUS"],
+            ["Ursus arctos Linnaeus, 1758", "", "SPECIES"],
+        ],
+    )
     allow = read_taxon_list(listed, tree_index)
     assert allow.unknown == ["Ursus arctos Linnaeus, 1758"] and allow.n_rows == 3
     assert "1 of 3 names are not in the index" in allow.warning("--region")
@@ -60,8 +66,9 @@ def test_roll_up_to_the_nearest_allowed_ancestor(tree_index, tmp_path):
         "Canis lupus": ("Canis lupus", "species"),
         "Mus musculus": ("Mammalia", "class"),
     }
-    denied = read_taxon_list(_write(tmp_path / "deny.csv", ["genus"], [["Panthera"]]),
-                             tree_index, "--deny")  # fmt: skip
+    denied = read_taxon_list(
+        _write(tmp_path / "deny.csv", ["genus"], [["Panthera"]]), tree_index, "--deny"
+    )
     region = Region.build(tree_index, allow, denied)
     landing = _landing(region)
     assert landing["Panthera leo"] == landing["Panthera tigris"] == ("Felidae", "family")
@@ -99,22 +106,46 @@ def _species_rows(synth):
         return list(csv.DictReader(handle))
 
 
-def test_predict_with_region_scores_are_landed_sums(synth_small, model_224, index_224, tmp_path,
-                                                     capsys):  # fmt: skip
+def test_predict_with_region_scores_are_landed_sums(
+    synth_small, model_224, index_224, tmp_path, capsys
+):
     """End to end on a real model: each row's score is the sum of the plain classifier's
     species probabilities over the species that land on that taxon."""
     from taxoclip.predict import TreeOfLifeClassifier
 
     species = _species_rows(synth_small)
     genus = species[0]["genus"]
-    listed = _write(tmp_path / "region.csv", ["genus", "species", "scientific_name"],
-                    [[genus, "", ""], ["", species[-1]["species"], ""],
-                     ["", "", "Nonexistus fictus"], ["", "", "Alsonot here"]])  # fmt: skip
+    listed = _write(
+        tmp_path / "region.csv",
+        ["genus", "species", "scientific_name"],
+        [
+            [genus, "", ""],
+            ["", species[-1]["species"], ""],
+            ["", "", "Nonexistus fictus"],
+            ["", "", "Alsonot here"],
+        ],
+    )
     image = synth_small / "test" / _first_test_image(synth_small)
     out = tmp_path / "rows.json"
-    code = main(["predict", str(image), "--model", str(model_224), "--index", str(index_224),
-                 "--region", str(listed), "--k", "50", "--format", "json", "--output", str(out),
-                 "-q"])  # fmt: skip
+    code = main(
+        [
+            "predict",
+            str(image),
+            "--model",
+            str(model_224),
+            "--index",
+            str(index_224),
+            "--region",
+            str(listed),
+            "--k",
+            "50",
+            "--format",
+            "json",
+            "--output",
+            str(out),
+            "-q",
+        ]
+    )
     assert code == 0
     err = capsys.readouterr().err
     assert "2 of 4 names are not in the index" in err and "Nonexistus fictus" in err
@@ -129,8 +160,10 @@ def test_predict_with_region_scores_are_landed_sums(synth_small, model_224, inde
             expected[key] = expected.get(key, 0.0) + probs[f"{ranks[5]} {ranks[6]}"]
     assert len(rows) == len(expected)
     for row in rows:
-        names = [row[c] for c in ("kingdom", "phylum", "class", "order", "family", "genus",
-                                  "species_epithet")]  # fmt: skip
+        names = [
+            row[c]
+            for c in ("kingdom", "phylum", "class", "order", "family", "genus", "species_epithet")
+        ]
         key = tuple(n for n in names if n)
         assert row["rank_landed"] == RANKS[len(key) - 1]
         assert row["score"] == pytest.approx(expected[key], abs=1e-5)
@@ -144,13 +177,25 @@ def _first_test_image(synth):
         return next(csv.DictReader(handle))["filepath"]
 
 
-def test_region_at_every_rank_deepest_and_errors(synth_small, model_224, index_224, tmp_path,
-                                                 capsys):  # fmt: skip
+def test_region_at_every_rank_deepest_and_errors(
+    synth_small, model_224, index_224, tmp_path, capsys
+):
     species = _species_rows(synth_small)
     listed = _write(tmp_path / "region.csv", ["species"], [[species[0]["species"]]])
     image = str(synth_small / "test" / _first_test_image(synth_small))
-    base = ["predict", image, "--model", str(model_224), "--index", str(index_224),
-            "--region", str(listed), "--format", "json", "-q"]  # fmt: skip
+    base = [
+        "predict",
+        image,
+        "--model",
+        str(model_224),
+        "--index",
+        str(index_224),
+        "--region",
+        str(listed),
+        "--format",
+        "json",
+        "-q",
+    ]
     for rank in ("kingdom", "family", "genus"):
         out = tmp_path / f"{rank}.json"
         assert main([*base, "--rank", rank, "--output", str(out)]) == 0
@@ -159,13 +204,17 @@ def test_region_at_every_rank_deepest_and_errors(synth_small, model_224, index_2
     out = tmp_path / "deepest.json"
     assert main([*base, "--deepest-rank", "0.01", "--output", str(out)]) == 0
     row = json.loads(out.read_text())[0]
-    names = [row[c] for c in ("kingdom", "phylum", "class", "order", "family", "genus",
-                              "species_epithet")]  # fmt: skip
+    names = [
+        row[c]
+        for c in ("kingdom", "phylum", "class", "order", "family", "genus", "species_epithet")
+    ]
     deepest = max(i for i, n in enumerate(names) if n)
     assert row["rank"] == RANKS[deepest]
     capsys.readouterr()
     empty = _write(tmp_path / "empty.csv", ["species"], [])
     assert main([*base[:-5], "--region", str(empty), "-q"]) == 2
     assert "lists no taxa" in capsys.readouterr().err
-    assert main(["predict", image, "--model", str(model_224), "--cls", "a,b", "--region",
-                 str(listed)]) == 2  # fmt: skip
+    assert (
+        main(["predict", image, "--model", str(model_224), "--cls", "a,b", "--region", str(listed)])
+        == 2
+    )

@@ -18,8 +18,9 @@ from taxoclip.synth import SynthConfig, generate  # noqa: E402
 @pytest.fixture(scope="session")
 def synth_serve(tmp_path_factory):
     out = tmp_path_factory.mktemp("serve-data") / "synth"
-    generate(out, SynthConfig(species=12, images_per_species=2, image_size=48, seed=5),
-             progress=False)  # fmt: skip
+    generate(
+        out, SynthConfig(species=12, images_per_species=2, image_size=48, seed=5), progress=False
+    )
     return out
 
 

@@ -13,8 +13,18 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-TREE_COLUMNS = ["kingdom", "phylum", "class", "order", "family", "genus", "species_epithet",
-                "species", "common_name", "score"]  # fmt: skip
+TREE_COLUMNS = [
+    "kingdom",
+    "phylum",
+    "class",
+    "order",
+    "family",
+    "genus",
+    "species_epithet",
+    "species",
+    "common_name",
+    "score",
+]
 
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
@@ -29,10 +39,19 @@ def open_browser(profile: Path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-extensions", "--disable-sync",
-                 "--window-size=1280,1100", f"--user-data-dir={profile}"):  # fmt: skip
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-extensions",
+        "--disable-sync",
+        "--window-size=1280,1100",
+        f"--user-data-dir={profile}",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -84,8 +103,9 @@ def test_the_page_predicts_an_uploaded_photo(serve, images, tmp_path):
         assert shot.stat().st_size > 10_000
         if os.environ.get("TAXOCLIP_SCREENSHOT"):
             shutil.copy(shot, os.environ["TAXOCLIP_SCREENSHOT"])
-        problems = [entry["message"] for entry in browser.get_log("browser")
-                    if entry["level"] == "SEVERE"]  # fmt: skip
+        problems = [
+            entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"
+        ]
         assert not problems  # no blocked resource, no script error, no failed load
     finally:
         browser.quit()

@@ -25,8 +25,10 @@ RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 
 
 def files_of(paths, names=None):
-    return [("files", (names[i] if names else Path(p).name, Path(p).read_bytes(), "image/jpeg"))
-            for i, p in enumerate(paths)]  # fmt: skip
+    return [
+        ("files", (names[i] if names else Path(p).name, Path(p).read_bytes(), "image/jpeg"))
+        for i, p in enumerate(paths)
+    ]
 
 
 def renamed(rows, names):
@@ -49,12 +51,20 @@ def bomb_png(width=100_000, height=100_000) -> bytes:
     """A tiny PNG whose header claims width × height pixels (PIL refuses it at open)."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))  # fmt: skip
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 # ------------------------------------------------------------------------ rows
@@ -79,8 +89,11 @@ def test_predict_rows_equal_the_library_rows(serve, images, serve_model, serve_i
         assert_rows_equal(got.json(), renamed(tree.predict(paths, "family", k=3), names))
 
         genera = sorted({entry[0][5] for entry in tree.index.names})[:3]
-        got = client.post("/predict", files=files_of(paths, upload),
-                          data={"subset": "genus\n" + "\n".join(genera), "k": "2"})  # fmt: skip
+        got = client.post(
+            "/predict",
+            files=files_of(paths, upload),
+            data={"subset": "genus\n" + "\n".join(genera), "k": "2"},
+        )
         tree.apply_filter(tree.create_taxa_filter(Rank.GENUS, genera))
         assert_rows_equal(got.json(), renamed(tree.predict(paths, "species", k=2), names))
         assert {row["genus"] for row in got.json()} <= set(genera)
@@ -119,8 +132,9 @@ def test_embed_returns_the_models_features(serve, images, serve_model):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_an_exported_folder_serves_with_onnx_runtime(serve, images, serve_model, serve_index,
-                                                    tmp_path):  # fmt: skip
+def test_an_exported_folder_serves_with_onnx_runtime(
+    serve, images, serve_model, serve_index, tmp_path
+):
     pytest.importorskip("onnxruntime", reason="the ONNX runtime needs the [onnx] extra")
     from taxoclip.predict import TreeOfLifeClassifier
     from taxoclip.runtime.config import ExportOnnxConfig
@@ -262,10 +276,14 @@ def test_a_slow_upload_does_not_hold_the_model(serve, images):
     server = serve()
     host, port = server.url.removeprefix("http://").split(":")
     photo = images[0].read_bytes()
-    body = (b"--XX\r\nContent-Disposition: form-data; name=\"files\"; filename=\"slow.jpg\"\r\n"
-            b"Content-Type: image/jpeg\r\n\r\n" + photo + b"\r\n--XX--\r\n")  # fmt: skip
-    head = (f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
-            "Content-Type: multipart/form-data; boundary=XX\r\n\r\n").encode()  # fmt: skip
+    body = (
+        b'--XX\r\nContent-Disposition: form-data; name="files"; filename="slow.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + photo + b"\r\n--XX--\r\n"
+    )
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
+        "Content-Type: multipart/form-data; boundary=XX\r\n\r\n"
+    ).encode()
     with socket.create_connection((host, int(port))) as slow:
         slow.sendall(head + body[: len(body) // 2])  # ... and the rest much later
         with httpx.Client(base_url=server.url, timeout=120) as http:

@@ -25,11 +25,15 @@ RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 
 
 def runtime_option():
-    return option("auto", choices=RUNTIMES, help="auto (ONNX Runtime fp32: the first run "
-                  "exports the model into the cache, $TAXOCLIP_CACHE or ~/.cache/taxoclip, and "
-                  "later runs load no torch; torch, with one line why, where it cannot be "
-                  "exported; eval/analyze: ONNX only for a folder made by `taxoclip export "
-                  "onnx`), torch, onnx (fp32) or onnx-int8")  # fmt: skip
+    return option(
+        "auto",
+        choices=RUNTIMES,
+        help="auto (ONNX Runtime fp32: the first run "
+        "exports the model into the cache, $TAXOCLIP_CACHE or ~/.cache/taxoclip, and "
+        "later runs load no torch; torch, with one line why, where it cannot be "
+        "exported; eval/analyze: ONNX only for a folder made by `taxoclip export "
+        "onnx`), torch, onnx (fp32) or onnx-int8",
+    )
 
 
 #: ``--workers`` of predict and embed: the engine decodes in threads (PIL and numpy let go
@@ -158,18 +162,34 @@ class IndexResult(CommandResult):
 )
 @dataclass(kw_only=True)
 class PredictConfig(CommandConfig):
-    images: list[str] = option(positional=True, nargs="*", metavar="IMAGES_OR_DIRS",
-                               help="images, directories (recursive) or globs")  # fmt: skip
-    rank: str = option(DEFAULT_RANK, choices=RANKS, exclusive="mode",
-                       help="rank of the tree-of-life prediction")  # fmt: skip
-    cls: str | None = option(None, metavar="LIST|FILE", exclusive="mode",
-                             help="custom labels: comma-separated, or a file with one per line")  # fmt: skip
-    bins: str | None = option(None, metavar="CSV", exclusive="mode",
-                              help="CSV of class,bin: probabilities summed per bin")  # fmt: skip
-    subset: str | None = option(None, metavar="CSV", help="restrict the tree of life to taxa "
-                                "in this CSV (first column: a rank name)")  # fmt: skip
-    deepest_rank: float | None = option(None, metavar="THRESHOLD", help="per image, the "
-                                        "deepest rank whose summed probability reaches THRESHOLD")  # fmt: skip
+    images: list[str] = option(
+        positional=True,
+        nargs="*",
+        metavar="IMAGES_OR_DIRS",
+        help="images, directories (recursive) or globs",
+    )
+    rank: str = option(
+        DEFAULT_RANK, choices=RANKS, exclusive="mode", help="rank of the tree-of-life prediction"
+    )
+    cls: str | None = option(
+        None,
+        metavar="LIST|FILE",
+        exclusive="mode",
+        help="custom labels: comma-separated, or a file with one per line",
+    )
+    bins: str | None = option(
+        None, metavar="CSV", exclusive="mode", help="CSV of class,bin: probabilities summed per bin"
+    )
+    subset: str | None = option(
+        None,
+        metavar="CSV",
+        help="restrict the tree of life to taxa in this CSV (first column: a rank name)",
+    )
+    deepest_rank: float | None = option(
+        None,
+        metavar="THRESHOLD",
+        help="per image, the deepest rank whose summed probability reaches THRESHOLD",
+    )
     k: int | None = option(
         None, help=f"top-k predictions (default {TOP_K}; all labels with --cls or --bins)"
     )
@@ -178,13 +198,15 @@ class PredictConfig(CommandConfig):
     output: str | None = option(None, metavar="FILE", help="write here instead of stdout")
     model: str = shared.model()
     pretrained: str | None = shared.pretrained()
-    index: str | None = option(None, metavar="DIR", help="tree-of-life text index "
-                               "(default: the model's published one)")  # fmt: skip
+    index: str | None = option(
+        None, metavar="DIR", help="tree-of-life text index (default: the model's published one)"
+    )
     batch_size: int = shared.batch_size(32)
     workers: int | None = shared.workers(help=DECODING_THREADS)
     device: str = shared.device()
-    log: str | None = option(None, metavar="FILE",
-                             help="provenance record (.json) or appended text log")  # fmt: skip
+    log: str | None = option(
+        None, metavar="FILE", help="provenance record (.json) or appended text log"
+    )
     offline: bool = shared.offline()
     progress: bool = shared.progress()
     runtime: str = runtime_option()
@@ -196,28 +218,54 @@ class PredictConfig(CommandConfig):
         False, cli=False, help="keep every row in the result (library callers; memory grows)"
     )
     # MegaDetector and regional lists (docs/ecologists.md)
-    detections: str | None = option(None, metavar="MD.json", help="MegaDetector batch output "
-                                    "(format 1.x): classify its animal boxes; IMAGES_OR_DIRS is "
-                                    "then the one folder its file paths are relative to, and "
-                                    "--output the .json to write (a flat .csv is written beside "
-                                    "it)")  # fmt: skip
-    image_root: str | None = option(None, metavar="DIR", help="with --detections: the folder "
-                                    "the MegaDetector file's paths are relative to (instead of "
-                                    "giving it as IMAGES_OR_DIRS)")  # fmt: skip
+    detections: str | None = option(
+        None,
+        metavar="MD.json",
+        help="MegaDetector batch output "
+        "(format 1.x): classify its animal boxes; IMAGES_OR_DIRS is "
+        "then the one folder its file paths are relative to, and "
+        "--output the .json to write (a flat .csv is written beside "
+        "it)",
+    )
+    image_root: str | None = option(
+        None,
+        metavar="DIR",
+        help="with --detections: the folder "
+        "the MegaDetector file's paths are relative to (instead of "
+        "giving it as IMAGES_OR_DIRS)",
+    )
     detection_categories: list[str] | None = option(
-        None, metavar="NAMES", parse=names_list, help="with --detections: the detection "
+        None,
+        metavar="NAMES",
+        parse=names_list,
+        help="with --detections: the detection "
         "categories to crop and classify, comma-separated names (any case) or ids (default: "
-        "every category but person, vehicle and empty, and other words for them)")  # fmt: skip
-    detection_threshold: float = option(0.2, metavar="CONF", help="with --detections: classify "
-                                        "boxes with conf at or above this (0.2: MegaDetector "
-                                        "v5's typical threshold)")  # fmt: skip
-    crop_padding: float = option(0.0, metavar="FRACTION", help="with --detections: widen each "
-                                 "box by this fraction of its width/height on every side")  # fmt: skip
-    region: str | None = option(None, metavar="CSV", help="taxa known from the place (rank "
-                                "columns or scientificName): other species roll up to their "
-                                "nearest allowed ancestor (column rank_landed)")  # fmt: skip
-    deny: str | None = option(None, metavar="CSV", help="taxa that do not occur there (same "
-                              "format): they roll up past them")  # fmt: skip
+        "every category but person, vehicle and empty, and other words for them)",
+    )
+    detection_threshold: float = option(
+        0.2,
+        metavar="CONF",
+        help="with --detections: classify "
+        "boxes with conf at or above this (0.2: MegaDetector "
+        "v5's typical threshold)",
+    )
+    crop_padding: float = option(
+        0.0,
+        metavar="FRACTION",
+        help="with --detections: widen each box by this fraction of its width/height on every side",
+    )
+    region: str | None = option(
+        None,
+        metavar="CSV",
+        help="taxa known from the place (rank "
+        "columns or scientificName): other species roll up to their "
+        "nearest allowed ancestor (column rank_landed)",
+    )
+    deny: str | None = option(
+        None,
+        metavar="CSV",
+        help="taxa that do not occur there (same format): they roll up past them",
+    )
 
     def check(self) -> list[str]:
         problems = []
@@ -232,17 +280,22 @@ class PredictConfig(CommandConfig):
             problems.append("--detection-categories: give at least one category name")
         if self.detections:
             if self.image_root and self.images:
-                problems.append("with --detections, give the image folder once: --image-root "
-                                "or IMAGES_OR_DIRS, not both")  # fmt: skip
+                problems.append(
+                    "with --detections, give the image folder once: --image-root "
+                    "or IMAGES_OR_DIRS, not both"
+                )
             elif not self.image_root and len(self.images) != 1:
-                problems.append("with --detections, give one folder: the one MegaDetector ran "
-                                "on (its file paths are relative to it), as --image-root DIR "
-                                "or IMAGES_OR_DIRS")  # fmt: skip
+                problems.append(
+                    "with --detections, give one folder: the one MegaDetector ran "
+                    "on (its file paths are relative to it), as --image-root DIR "
+                    "or IMAGES_OR_DIRS"
+                )
             if not (self.output or "").lower().endswith(".json"):
                 problems.append("with --detections, --output must name the .json to write")
         if not 0.0 <= self.detection_threshold <= 1.0:
-            problems.append(f"--detection-threshold must be in [0, 1] (got "
-                            f"{self.detection_threshold})")  # fmt: skip
+            problems.append(
+                f"--detection-threshold must be in [0, 1] (got {self.detection_threshold})"
+            )
         if not 0.0 <= self.crop_padding <= 1.0:
             problems.append(f"--crop-padding must be in [0, 1] (got {self.crop_padding})")
         if custom and (self.subset or self.deepest_rank is not None):
@@ -304,8 +357,9 @@ class PredictResult(CommandResult):
 )
 @dataclass(kw_only=True)
 class EmbedConfig(CommandConfig):
-    images: list[str] = option(positional=True, metavar="IMAGES_OR_DIRS",
-                               help="images, directories (recursive) or globs")  # fmt: skip
+    images: list[str] = option(
+        positional=True, metavar="IMAGES_OR_DIRS", help="images, directories (recursive) or globs"
+    )
     output: str = option(metavar="F.npy|F.parquet|F.json", help="where the embeddings go")
     normalize: bool = option(False, help="L2-normalise (pybioclip writes raw features)")
     model: str = shared.model()
@@ -371,8 +425,9 @@ class ListModelsConfig(CommandConfig):
 @dataclass(kw_only=True)
 class ListTolTaxaConfig(CommandConfig):
     model: str = shared.model()
-    index: str | None = option(None, metavar="DIR", help="tree-of-life text index "
-                               "(default: the model's published one)")  # fmt: skip
+    index: str | None = option(
+        None, metavar="DIR", help="tree-of-life text index (default: the model's published one)"
+    )
     output: str | None = option(None, metavar="FILE", help="write here instead of stdout")
     offline: bool = shared.offline()
 

@@ -49,8 +49,22 @@ SCHEMA_PATH = Path(__file__).parent / "schemas" / "megadetector-1.x.json"
 #: Detection categories left alone unless ``--detection-categories`` names them: people and
 #: vehicles (MegaDetector's "person" and "vehicle", and other tools' words for them) and
 #: "empty" boxes (animl's category 0). Every other category, however named, holds animals.
-NOT_ANIMALS = frozenset({"person", "people", "human", "humans", "vehicle", "vehicles",
-                         "car", "cars", "truck", "trucks", "empty", "blank"})  # fmt: skip
+NOT_ANIMALS = frozenset(
+    {
+        "person",
+        "people",
+        "human",
+        "humans",
+        "vehicle",
+        "vehicles",
+        "car",
+        "cars",
+        "truck",
+        "trucks",
+        "empty",
+        "blank",
+    }
+)
 #: The format version the output declares at least: the fields we add exist from 1.2 on,
 #: MegaDetector's validator reads 1.3 and later, and its converters write 1.4. A newer
 #: version read is kept (1.5 and 1.6 only ask more of fields we do not write).
@@ -115,14 +129,19 @@ def read_detections(path: str | os.PathLike) -> dict:
             if not isinstance(det, dict):
                 raise _fail(path, at, "not an object")
             if str(det.get("category")) not in categories:
-                raise _fail(path, f"{at}.category", f"{det.get('category')!r} is not one of "
-                            f"detection_categories ({', '.join(categories)})")  # fmt: skip
+                raise _fail(
+                    path,
+                    f"{at}.category",
+                    f"{det.get('category')!r} is not one of "
+                    f"detection_categories ({', '.join(categories)})",
+                )
             if not _is_number(det.get("conf")):
                 raise _fail(path, f"{at}.conf", f"expected a number, got {det.get('conf')!r}")
             box = det.get("bbox")
             if not (isinstance(box, list) and len(box) == 4 and all(map(_is_number, box))):
-                raise _fail(path, f"{at}.bbox", f"expected [x_min, y_min, width, height], got "
-                            f"{box!r}")  # fmt: skip
+                raise _fail(
+                    path, f"{at}.bbox", f"expected [x_min, y_min, width, height], got {box!r}"
+                )
     return data
 
 
@@ -140,8 +159,11 @@ def format_minor(data: dict, path: str | os.PathLike) -> int | None:
         text = str(version) if _is_number(version) else ""  # 1.4 → "1.4"
     match = re.fullmatch(r"1(?:\.([0-9]+))?", text)
     if match is None:
-        raise _fail(Path(path), "info.format_version",
-                    f"expected 1.x (MegaDetector's formats are 1.0 to 1.6), got {version!r}")  # fmt: skip
+        raise _fail(
+            Path(path),
+            "info.format_version",
+            f"expected 1.x (MegaDetector's formats are 1.0 to 1.6), got {version!r}",
+        )
     return int(match.group(1) or 0)
 
 
@@ -170,9 +192,11 @@ def chosen_categories(
     if names is None:
         chosen = {k: v for k, v in categories.items() if v.strip().lower() not in NOT_ANIMALS}
         if not chosen:
-            raise InputError(f"--detections {path}: no animal category to classify (its "
-                             f"detection categories: {has}); --detection-categories "
-                             "chooses among them")  # fmt: skip
+            raise InputError(
+                f"--detections {path}: no animal category to classify (its "
+                f"detection categories: {has}); --detection-categories "
+                "chooses among them"
+            )
         return chosen
     chosen, unknown = {}, []
     for name in names:
@@ -183,8 +207,10 @@ def chosen_categories(
         if not ids:
             unknown.append(name)
     if unknown:
-        raise UsageError(f"--detection-categories {', '.join(map(repr, unknown))}: not in "
-                         f"--detections {path}, whose detection categories are {has}")  # fmt: skip
+        raise UsageError(
+            f"--detection-categories {', '.join(map(repr, unknown))}: not in "
+            f"--detections {path}, whose detection categories are {has}"
+        )
     return chosen
 
 
@@ -205,8 +231,12 @@ def crop_box(
         note = f"box {list(bbox)} reaches outside the image: clipped"
     x0, x1 = (x - padding * w) * width, (x + w + padding * w) * width
     y0, y1 = (y - padding * h) * height, (y + h + padding * h) * height
-    box = (max(0, math.floor(x0)), max(0, math.floor(y0)),
-           min(width, math.ceil(x1)), min(height, math.ceil(y1)))  # fmt: skip
+    box = (
+        max(0, math.floor(x0)),
+        max(0, math.floor(y0)),
+        min(width, math.ceil(x1)),
+        min(height, math.ceil(y1)),
+    )
     if box[2] - box[0] < 1 or box[3] - box[1] < 1:
         return None, f"box {list(bbox)} lies outside the image: not classified"
     return box, note
@@ -289,8 +319,9 @@ def _merge_categories(data: dict, ours: _Categories) -> None:
     has one, those without get :func:`untaxonomic` ones."""
     earlier = data.pop("classification_categories", None) or {}
     earlier_descriptions = data.pop("classification_category_descriptions", None) or {}
-    used = {str(c[0]) for _, det in _numbered_detections(data)
-            for c in det.get("classifications") or []}  # fmt: skip
+    used = {
+        str(c[0]) for _, det in _numbered_detections(data) for c in det.get("classifications") or []
+    }
     names = {k: v for k, v in earlier.items() if k in used} | ours.names
     if not names:
         return
@@ -318,8 +349,9 @@ def _write_classifications(data: dict, top: dict, ours: _Categories) -> None:
         for row in rows:
             name, description, _ = label_of(row)
             if name:
-                classes.append([ours.id_of(name, description),
-                                round(float(row[PRED_SCORE_KEY]), 4)])  # fmt: skip
+                classes.append(
+                    [ours.id_of(name, description), round(float(row[PRED_SCORE_KEY]), 4)]
+                )
         data["images"][i]["detections"][j]["classifications"] = classes
 
 
@@ -432,15 +464,24 @@ def classify_detections(
     box_notes = [
         f"{data['images'][i]['file']} detection {j}: {text}"
         for (i, j), text in sorted(notes.items())
-        if "clipped" in text or "outside" in text or "empty box" in text or "crop not" in text
+        if "clipped" in text
+        or "outside" in text
+        or "empty box" in text
+        or "crop not" in text
         or "video" in text
-    ]  # fmt: skip
+    ]
     n_detections = sum(1 for _ in _numbered_detections(data))
-    return DetectionsOutcome(n_images=len(plan), n_detections=n_detections,
-                             n_classified=len(top), failed=failed, notes=box_notes,
-                             written=[output, csv_path], rows=flat,
-                             categories=list(dict.fromkeys(chosen.values())),
-                             file_notes=file_notes)  # fmt: skip
+    return DetectionsOutcome(
+        n_images=len(plan),
+        n_detections=n_detections,
+        n_classified=len(top),
+        failed=failed,
+        notes=box_notes,
+        written=[output, csv_path],
+        rows=flat,
+        categories=list(dict.fromkeys(chosen.values())),
+        file_notes=file_notes,
+    )
 
 
 def _plan(
@@ -473,9 +514,14 @@ def _is_video(image: dict) -> bool:
 
 
 def _classify(
-    data: dict, plan: list, predict_rows: PredictRows, padding: float, notes: dict,
-    chunk: int, threads: int,
-) -> tuple[dict[tuple[int, int], list[dict]], dict[str, str]]:  # fmt: skip
+    data: dict,
+    plan: list,
+    predict_rows: PredictRows,
+    padding: float,
+    notes: dict,
+    chunk: int,
+    threads: int,
+) -> tuple[dict[tuple[int, int], list[dict]], dict[str, str]]:
     """Prediction rows per ``(image, detection)`` classified, and the pictures that could
     not be read (file → reason)."""
     top: dict[tuple[int, int], list[dict]] = {}
@@ -497,8 +543,9 @@ def _classify(
             top[(item.image, item.detection)] = got
         pending.clear()
 
-    for (i, wanted, path), loaded in zip(plan, _decoded([p for _, _, p in plan], threads),
-                                         strict=True):  # fmt: skip
+    for (i, wanted, path), loaded in zip(
+        plan, _decoded([p for _, _, p in plan], threads), strict=True
+    ):
         image = data["images"][i]
         picture, reason = loaded
         if picture is None:  # this image's failure, reported; the others go on
@@ -554,9 +601,16 @@ def flat_rows(data: dict, top: dict, notes: dict, failed: dict) -> list[dict]:
     for i, image in enumerate(data["images"]):
         for j, det in enumerate(image.get("detections") or []):
             x, y, w, h = det["bbox"]
-            row = {"file": image["file"], "detection": j,
-                   "category": data["detection_categories"][str(det["category"])],
-                   "conf": det["conf"], "bbox_x": x, "bbox_y": y, "bbox_w": w, "bbox_h": h}  # fmt: skip
+            row = {
+                "file": image["file"],
+                "detection": j,
+                "category": data["detection_categories"][str(det["category"])],
+                "conf": det["conf"],
+                "bbox_x": x,
+                "bbox_y": y,
+                "bbox_w": w,
+                "bbox_h": h,
+            }
             best = (top.get((i, j)) or [{}])[0]
             name, _, landed = label_of(best) if best else ("", None, "")
             row.update({c: best.get(c, "") for c in pred_columns})
@@ -586,39 +640,70 @@ def predict_detections(config, predict_rows: PredictRows, log_record, notes: lis
 
     root = Path(config.image_root or config.images[0])
     if not root.is_dir():
-        raise InputError(f"{root}: not a folder (with --detections, give the folder "
-                         "MegaDetector ran on)")  # fmt: skip
-    mode = ("custom labels" if config.cls else "bins" if config.bins
-            else f"deepest rank >= {config.deepest_rank}" if config.deepest_rank is not None
-            else f"tree of life, {config.rank}")  # fmt: skip
-    info = {"model": config.model, "pretrained": config.pretrained, "index": config.index,
-            "mode": mode, "region": config.region, "deny": config.deny}  # fmt: skip
+        raise InputError(
+            f"{root}: not a folder (with --detections, give the folder MegaDetector ran on)"
+        )
+    mode = (
+        "custom labels"
+        if config.cls
+        else "bins"
+        if config.bins
+        else f"deepest rank >= {config.deepest_rank}"
+        if config.deepest_rank is not None
+        else f"tree of life, {config.rank}"
+    )
+    info = {
+        "model": config.model,
+        "pretrained": config.pretrained,
+        "index": config.index,
+        "mode": mode,
+        "region": config.region,
+        "deny": config.deny,
+    }
     # --deepest-rank T stops at the rank where a taxon holds T: the threshold the user chose
     typical = (
         TYPICAL_CLASSIFICATION_THRESHOLD if config.deepest_rank is None else config.deepest_rank
     )
     outcome = classify_detections(
-        config.detections, config.output, predict_rows, image_root=root,
-        categories=config.detection_categories, threshold=config.detection_threshold,
-        padding=config.crop_padding, typical_threshold=typical,
+        config.detections,
+        config.output,
+        predict_rows,
+        image_root=root,
+        categories=config.detection_categories,
+        threshold=config.detection_threshold,
+        padding=config.crop_padding,
+        typical_threshold=typical,
         classifier_info={k: v for k, v in info.items() if v is not None},
         threads=max(1, auto_workers(config.workers)),
-    )  # fmt: skip
-    log_record.finish(n_images=outcome.n_images, n_detections=outcome.n_detections,
-                      n_classified=outcome.n_classified, n_failed=len(outcome.failed),
-                      failed=outcome.failed, output=[str(p) for p in outcome.written])  # fmt: skip
+    )
+    log_record.finish(
+        n_images=outcome.n_images,
+        n_detections=outcome.n_detections,
+        n_classified=outcome.n_classified,
+        n_failed=len(outcome.failed),
+        failed=outcome.failed,
+        output=[str(p) for p in outcome.written],
+    )
     shown = outcome.notes[:EXAMPLE_NOTES]
     more = len(outcome.notes) - len(shown)
     box_notes = [f"taxoclip predict: {n}" for n in [*outcome.file_notes, *shown]]
     if more > 0:
         box_notes.append(f"taxoclip predict: … and {more} more notes (see the note column)")
     names = outcome.categories
-    kinds = ("/".join(names) + " detections" if len(names) <= 3
-             else f"detections of {len(names)} categories")  # fmt: skip
+    kinds = (
+        "/".join(names) + " detections"
+        if len(names) <= 3
+        else f"detections of {len(names)} categories"
+    )
     summary = [
         f"classified {outcome.n_classified} {kinds} (of {outcome.n_detections} in "
         f"{config.detections}) in {outcome.n_images - len(outcome.failed)} images; wrote "
         + " and ".join(map(str, outcome.written))
     ]
-    return PredictResult(n_images=outcome.n_images, failed=sorted(outcome.failed),
-                         rows=outcome.rows, summary=summary, notes=[*notes, *box_notes])  # fmt: skip
+    return PredictResult(
+        n_images=outcome.n_images,
+        failed=sorted(outcome.failed),
+        rows=outcome.rows,
+        summary=summary,
+        notes=[*notes, *box_notes],
+    )

@@ -28,12 +28,20 @@ class ExportOnnxConfig(CommandConfig):
     pretrained: str | None = shared.pretrained()
     out: str = option(metavar="DIR", help="output model folder")
     int8: bool = option(False, help="also write dynamically quantised int8 ONNX files")
-    text: bool = option(True, flag="--no-text", negate=True,
-                        help="do not export the text tower (custom labels then use torch)")  # fmt: skip
-    images: str | None = option(None, metavar="DIR", help="sample images for the agreement "
-                                "check (default: 16 generated images)")  # fmt: skip
-    index: str | None = option(None, metavar="DIR", help="text index: also measure top-1 "
-                               "agreement against it")  # fmt: skip
+    text: bool = option(
+        True,
+        flag="--no-text",
+        negate=True,
+        help="do not export the text tower (custom labels then use torch)",
+    )
+    images: str | None = option(
+        None,
+        metavar="DIR",
+        help="sample images for the agreement check (default: 16 generated images)",
+    )
+    index: str | None = option(
+        None, metavar="DIR", help="text index: also measure top-1 agreement against it"
+    )
     offline: bool = shared.offline()
 
 
@@ -48,8 +56,7 @@ class ExportOnnxResult(CommandResult):
         lines = [f"exported {', '.join(self.files)} into {self.out}"]
         for key, value in self.agreement.items():
             if isinstance(value, dict):
-                parts = ", ".join(f"{k} {v:.6g}" for k, v in value.items()
-                                  if isinstance(v, float))  # fmt: skip
+                parts = ", ".join(f"{k} {v:.6g}" for k, v in value.items() if isinstance(v, float))
                 lines.append(f"  {key}: {parts}")
         lines.append(f"  text tower: {self.text}")
         return lines

@@ -32,6 +32,7 @@ from taxoclip.errors import InputError, UsageError
 from taxoclip.files import write_text_atomic
 from taxoclip.models import load_model, save_model
 
+from .cache import OPSET  # one definition: the export cache's key holds it
 from .config import ExportOnnxConfig, ExportOnnxResult
 from .images import IMAGE_SUFFIXES
 from .index import TextIndex
@@ -47,13 +48,13 @@ from .onnx import (
     OnnxTextEncoder,
     import_onnxruntime,
 )
+from .quantize import quantize_image_tower
 from .text_torch import TrimmedText, can_trim, dynamic_length_attention
 from .tokenizer import BPETokenizer
 from .torch_encoder import TorchImageEncoder
 
 log = logging.getLogger(__name__)
 
-OPSET = 18
 SAMPLE_LABELS = ("a photo of a Animalia Chordata Aves Passeriformes Corvidae Corvus corax",
                  "a photo of a red fox.", "an origami bird.", "itap of a small fish.")  # fmt: skip
 
@@ -192,8 +193,9 @@ def export_onnx(config: ExportOnnxConfig) -> ExportOnnxResult:
     _export(_ImageTower(model), torch.zeros(2, 3, size, size), out / IMAGE_ONNX, "pixels",
             {0: "batch"})  # fmt: skip
     onnx.checker.check_model(str(out / IMAGE_ONNX))
+    image_int8 = None
     if config.int8:
-        _quantize(out / IMAGE_ONNX, out / IMAGE_ONNX_INT8)
+        image_int8 = quantize_image_tower(out, config.images)  # static QDQ, see quantize.py
         files.append(IMAGE_ONNX_INT8)
 
     text_note = "exported: custom labels and `taxoclip index` run without torch"
@@ -235,11 +237,13 @@ def export_onnx(config: ExportOnnxConfig) -> ExportOnnxResult:
         "outputs": "features (batch, embed_dim), float32, not normalised",
         "quantization": (
             {
-                "method": "onnxruntime.quantization.quantize_dynamic",
+                "method": image_int8["function"],  # cache.int8_meets_bars reads it
                 "weight_type": "QInt8",
                 "files": [f for f in files if ".int8." in f],
+                "image": image_int8,
+                "text": "onnxruntime.quantization.quantize_dynamic (QInt8, every MatMul)",
             }  # fmt: skip
-            if config.int8
+            if image_int8
             else None
         ),
         "text_tower": text_note,

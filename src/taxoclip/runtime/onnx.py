@@ -176,8 +176,14 @@ def _check_io(session, path: Path, name: str, shape_tail: tuple, dim: int) -> No
 class OnnxImageEncoder:
     """The image tower of an exported folder in ONNX Runtime (fp32 or int8)."""
 
-    def __init__(self, spec: str | os.PathLike | ExportedModel, *, int8: bool = False,
-                 squash: bool = False, threads: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: str | os.PathLike | ExportedModel,
+        *,
+        int8: bool = False,
+        squash: bool = False,
+        threads: int | None = None,
+    ) -> None:
         self.exported = spec if isinstance(spec, ExportedModel) else ExportedModel.open(spec)
         self.int8 = int8
         self.runtime = "onnx-int8" if int8 else "onnx"
@@ -188,8 +194,9 @@ class OnnxImageEncoder:
         self.image_size = self._pre.size
         self.path = self.exported.image_file(int8)
         self.session = open_session(self.path, threads)
-        _check_io(self.session, self.path, "image",
-                  (3, self.image_size, self.image_size), self.embed_dim)  # fmt: skip
+        _check_io(
+            self.session, self.path, "image", (3, self.image_size, self.image_size), self.embed_dim
+        )
         self._input = self.session.get_inputs()[0].name
         self.weights = self.exported.folder / SAFETENSORS_FILE  # keys the label cache
         self._text = None
@@ -228,8 +235,9 @@ class OnnxTextEncoder:
     #: Runtime runs 128 sorted, trimmed captions a pass faster than 512 or 1280 (ViT-B-16)
     pass_size = 128
 
-    def __init__(self, exported: ExportedModel, *, int8: bool = False,
-                 threads: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, exported: ExportedModel, *, int8: bool = False, threads: int | None = None
+    ) -> None:
         from .tokenizer import BPETokenizer
 
         path = exported.text_file(int8)

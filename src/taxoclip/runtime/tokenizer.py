@@ -25,8 +25,11 @@ KIND = "openai-clip-bpe"
 
 @lru_cache
 def bytes_to_unicode() -> dict[int, str]:
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-          + list(range(ord("®"), ord("ÿ") + 1)))  # fmt: skip
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(2**8):
@@ -79,14 +82,18 @@ class BPETokenizer:
         tokenizer is another kind (a Hugging Face one: the text tower stays torch)."""
         from open_clip.tokenizer import SimpleTokenizer, _clean_lower
 
-        if (type(tokenizer) is not SimpleTokenizer or tokenizer.clean_fn is not _clean_lower
-                or tokenizer.reduction_fn is not None):  # fmt: skip
+        if (
+            type(tokenizer) is not SimpleTokenizer
+            or tokenizer.clean_fn is not _clean_lower
+            or tokenizer.reduction_fn is not None
+        ):
             return False
         merges = sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)
         special = [tokenizer.decoder[i] for i in tokenizer.all_special_ids]
         data = {"kind": KIND, "special": special, "merges": [list(m) for m in merges]}
-        Path(path).write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")),
-                              encoding="utf-8")  # fmt: skip
+        Path(path).write_text(
+            json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8"
+        )
         return True
 
     def bpe(self, token: str) -> str:

@@ -32,8 +32,10 @@ from .engine import PLAIN, TREE, Engine
 from .uploads import BodyLimit, Limits, decode_or_reason
 
 #: No resource from another origin, ever; blob: for the page's own thumbnails.
-CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-       "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")  # fmt: skip
+CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 IMAGES_FIELD = "files"
 _FORM_SCHEMA = {
@@ -88,11 +90,18 @@ class BadRequest(Exception):
         self.status = status
 
 
-def create_app(engine: Engine, limits: Limits | None = None, *, batch_wait_ms: float = 5.0,
-               max_batch: int = 32, queue_timeout: float = 60.0) -> FastAPI:  # fmt: skip
+def create_app(
+    engine: Engine,
+    limits: Limits | None = None,
+    *,
+    batch_wait_ms: float = 5.0,
+    max_batch: int = 32,
+    queue_timeout: float = 60.0,
+) -> FastAPI:
     limits = limits or Limits()
-    batcher = Batcher(engine.encode, max_batch=max_batch, wait_s=batch_wait_ms / 1000,
-                      timeout_s=queue_timeout)  # fmt: skip
+    batcher = Batcher(
+        engine.encode, max_batch=max_batch, wait_s=batch_wait_ms / 1000, timeout_s=queue_timeout
+    )
     started = time.time()
 
     @asynccontextmanager
@@ -171,8 +180,9 @@ def _add_pages(app: FastAPI) -> None:
         return _html(page.api_page(app.openapi()))
 
 
-def _add_health(app: FastAPI, engine: Engine, batcher: Batcher, limits: Limits,
-                started: float) -> None:  # fmt: skip
+def _add_health(
+    app: FastAPI, engine: Engine, batcher: Batcher, limits: Limits, started: float
+) -> None:
     @app.get("/healthz", summary="model, index, runtime, uptime and batching counters")
     async def healthz() -> dict[str, Any]:
         return {
@@ -203,8 +213,9 @@ def _add_health(app: FastAPI, engine: Engine, batcher: Batcher, limits: Limits,
 
 def _multipart_body(schema: dict) -> dict:
     """OpenAPI for a required multipart form body of ``schema``."""
-    return {"requestBody": {"required": True,
-                            "content": {"multipart/form-data": {"schema": schema}}}}  # fmt: skip
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+    }
 
 
 def _add_predict(app: FastAPI, engine: Engine, batcher: Batcher, limits: Limits) -> None:
@@ -246,8 +257,9 @@ def _add_predict(app: FastAPI, engine: Engine, batcher: Batcher, limits: Limits)
             try:
                 rank = Rank.parse(_text(form, "rank", DEFAULT_RANK))
             except (ValueError, KeyError) as exc:
-                raise BadRequest(f"rank must be one of {', '.join(RANK_NAMES)} "
-                                 f"(got {rank_text!r})") from exc  # fmt: skip
+                raise BadRequest(
+                    f"rank must be one of {', '.join(RANK_NAMES)} (got {rank_text!r})"
+                ) from exc
             subset = engine.subset_key(subset_text) if subset_text else None
             kind = TREE
             k = _int(form, "k", TOP_K)
@@ -279,25 +291,34 @@ def _add_embed(app: FastAPI, engine: Engine, batcher: Batcher, limits: Limits) -
             if normalize:
                 norms = (features**2).sum(axis=1, keepdims=True) ** 0.5
                 features = features / norms.clip(min=1e-12)
-            return [[{"file_name": keys[i], "embedding": [float(x) for x in row]}]
-                    for i, row in zip(good, features, strict=True)]  # fmt: skip
+            return [
+                [{"file_name": keys[i], "embedding": [float(x) for x in row]}]
+                for i, row in zip(good, features, strict=True)
+            ]
 
         images = [decoded[i] for i in good]
         rows = await batcher.submit(PLAIN, images, finish) if images else []
-        return {"model": engine.model_spec, "dim": engine.embed_dim, "normalized": normalize,
-                "rows": _in_order(decoded, keys, rows)}  # fmt: skip
+        return {
+            "model": engine.model_spec,
+            "dim": engine.embed_dim,
+            "normalized": normalize,
+            "rows": _in_order(decoded, keys, rows),
+        }
 
 
 def _html(text: str) -> Response:
-    return HTMLResponse(text, headers={"Content-Security-Policy": CSP,
-                                       "X-Content-Type-Options": "nosniff"})  # fmt: skip
+    return HTMLResponse(
+        text, headers={"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"}
+    )
 
 
 async def _form(request: Request, limits: Limits):
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
-        raise BadRequest(f"send multipart/form-data with images in the field '{IMAGES_FIELD}' "
-                         f"(got content-type {content_type or 'none'!r})")  # fmt: skip
+        raise BadRequest(
+            f"send multipart/form-data with images in the field '{IMAGES_FIELD}' "
+            f"(got content-type {content_type or 'none'!r})"
+        )
     # one spare file for an uploaded subset CSV; past that the parser itself refuses (→ 413)
     return await request.form(max_files=limits.max_files + 1, max_fields=100)
 
@@ -305,19 +326,24 @@ async def _form(request: Request, limits: Limits):
 async def _images(form, limits: Limits) -> tuple[list[str], list[Any]]:
     uploads = [item for item in form.getlist(IMAGES_FIELD) if isinstance(item, UploadFile)]
     if not uploads:
-        raise BadRequest(f"no images: send one or more files in the multipart field "
-                         f"'{IMAGES_FIELD}'")  # fmt: skip
+        raise BadRequest(
+            f"no images: send one or more files in the multipart field '{IMAGES_FIELD}'"
+        )
     if len(uploads) > limits.max_files:
-        raise BadRequest(f"{len(uploads)} files in one request; the limit is "
-                         f"{limits.max_files} (--max-files)", status=413)  # fmt: skip
+        raise BadRequest(
+            f"{len(uploads)} files in one request; the limit is {limits.max_files} (--max-files)",
+            status=413,
+        )
     keys, blobs = [], []
     for position, upload in enumerate(uploads):
         key = upload.filename or f"file{position}"
         data = await upload.read()
         if len(data) > limits.max_upload_bytes:
-            raise BadRequest(f"file {key} is {len(data):,} bytes; the limit is "
-                             f"{limits.max_upload_bytes:,} bytes per file (--max-upload-bytes)",
-                             status=413)  # fmt: skip
+            raise BadRequest(
+                f"file {key} is {len(data):,} bytes; the limit is "
+                f"{limits.max_upload_bytes:,} bytes per file (--max-upload-bytes)",
+                status=413,
+            )
         keys.append(key)
         blobs.append(data)
     decoded = await run_in_threadpool(
