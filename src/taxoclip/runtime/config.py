@@ -14,7 +14,7 @@ from taxoclip.config import CommandConfig, CommandResult, command, option, share
     help="export a model's image (and text) tower to ONNX, fp32 and optionally int8",
     description=(
         "Write --out as a normal model folder plus image_encoder.onnx (with --int8 also "
-        "image_encoder.int8.onnx, dynamically quantised), text_encoder.onnx + tokenizer.json "
+        "image_encoder.int8.onnx: static int8 calibrated on --images, else dynamic), text_encoder.onnx + tokenizer.json "
         "(custom labels and index without torch), and export.json: versions, opset, "
         "quantisation and the measured agreement with the torch model on sample images "
         "(top-1 agreement against --index when given). predict/embed/eval pick the ONNX "
@@ -27,7 +27,10 @@ class ExportOnnxConfig(CommandConfig):
     model: str = shared.model(required=True)
     pretrained: str | None = shared.pretrained()
     out: str = option(metavar="DIR", help="output model folder")
-    int8: bool = option(False, help="also write dynamically quantised int8 ONNX files")
+    int8: bool = option(
+        False,
+        help="also write int8 ONNX files (the image tower statically quantised, calibrated on --images)",
+    )
     text: bool = option(
         True,
         flag="--no-text",

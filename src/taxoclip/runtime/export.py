@@ -2,9 +2,9 @@
 
 Writes into ``--out`` an ordinary open_clip model folder (``open_clip_config.json`` +
 ``open_clip_model.safetensors``, still loadable by open_clip and every taxoclip command)
-plus ``image_encoder.onnx`` (``--int8``: also ``image_encoder.int8.onnx``, dynamically
-quantised with ``onnxruntime.quantization.quantize_dynamic``), the text tower
-``text_encoder.onnx`` (+ int8) with ``tokenizer.json`` when the tokenizer is open_clip's
+plus ``image_encoder.onnx`` (``--int8``: also ``image_encoder.int8.onnx``, static QDQ
+int8 calibrated on ``--images``: :mod:`.quantize`), the text tower ``text_encoder.onnx``
+(+ int8, dynamically quantised) with ``tokenizer.json`` when the tokenizer is open_clip's
 BPE one, and ``export.json``: versions, opset, quantisation, preprocessing,
 ``logit_scale`` and the measured agreement with the torch model (max |Δ| and min cosine
 of image features on sample images, top-1 agreement against ``--index`` when given, min
