@@ -67,14 +67,12 @@ QUICK = DemoPlan(
     warmup=5,
     samples_per_shard=150,
 )
-STAGES = 9
+STEPS = 9  # the demo's steps, printed as [n/9]
 
 
 def run_demo(config: DemoConfig) -> DemoResult:
-    """Run the demo into ``config.out`` (a new or empty directory); stages print as they go."""
-    from taxoclip import analyze, curate, evaluate, report, synth, train
-    from taxoclip.data import ShardSet
-    from taxoclip.study.scaling import REPLAY_RATIO
+    """Run the demo into ``config.out`` (a new or empty directory); its steps print as they go."""
+    from taxoclip import analyze, evaluate, report, synth
     from taxoclip.study.summary import format_table
 
     out = Path(config.out)
@@ -83,23 +81,110 @@ def run_demo(config: DemoConfig) -> DemoResult:
     plan, progress = (QUICK if config.quick else FULL), config.progress
     started = time.perf_counter()
 
-    def stage(n: int, text: str) -> None:
-        print(f"[{n}/{STAGES}] {text} ({time.perf_counter() - started:.0f} s in)", flush=True)
+    def step(n: int, text: str) -> None:
+        print(f"[{n}/{STEPS}] {text} ({time.perf_counter() - started:.0f} s in)", flush=True)
 
     s = plan.synth
-    stage(
+    step(
         1,
         f"synth: {s['species']} species × {s['images_per_species']} images at "
         f"{s['image_size']} px, seed {s['seed']}, with its raw GBIF-like source",
     )
     made = synth.run(synth.SynthConfig(out=str(out / "synth"), progress=progress, **s))
 
-    stage(2, "curate the raw source: names, image checks, duplicates, test-set leaks → shards")
-    raw = made.out / "raw"
-    curated = curate.run(
+    step(2, "curate the raw source: names, image checks, duplicates, test-set leaks → shards")
+    curated = _curate(made, out, plan, progress)
+    stats = curated.stats
+    print(
+        f"      {stats['records_in']} records: {stats['kept']} kept, {stats['rejected']} "
+        f"rejected ("
+        + ", ".join(f"{k} {v}" for k, v in stats["rejected_by_stage"].items() if v)
+        + ")"
+    )
+
+    step(
+        3,
+        f"stage 1: a general CLIP (taxoclip-vit-t32) on the web corpus' captions, "
+        f"{plan.stage1_epochs} epochs",
+    )
+    general, trained = _two_stages(made, curated, out, plan, progress, step)
+    model = str(trained.model_dir)
+
+    step(5, "index the tree of life with the trained model; predict a few test images")
+    index_dir = out / "index"
+    from taxoclip import predict
+
+    predict.run_index(
+        predict.IndexConfig(
+            model=model, taxa=str(made.out / "species.csv"), out=str(index_dir), progress=False
+        )
+    )
+    print(_name_examples(model, index_dir, made.out / "test", made.n_test), end="")
+
+    step(6, "eval: the SynthToL suite, beside the untrained twin")
+    evaluated = evaluate.run(
+        evaluate.EvalConfig(
+            model=model,
+            data=str(made.out),
+            suite="synth",
+            out=str(out / "eval"),
+            cache_dir=str(out / "eval" / ".features"),
+            progress=progress,
+        )
+    )
+    print(evaluate.format_table(evaluated.rows), end="")
+
+    step(7, "analyze the embedding space (traits, habitat, taxonomy, sexes, life stages)")
+    analysis = analyze.run(
+        analyze.AnalyzeConfig(
+            model=model,
+            data=str(made.out),
+            out=str(out / "analysis"),
+            seed=s["seed"],
+            progress=progress,
+        )
+    )
+    print(analyze.format_summary(analysis))
+
+    step(
+        8,
+        "the paper's claims: the stage-2 model beside the untrained twin and the general "
+        "model (one seed)",
+    )
+    claims = demo_claims(
+        out,
+        made,
+        curated,
+        general.model_dir,
+        trained.model_dir,
+        evaluated,
+        analysis,
+        s["seed"],
+        progress,
+    )
+    print(format_table(claims), end="")
+
+    step(9, "report")
+    written = report.run(
+        report.ReportConfig(
+            dirs=[str(out / d) for d in ("claims", "analysis", "run", "eval", "curated")],
+            out=str(out / "report.html"),
+        )
+    )
+    elapsed = time.perf_counter() - started
+    summary = _summary(out, made, curated, general, trained, index_dir, evaluated, claims, elapsed)
+    return DemoResult(out=out, report=written.out, seconds=elapsed, summary=summary)
+
+
+def _curate(made, out: Path, plan: DemoPlan, progress: bool):
+    """Step 2: the raw source through ``taxoclip curate`` (names, checks, dedup, leaks)."""
+    from taxoclip import curate
+
+    s = plan.synth
+    return curate.run(
         curate.CurateConfig(
             sources=[str(made.out)],
-            backbone=str(raw / "backbone"),
+            backbone=str(made.out / "raw" / "backbone"),
             out=str(out / "curated"),
             exclude_eval=[str(made.out / "test")],
             image_size=s["image_size"],
@@ -109,19 +194,16 @@ def run_demo(config: DemoConfig) -> DemoResult:
             progress=progress,
         )
     )
-    stats = curated.stats
-    print(
-        f"      {stats['records_in']} records: {stats['kept']} kept, {stats['rejected']} "
-        f"rejected ("
-        + ", ".join(f"{k} {v}" for k, v in stats["rejected_by_stage"].items() if v)
-        + ")"
-    )
 
-    stage(
-        3,
-        f"stage 1: a general CLIP (taxoclip-vit-t32) on the web corpus' captions, "
-        f"{plan.stage1_epochs} epochs",
-    )
+
+def _two_stages(made, curated, out: Path, plan: DemoPlan, progress: bool, step):
+    """Steps 3 and 4: the paper's two training stages, a general CLIP on the web corpus,
+    then BioCLIP 2's recipe from it on the curated shards with replay."""
+    from taxoclip import train
+    from taxoclip.data import ShardSet
+    from taxoclip.study.scaling import REPLAY_RATIO
+
+    s = plan.synth
     web_shards = ShardSet.load(made.web / "shards", prefix="web").pattern
     general = train.run(
         train.TrainConfig(
@@ -138,7 +220,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
         )
     )
 
-    stage(
+    step(
         4,
         f"stage 2: BioCLIP 2's recipe from the general model on the curated shards, "
         f"replaying the web corpus, {plan.epochs} epochs, batch {plan.batch_size}",
@@ -158,72 +240,7 @@ def run_demo(config: DemoConfig) -> DemoResult:
             progress=progress,
         )
     )
-    model = str(trained.model_dir)
-
-    stage(5, "index the tree of life with the trained model; predict a few test images")
-    index_dir = out / "index"
-    from taxoclip import predict
-
-    predict.run_index(
-        predict.IndexConfig(
-            model=model, taxa=str(made.out / "species.csv"), out=str(index_dir), progress=False
-        )
-    )
-    print(_name_examples(model, index_dir, made.out / "test", made.n_test), end="")
-
-    stage(6, "eval: the SynthToL suite, beside the untrained twin")
-    evaluated = evaluate.run(
-        evaluate.EvalConfig(
-            model=model,
-            data=str(made.out),
-            suite="synth",
-            out=str(out / "eval"),
-            cache_dir=str(out / "eval" / ".features"),
-            progress=progress,
-        )
-    )
-    print(evaluate.format_table(evaluated.rows), end="")
-
-    stage(7, "analyze the embedding space (traits, habitat, taxonomy, sexes, life stages)")
-    analysis = analyze.run(
-        analyze.AnalyzeConfig(
-            model=model,
-            data=str(made.out),
-            out=str(out / "analysis"),
-            seed=s["seed"],
-            progress=progress,
-        )
-    )
-    print(analyze.format_summary(analysis))
-
-    stage(
-        8,
-        "the paper's claims: the stage-2 model beside the untrained twin and the general "
-        "model (one seed)",
-    )
-    claims = demo_claims(
-        out,
-        made,
-        curated,
-        general.model_dir,
-        trained.model_dir,
-        evaluated,
-        analysis,
-        s["seed"],
-        progress,
-    )
-    print(format_table(claims), end="")
-
-    stage(9, "report")
-    written = report.run(
-        report.ReportConfig(
-            dirs=[str(out / d) for d in ("claims", "analysis", "run", "eval", "curated")],
-            out=str(out / "report.html"),
-        )
-    )
-    elapsed = time.perf_counter() - started
-    summary = _summary(out, made, curated, general, trained, index_dir, evaluated, claims, elapsed)
-    return DemoResult(out=out, report=written.out, seconds=elapsed, summary=summary)
+    return general, trained
 
 
 def demo_claims(out, made, curated, general_dir, model_dir, evaluated, analysis, seed, progress):
