@@ -19,6 +19,7 @@ import pytest
 from taxoclip.curate import CurateConfig, curate
 from taxoclip.curate.pipeline import ray_session
 from taxoclip.synth import SynthConfig, generate
+from tests.helpers import child_processes
 
 IMAGE_SIZE = 32
 
@@ -92,37 +93,6 @@ def test_two_node_cluster_writes_the_shards_of_the_local_default(raw, local, clu
     assert result.stats["records_in"] == result.stats["kept"] + result.stats["rejected"]
 
 
-def _descendants(root: int) -> list[int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [root]
-    while frontier:
-        pid = frontier.pop()
-        children = [p for p, parent in parents.items() if parent == pid]
-        found += children
-        frontier += children
-    return found
-
-
-def _image_workers() -> list[int]:
-    """This test's own Ray workers running the image stage (by their process title)."""
-    pids = []
-    for pid in _descendants(os.getpid()):
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if "CheckImagePart" in title:
-            pids.append(pid)
-    return pids
-
-
 def test_a_ray_worker_killed_mid_run_leaves_an_exact_ledger(raw, local, cluster, tmp_path):
     out = tmp_path / "out"
     config = config_for(raw, out, ray_address=cluster.address, batch_size=8)
@@ -132,7 +102,7 @@ def test_a_ray_worker_killed_mid_run_leaves_an_exact_ledger(raw, local, cluster,
         deadline = time.monotonic() + 300  # a hang guard on a loaded machine
         parts = out / ".work" / "images"
         while time.monotonic() < deadline and not killed:
-            workers = _image_workers()
+            workers = child_processes("CheckImagePart")
             if workers and len(list(parts.glob("*.parquet"))) >= 1:
                 os.kill(workers[0], signal.SIGKILL)
                 killed.append(workers[0])

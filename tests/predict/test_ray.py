@@ -18,6 +18,7 @@ import pytest
 from taxoclip.predict import EmbedConfig, PredictConfig
 from taxoclip.predict.run import run_embed, run_predict
 from taxoclip.predict.stream import sidecar_of
+from tests.helpers import child_processes
 from tests.predict.test_long_runs import make_images
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -53,37 +54,6 @@ def local_run(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def _descendants(root: int) -> list[int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int(
-                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
-                )
-            except (OSError, ValueError, IndexError):
-                continue
-    found, frontier = [], [root]
-    while frontier:
-        pid = frontier.pop()
-        children = [p for p, parent in parents.items() if parent == pid]
-        found += children
-        frontier += children
-    return found
-
-
-def _actors() -> list[int]:
-    pids = []
-    for pid in _descendants(os.getpid()):
-        try:
-            title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if "BatchActor" in title:
-            pids.append(pid)
-    return pids
-
-
 def test_a_two_node_run_with_an_actor_killed_writes_the_local_rows(
     model_224, index_224, images, cluster, tmp_path
 ):
@@ -113,7 +83,7 @@ def test_a_two_node_run_with_an_actor_killed_writes_the_local_rows(
     def kill_an_actor() -> None:
         deadline = time.monotonic() + 300  # a hang guard on a loaded machine
         while time.monotonic() < deadline and not killed:
-            actors = _actors()
+            actors = child_processes("BatchActor")
             if len(actors) == 2 and body.is_file() and body.stat().st_size > 0:
                 os.kill(actors[0], signal.SIGKILL)
                 killed.append(actors[0])
