@@ -436,6 +436,32 @@ def test_a_previous_run_is_a_starting_point(tiny_shards, tmp_path):
         assert torch.equal(tensor, exported[name]), name
 
 
+def test_lock_image_trains_only_the_last_groups_of_the_image_tower(tiny_shards, tmp_path):
+    from taxoclip.train.setup import build_model
+
+    run = tmp_path / "locked"
+    config = TrainConfig(
+        data=tiny_shards, out=str(run), steps=2, batch_size=16, warmup=1, lock_image=2, workers=0
+    )
+    train(config)
+    start = build_model(config, None).model.state_dict()  # the same seeded start
+    trained = load_file(run / "model" / "open_clip_model.safetensors")
+    last = len([k for k in start if k.endswith(".ln_1.weight") and "visual" in k]) - 1
+    unlocked = ("visual.proj", "visual.ln_post.", f"visual.transformer.resblocks.{last}.")
+    for name, tensor in start.items():
+        moved = not torch.equal(tensor, trained[name])
+        if name.startswith(unlocked):
+            assert moved or not name.endswith("weight"), f"{name} should train"
+        elif name.startswith("visual."):
+            assert not moved, f"{name} should stay frozen"
+    assert any(  # the text tower still trains
+        not torch.equal(start[k], trained[k]) for k in start if k.startswith("transformer.")
+    )
+    assert json.loads((run / "params.json").read_text())["lock_image"] == 2
+    with pytest.raises(UsageError, match="--lock-image"):
+        train(TrainConfig(data=tiny_shards, out=str(tmp_path / "bad"), lock_image=-1))
+
+
 def test_the_loss_is_reduced_over_ranks_only_at_log_steps(tiny_shards, tmp_path, monkeypatch):
     import taxoclip.train.trainer as trainer
 

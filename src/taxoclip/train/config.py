@@ -43,6 +43,7 @@ TRAJECTORY_FIELDS = (
     "eps",
     "warmup",
     "grad_clip",
+    "lock_image",
     "precision",
     "seed",
     "caption_positives",
@@ -122,6 +123,13 @@ class TrainConfig(CommandConfig):
         1.0, metavar="NORM", parse=_norm_or_off, help="clip gradient norm (0 = off)"
     )
     precision: str = option("fp32", choices=PRECISIONS, help="fp32 or bf16 autocast")
+    lock_image: int | None = option(
+        None,
+        metavar="GROUPS",
+        help="fine-tune with the image tower frozen but its last GROUPS layer groups "
+        "(open_clip's lock_image_tower: 1 = the projection, 2 = also the last block and "
+        "ln_post, ...; 0 = all frozen); frozen blocks need no backward pass",
+    )
     grad_checkpointing: bool = option(False, help="trade compute for memory")
     compile: bool = option(False, help="torch.compile the model")
     fsdp: bool = option(False, help="shard the model with FSDP2 instead of DDP (CUDA or CPU)")
@@ -196,6 +204,8 @@ def _range_problems(c: TrainConfig) -> list[str]:
         problems.append(f"--batch-size must be at least 1 (got {c.batch_size})")
     if c.epochs < 1 and not c.steps:
         problems.append(f"--epochs must be at least 1 (got {c.epochs})")
+    if c.lock_image is not None and c.lock_image < 0:
+        problems.append(f"--lock-image must be 0 or more layer groups (got {c.lock_image})")
     if c.steps is not None and c.steps < 1:
         problems.append(f"--steps must be at least 1 (got {c.steps})")
     if c.lr <= 0:

@@ -115,6 +115,8 @@ def setup(config: TrainConfig, env: DistEnv) -> TrainState:
 
     loaded = build_model(config, checkpoint)
     clip = loaded.model.to(env.device)
+    if config.lock_image is not None:  # before the optimiser: it takes trainable params only
+        clip.lock_image_tower(unlocked_groups=config.lock_image)
     if config.grad_checkpointing:
         clip.set_grad_checkpointing(True)
     raw_model = ContrastiveModel(clip, replay=replay_shards is not None).to(env.device)
