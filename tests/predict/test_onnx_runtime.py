@@ -169,13 +169,14 @@ def test_custom_labels_are_cached_per_model(exported_224, inputs, tmp_path, monk
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     calls = []
     for cls in (OnnxTextEncoder, TorchTextEncoder):
-        original = cls.encode_tokens
+        for method in ("encode_tokens", "encode_block"):  # whole captions, prefix cache
+            original = getattr(cls, method)
 
-        def counting(self, tokens, normalize=True, _original=original, _cls=cls):
-            calls.append(_cls.__name__)
-            return _original(self, tokens, normalize)
+            def counting(self, *args, _original=original, _cls=cls):
+                calls.append(_cls.__name__)
+                return _original(self, *args)
 
-        monkeypatch.setattr(cls, "encode_tokens", counting)
+            monkeypatch.setattr(cls, method, counting)
     for runtime in ("onnx", "torch"):
         args = [
             *inputs[:3],

@@ -134,6 +134,7 @@ def test_first_run_exports_checks_and_records(warm, torch_features, model_t32):
         "image_encoder.onnx",
         "open_clip_config.json",
         "text_encoder.onnx",
+        "text_step.onnx",
         "tokenizer.json",
     ]
     assert not (entry / "open_clip_model.safetensors").exists()  # no copy of the weights

@@ -58,8 +58,9 @@ log = logging.getLogger(__name__)
 
 #: The ONNX opset every export uses (:mod:`.export` reads it from here: part of the key).
 OPSET = 18
-#: Bumped when what an export folder holds changes, so old entries are not reused.
-CACHE_FORMAT = 1
+#: Bumped when what an export folder holds changes, so old entries are not reused
+#: (2: ``text_step.onnx``, the text tower on a key/value cache, which indexes use).
+CACHE_FORMAT = 2
 MANIFEST_FILE = "manifest.json"
 VERIFIED_FILE = "verified.json"  # the file stats at the last successful hash check
 #: Whether the cache also makes int8 files. Off: the only int8 today is dynamic
@@ -472,9 +473,10 @@ def fp32_disagreement(record: dict[str, Any]) -> str | None:
             return f"image features, {mode}: min cosine {cosine:.6f} < {FP32_MIN_COSINE}"
         if measured.get("top1_agreement", 1.0) < 1.0 - 1e-9:
             return f"image features, {mode}: top-1 agreement {measured['top1_agreement']:.3f}"
-    text = agreement.get("text_fp32_min_cosine")
-    if text is not None and text < FP32_MIN_COSINE:
-        return f"text features: min cosine {text:.6f} < {FP32_MIN_COSINE}"
+    for name, what in (("text_fp32", "text"), ("text_step_fp32", "text (prefix cache)")):
+        text = agreement.get(f"{name}_min_cosine")
+        if text is not None and text < FP32_MIN_COSINE:
+            return f"{what} features: min cosine {text:.6f} < {FP32_MIN_COSINE}"
     return None
 
 

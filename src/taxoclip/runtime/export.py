@@ -5,13 +5,15 @@ Writes into ``--out`` an ordinary open_clip model folder (``open_clip_config.jso
 plus ``image_encoder.onnx`` (``--int8``: also ``image_encoder.int8.onnx``, static QDQ
 int8 calibrated on ``--images``: :mod:`.quantize`), the text tower ``text_encoder.onnx``
 (+ int8, dynamically quantised) with ``tokenizer.json`` when the tokenizer is open_clip's
-BPE one, and ``export.json``: versions, opset, quantisation, preprocessing,
+BPE one, the text tower on a key/value cache ``text_step.onnx`` (fp32;
+:class:`~.text_torch.TextStep`, with which an index encodes shared caption prefixes once)
+where its blocks allow, and ``export.json``: versions, opset, quantisation, preprocessing,
 ``logit_scale`` and the measured agreement with the torch model (max |Δ| and min cosine
 of image features on sample images, top-1 agreement against ``--index`` when given, min
-cosine of text features).
+cosine of text features, whole captions and through the prefix cache).
 
 Export uses the TorchScript exporter (``dynamo=False``, opset 18), which handles
-open_clip's ViTs; batch (and, for text, sequence length) are dynamic axes.
+open_clip's ViTs; batch (and, for text, sequence and past lengths) are dynamic axes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import logging
 import platform
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ from .onnx import (
     IMAGE_ONNX_INT8,
     TEXT_ONNX,
     TEXT_ONNX_INT8,
+    TEXT_STEP_ONNX,
     TOKENIZER_FILE,
     ExportedModel,
     OnnxImageEncoder,
@@ -49,7 +53,10 @@ from .onnx import (
     import_onnxruntime,
 )
 from .quantize import quantize_image_tower
-from .text_torch import TrimmedText, can_trim, dynamic_length_attention
+from .templates import OPENAI_IMAGENET_TEMPLATES
+from .text import encode_captions
+from .text_torch import TextStep, TrimmedText, can_step, can_trim, dynamic_length_attention
+from .text_torch import kv_shape as text_kv_shape
 from .tokenizer import BPETokenizer
 from .torch_encoder import TorchImageEncoder
 
@@ -70,6 +77,16 @@ class _ImageTower(torch.nn.Module):
 
 def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str,
             dynamic: dict[int, str]) -> None:  # fmt: skip
+    _export_graph(module, (example,), path, {input_name: dynamic}, {"features": {0: "batch"}})
+
+
+def _export_graph(
+    module: torch.nn.Module,
+    examples: tuple,
+    path: Path,
+    inputs: dict[str, dict[int, str]],
+    outputs: dict[str, dict[int, str]],
+) -> None:
     import warnings
 
     # grad enabled: under no_grad nn.MultiheadAttention takes its fused fast path
@@ -77,10 +94,45 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, input_na
     with warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, (example,), str(path), input_names=[input_name], output_names=["features"],
-            dynamic_axes={input_name: dynamic, "features": {0: "batch"}},
-            opset_version=OPSET, dynamo=False, do_constant_folding=True,
+            module, examples, str(path), input_names=list(inputs), output_names=list(outputs),
+            dynamic_axes={**inputs, **outputs}, opset_version=OPSET, dynamo=False,
+            do_constant_folding=True,
         )  # fmt: skip
+
+
+def _step_example(model: torch.nn.Module) -> tuple[torch.Tensor, ...]:
+    """Inputs for tracing :class:`TextStep`: batch 3, block 5, past 7 (sizes that are
+    neither 1 nor equal to each other or to a fixed size, so none is baked in)."""
+    shape = text_kv_shape(model)
+    batch, block, past = 3, 5, 7
+    tokens = torch.randint(1, 1000, (batch, block))
+    positions = past + torch.arange(block).expand(batch, block)
+    cache = torch.zeros(shape.layers, 2, batch, shape.heads, past, shape.head_dim)
+    causal = torch.full((block, block), float("-inf")).triu(1)
+    mask = torch.cat([torch.zeros(block, past), causal], dim=1).expand(batch, -1, -1)
+    return tokens, positions, cache, mask.contiguous(), torch.tensor([4, 2, 0])
+
+
+#: ``text_step.onnx``'s dynamic axes (its I/O: :data:`~.onnx.STEP_INPUTS` → features, present).
+STEP_AXES = {
+    "tokens": {0: "batch", 1: "length"},
+    "positions": {0: "batch", 1: "length"},
+    "past": {2: "batch", 4: "past"},
+    "mask": {0: "batch", 1: "length", 2: "keys"},
+    "pool": {0: "batch"},
+}
+STEP_OUTPUTS = {"features": {0: "batch"}, "present": {2: "batch", 4: "length"}}
+
+
+def step_sample_texts() -> list[str]:
+    """Captions with shared and unshared prefixes, for the prefix path's agreement."""
+    lineages = (
+        "Animalia Chordata Aves Passeriformes Corvidae Corvus corax common raven",
+        "Animalia Chordata Aves Passeriformes Corvidae Corvus cornix hooded crow",
+        "Plantae Tracheophyta Magnoliopsida Rosales Rosaceae Rosa canina dog rose",
+    )
+    templated = [t.format(name) for name in lineages for t in OPENAI_IMAGENET_TEMPLATES[:6]]
+    return templated + list(SAMPLE_LABELS)
 
 
 def _quantize(source: Path, target: Path) -> None:
@@ -184,7 +236,8 @@ def export_onnx(config: ExportOnnxConfig) -> ExportOnnxResult:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: exists and is not a folder")
     save_model(loaded.model, out, loaded.model_cfg, loaded.preprocess_cfg)
-    for stale in (IMAGE_ONNX, IMAGE_ONNX_INT8, TEXT_ONNX, TEXT_ONNX_INT8, TOKENIZER_FILE):
+    stale_files = (IMAGE_ONNX, IMAGE_ONNX_INT8, TEXT_ONNX, TEXT_ONNX_INT8, TEXT_STEP_ONNX)
+    for stale in (*stale_files, TOKENIZER_FILE):
         (out / stale).unlink(missing_ok=True)
     model = loaded.model.eval()
     size = loaded.image_size
@@ -213,6 +266,11 @@ def export_onnx(config: ExportOnnxConfig) -> ExportOnnxResult:
                     {0: "batch", 1: "length"})  # fmt: skip
         onnx.checker.check_model(str(out / TEXT_ONNX))
         files += [TEXT_ONNX, TOKENIZER_FILE]
+        if can_step(model):  # the prefix cache's graph (an index encodes shared prefixes once)
+            example = _step_example(model)
+            _export_graph(TextStep(model), example, out / TEXT_STEP_ONNX, STEP_AXES, STEP_OUTPUTS)
+            onnx.checker.check_model(str(out / TEXT_STEP_ONNX))
+            files.append(TEXT_STEP_ONNX)
         if config.int8:
             _quantize(out / TEXT_ONNX, out / TEXT_ONNX_INT8)
             files.append(TEXT_ONNX_INT8)
@@ -234,6 +292,24 @@ def export_onnx(config: ExportOnnxConfig) -> ExportOnnxResult:
         "files": files,
         "image_input": {"name": "pixels", "shape": ["batch", 3, size, size], "dtype": "float32"},
         "text_input": {"name": "tokens", "shape": ["batch", "length"], "dtype": "int64"},
+        "text_step": (
+            {
+                "inputs": {
+                    "tokens": ["batch", "length"],
+                    "positions": ["batch", "length"],
+                    "past": ["layers", 2, "batch", "heads", "past", "head_dim"],
+                    "mask": ["batch", "length", "past + length"],
+                    "pool": ["batch"],
+                },
+                "outputs": {
+                    "features": ["batch", "embed_dim"],
+                    "present": ["layers", 2, "batch", "heads", "length", "head_dim"],
+                },
+                "kv_shape": asdict(text_kv_shape(model)),
+            }
+            if TEXT_STEP_ONNX in files
+            else None
+        ),
         "outputs": "features (batch, embed_dim), float32, not normalised",
         "quantization": (
             {
@@ -281,6 +357,14 @@ def export_onnx(config: ExportOnnxConfig) -> ExportOnnxResult:
             got = encoder.encode_tokens(ours[:, : int(ours.argmax(-1).max()) + 1], normalize=False)
             agreement[f"text_{'int8' if int8 else 'fp32'}_min_cosine"] = float(
                 _cosines(reference, got).min())  # fmt: skip
+    if TEXT_STEP_ONNX in files:  # the prefix path against whole captions at the full context
+        texts = step_sample_texts()
+        tokens = loaded.tokenizer(texts)
+        with torch.inference_mode():
+            reference = model.encode_text(tokens).float().numpy()
+        encoder = OnnxTextEncoder(exported)
+        got = encode_captions(encoder, encoder.tokenize(texts))
+        agreement["text_step_fp32_min_cosine"] = float(_cosines(reference, got).min())
     record["agreement"] = agreement
     record["seconds"] = round(time.perf_counter() - started, 1)
     write_text_atomic(out / EXPORT_FILE, json.dumps(record, indent=2) + "\n")

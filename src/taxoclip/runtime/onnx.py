@@ -9,6 +9,13 @@ is an ordinary open_clip model folder plus:
 - ``text_encoder.onnx`` (+ ``.int8``): input ``tokens`` int64 (B, L), output ``features``
   (B, D), with ``tokenizer.json`` (the BPE vocabulary and merges) so custom labels and
   ``taxoclip index`` run without torch as well;
+- ``text_step.onnx`` (exports since the prefix cache; fp32): the text tower on a
+  key/value cache, :class:`~taxoclip.runtime.text_torch.TextStep` traced — inputs
+  ``tokens``/``positions`` int64 (B, N), ``past`` float32 (layers, 2, B, heads, P,
+  head_dim), ``mask`` float32 (B, N, P + N), ``pool`` int64 (B,); outputs ``features``
+  (B, D) and ``present`` (layers, 2, B, heads, N, head_dim) — with which an index encodes
+  each shared caption prefix once (:mod:`.prefix`). A folder without it indexes with
+  ``text_encoder.onnx`` as before;
 - ``export.json``: how they were made (versions, opset, quantisation, preprocessing,
   ``logit_scale``) and their measured agreement with the torch model.
 
@@ -42,6 +49,9 @@ IMAGE_ONNX = "image_encoder.onnx"
 IMAGE_ONNX_INT8 = "image_encoder.int8.onnx"
 TEXT_ONNX = "text_encoder.onnx"
 TEXT_ONNX_INT8 = "text_encoder.int8.onnx"
+TEXT_STEP_ONNX = "text_step.onnx"
+#: ``text_step.onnx``'s inputs, in the order ``encode_block`` takes them.
+STEP_INPUTS = ("tokens", "positions", "past", "mask", "pool")
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "open_clip_config.json"  # the same names as taxoclip.models (no import: torch)
 SAFETENSORS_FILE = "open_clip_model.safetensors"
@@ -138,6 +148,11 @@ class ExportedModel:
             path = self.folder / TEXT_ONNX
         return path if path.is_file() and (self.folder / TOKENIZER_FILE).is_file() else None
 
+    def step_file(self) -> Path | None:
+        """``text_step.onnx`` (the fp32 text tower on a key/value cache), if exported."""
+        path = self.folder / TEXT_STEP_ONNX
+        return path if path.is_file() and self.text_file() is not None else None
+
 
 def find_exported(spec: str | os.PathLike) -> Path | None:
     """The exported model folder ``spec`` names (a model folder or a run dir), else None."""
@@ -229,7 +244,10 @@ class OnnxImageEncoder:
 
 
 class OnnxTextEncoder:
-    """The text tower of an exported folder with its own BPE tokenizer: no torch."""
+    """The text tower of an exported folder with its own BPE tokenizer: no torch. With
+    ``text_step.onnx`` (fp32 only) it also runs on a key/value cache: ``kv_shape`` and
+    ``encode_block``, so an index encodes shared caption prefixes once (:mod:`.prefix`);
+    ``kv_shape`` is None without it."""
 
     #: captions per forward pass (:func:`~taxoclip.runtime.text.class_text_matrix`): ONNX
     #: Runtime runs 128 sorted, trimmed captions a pass faster than 512 or 1280 (ViT-B-16)
@@ -251,6 +269,11 @@ class OnnxTextEncoder:
         self.session = open_session(path, threads)
         _check_io(self.session, path, "text", (None,), self.embed_dim)
         self._input = self.session.get_inputs()[0].name
+        self.kv_shape = None
+        step = exported.step_file() if self.runtime == "onnx" else None
+        if step is not None:
+            self.step_session = open_session(step, threads)
+            self.kv_shape = _kv_shape(self.step_session, step)
 
     def tokenize(self, texts: Sequence[str]) -> np.ndarray:
         return self.tokenizer(texts, self.context_length)
@@ -259,6 +282,25 @@ class OnnxTextEncoder:
         (features,) = self.session.run(None, {self._input: tokens.astype(np.int64)})[:1]
         features = features.astype(np.float32, copy=False)
         return l2_normalize(features) if normalize else features
+
+    def encode_block(self, tokens, positions, past, mask, pool) -> tuple[np.ndarray, np.ndarray]:
+        """``text_step.onnx`` on one block: (features, present), as :class:`~taxoclip.
+        runtime.text_torch.TextStep`."""
+        feeds = dict(zip(STEP_INPUTS, (tokens, positions, past, mask, pool), strict=True))
+        features, present = self.step_session.run(["features", "present"], feeds)
+        return features.astype(np.float32, copy=False), present
+
+
+def _kv_shape(session, path: Path):
+    """The step graph's :class:`~.prefix.KVShape`, read from its ``past`` input
+    (layers, 2, batch, heads, past, head_dim)."""
+    from .prefix import KVShape
+
+    inputs = {i.name: i for i in session.get_inputs()}
+    shape = inputs["past"].shape if set(STEP_INPUTS) <= set(inputs) else None
+    if shape is None or len(shape) != 6 or not all(isinstance(shape[i], int) for i in (0, 3, 5)):
+        raise InputError(f"ONNX model {path}: not a text step graph; re-export it")
+    return KVShape(layers=shape[0], heads=shape[3], head_dim=shape[5])
 
 
 def text_encoder_of(exported: ExportedModel, int8: bool = False):

@@ -4,13 +4,17 @@
 (the tree-of-life index, custom labels, eval's classes, the model filter's prompts,
 validation's captions): each label through the templates (the 80 OpenAI ones unless
 told otherwise), normalised, averaged, renormalised — CLIP's and pybioclip's recipe. Fast
-(:func:`encode_captions`): captions are tokenised once per chunk of labels, identical
+(:func:`encode_captions`): captions are tokenised once per chunk of labels and identical
 token rows (repeated labels, labels that differ only in case or spacing, captions
-truncated alike) are encoded once, and the distinct ones are sorted by length and run in
-passes trimmed to the longest caption of the pass — the text tower is causal and reads
-only the end token, so the padding after it is never needed (the same features to float
-rounding, and far less work: taxon captions are 20-40 of 77 tokens). Through the exported
-ONNX text tower where the model has one (``open_text_encoder``'s runtime choice).
+truncated alike) are encoded once. Where the encoder runs on a key/value cache
+(``kv_shape`` and ``encode_block``: torch's :class:`~.text_torch.TextStep`, an export's
+``text_step.onnx``) each shared prefix — the template's words, then the lineage shared by
+a clade's taxa — is encoded once and the rest of each caption on top of it
+(:mod:`.prefix`); otherwise the distinct rows are sorted by length and run in passes
+trimmed to the longest caption of the pass. Both are exact for the causal, end-token-pooled
+towers (the same features to float rounding; taxon captions are 20-40 of 77 tokens, most
+of them shared). Through the exported ONNX text tower where the model has one
+(``open_text_encoder``'s runtime choice).
 
 :func:`label_matrix` caches a label set's classifier under ``$XDG_CACHE_HOME/taxoclip/labels``
 (``~/.cache/…``), keyed by the SHA-256 of the model's weights file, the text runtime, the
@@ -33,13 +37,15 @@ import numpy as np
 from taxoclip.files import cache_dir as files_cache_dir
 from taxoclip.files import replacing, write_text_atomic
 
+from .prefix import encode_prefixed
 from .templates import OPENAI_IMAGENET_TEMPLATES
 
 log = logging.getLogger(__name__)
 
-#: Captions per forward pass (sorted by length, each pass trimmed to its longest), unless
-#: the encoder prefers another (``pass_size``: the ONNX text tower runs smaller passes
-#: faster, torch larger ones; bench/text_index.py).
+#: Whole captions per forward pass (sorted by length, each pass trimmed to its longest),
+#: unless the encoder prefers another (``pass_size``: the ONNX text tower runs smaller
+#: passes faster, torch larger ones; bench/text_index.py). The prefix path sizes its
+#: passes by positions instead (:data:`~.prefix.BLOCK_TOKENS`).
 TEXT_PASS = 1024
 #: Labels tokenised at a time (bounds the token matrix of a 100k-taxa index).
 LABEL_CHUNK = 2048
@@ -55,20 +61,22 @@ def class_text_matrix(
     batch_size: int | None = None,
 ) -> np.ndarray:
     """(D, C) float32, one L2-normalised column per label. ``encoder`` is a
-    :class:`~.encode.TextEncoder`; a forward pass runs its ``pass_size`` captions
-    (:data:`TEXT_PASS` if it names none), at most ``batch_size`` labels × templates."""
+    :class:`~.encode.TextEncoder`; a forward pass runs at most ``batch_size`` labels ×
+    templates captions, and on the whole-caption path its ``pass_size`` (:data:`TEXT_PASS`
+    if it names none)."""
     from tqdm import tqdm
 
     n_templates = len(templates)
+    limit = batch_size * n_templates if batch_size else None
     per_pass = int(getattr(encoder, "pass_size", TEXT_PASS))
-    if batch_size:
-        per_pass = min(per_pass, batch_size * n_templates)
+    if limit:
+        per_pass = min(per_pass, limit)
     columns = []
     with tqdm(total=len(labels), unit="taxa", desc="index", disable=not progress) as bar:
         for start in range(0, len(labels), LABEL_CHUNK):
             chunk = list(labels[start : start + LABEL_CHUNK])
             texts = [t.format(label) for label in chunk for t in templates]
-            features = encode_captions(encoder, encoder.tokenize(texts), per_pass)
+            features = encode_captions(encoder, encoder.tokenize(texts), per_pass, limit)
             mean = features.reshape(len(chunk), n_templates, -1).mean(axis=1)
             norms = np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
             columns.append((mean / norms).astype(np.float32))
@@ -84,16 +92,23 @@ def token_lengths(tokens: np.ndarray) -> np.ndarray:
     return width - np.argmax(tokens[:, ::-1] != 0, axis=1)
 
 
-def encode_captions(encoder, tokens: np.ndarray, per_pass: int = TEXT_PASS) -> np.ndarray:
+def encode_captions(
+    encoder, tokens: np.ndarray, per_pass: int = TEXT_PASS, max_rows: int | None = None
+) -> np.ndarray:
     """L2-normalised float32 (N, D) features of token rows (N, context) through ``encoder``:
-    identical rows (captions that tokenise alike) are encoded once; the distinct ones are
-    sorted by length and run ``per_pass`` at a time, each pass trimmed to its longest row —
-    exact for the causal, end-token-pooled towers (the padding after the end token is never
-    read; tests hold it equal to the full context)."""
+    identical rows (captions that tokenise alike) are encoded once. With a key/value cache
+    (the encoder's ``kv_shape`` is not None) shared prefixes are encoded once
+    (:func:`~.prefix.encode_prefixed`, at most ``max_rows`` captions a pass); otherwise the
+    distinct rows are sorted by length and run ``per_pass`` at a time, each pass trimmed to
+    its longest row. Both exact for the causal, end-token-pooled towers (the padding after
+    the end token is never read; tests hold them equal to the full context)."""
     tokens = np.ascontiguousarray(tokens, dtype=np.int64)
     if len(tokens) == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    unique, inverse = np.unique(tokens, axis=0, return_inverse=True)
+    unique, inverse = np.unique(tokens, axis=0, return_inverse=True)  # sorted rows
+    inverse = np.asarray(inverse).reshape(-1)
+    if getattr(encoder, "kv_shape", None) is not None:
+        return encode_prefixed(encoder, unique, max_rows)[inverse]
     lengths = token_lengths(unique)
     order = np.argsort(lengths, kind="stable")
     features = None
@@ -104,7 +119,7 @@ def encode_captions(encoder, tokens: np.ndarray, per_pass: int = TEXT_PASS) -> n
         if features is None:
             features = np.empty((len(unique), out.shape[1]), dtype=np.float32)
         features[rows] = out
-    return features[np.asarray(inverse).reshape(-1)]
+    return features[inverse]
 
 
 def label_matrix(image_encoder, labels: Sequence[str]) -> np.ndarray:

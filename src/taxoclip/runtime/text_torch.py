@@ -7,11 +7,20 @@ features (to float rounding) at a fraction of the cost — 80 templates × a tax
 ~15-30 tokens of 77. :func:`encode_text_trimmed` does that for open_clip's ``CLIP`` and
 ``CustomTextCLIP`` text towers and falls back to ``encode_text`` for anything else
 (non-causal towers, CLS or EOS pooling, Hugging Face text models).
+
+:class:`TextStep` runs the same tower on a key/value cache — one block of caption
+positions on top of the keys/values earlier blocks left — so captions that share a prefix
+encode it once (:mod:`.prefix`); the export traces it to ``text_step.onnx``. It knows
+open_clip's residual blocks with ``nn.MultiheadAttention`` or open_clip's own ``Attention``
+(not scaled-cosine); :func:`can_step` is false for any other tower, which then runs whole
+captions.
 """
 
 from __future__ import annotations
 
 import torch
+
+from .prefix import KVShape
 
 
 def _text_parts(model: torch.nn.Module):
@@ -110,14 +119,132 @@ class dynamic_length_attention:  # noqa: N801 - a context manager, used like a f
             del layer.forward
 
 
+# --------------------------------------------------------------------------- prefix cache
+
+
+def _attention_parts(block: torch.nn.Module):
+    """(attention module, whether it is ``nn.MultiheadAttention``) of a residual block whose
+    attention :class:`TextStep` can run with past keys/values; None otherwise (cross or
+    scaled-cosine attention, separate q/k/v projections, added k/v biases)."""
+    attn = getattr(block, "attn", None)
+    needed = ("ln_1", "ln_2", "mlp", "ls_1", "ls_2")
+    if attn is None or not all(getattr(block, name, None) is not None for name in needed):
+        return None
+    if hasattr(block, "ln_1_kv"):
+        return None
+    if isinstance(attn, torch.nn.MultiheadAttention):
+        plain = attn._qkv_same_embed_dim and attn.bias_k is None and not attn.add_zero_attn
+        return (attn, True) if plain else None
+    has = ("in_proj_weight", "in_proj_bias", "out_proj", "num_heads", "ln_q", "ln_k")
+    has += ("head_scale", "ln_inner")
+    if not all(hasattr(attn, name) for name in has) or getattr(attn, "logit_scale", 1) is not None:
+        return None
+    return attn, False
+
+
+def _step_parts(model: torch.nn.Module):
+    """The text holder (as :func:`_text_parts`) if every block can take past keys/values."""
+    holder = _text_parts(model)
+    blocks = getattr(getattr(holder, "transformer", None), "resblocks", None)
+    if holder is None or not blocks:
+        return None
+    return holder if all(_attention_parts(b) is not None for b in blocks) else None
+
+
+def can_step(model: torch.nn.Module) -> bool:
+    """Whether :class:`TextStep` (the prefix key/value cache) can run this text tower."""
+    return _step_parts(model) is not None
+
+
+def kv_shape(model: torch.nn.Module) -> KVShape | None:
+    holder = _step_parts(model)
+    if holder is None:
+        return None
+    blocks = holder.transformer.resblocks
+    attn, _ = _attention_parts(blocks[0])
+    width = attn.in_proj_weight.shape[1]
+    return KVShape(len(blocks), int(attn.num_heads), int(width // attn.num_heads))
+
+
+class TextStep(torch.nn.Module):
+    """One block of caption positions through the text tower, on top of past keys/values.
+
+    ``(tokens (B, N), positions (B, N), past (layers, 2, B, H, P, dh), mask (B, N, P + N),
+    pool (B,)) → (features (B, D), present (layers, 2, B, H, N, dh))``: ``positions`` are
+    the block's absolute positions (the positional embedding's rows), ``mask`` is added to
+    the attention logits (0 where a query may look: the row's own past keys, and the
+    block's keys up to its own position; -inf elsewhere), ``pool`` the block index of each
+    row's end token; ``features`` are ``encode_text``'s there (not normalised; meaningless
+    for rows whose end token is not in the block) and ``present`` the block's keys/values
+    for later blocks. The tower is causal, so a position's keys/values depend on the
+    tokens up to it only: feeding a caption's prefix once and its suffixes on top gives
+    ``encode_text``'s features to float rounding (tests/runtime/test_text_prefix.py).
+    This is the module the export traces to ``text_step.onnx``."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        holder = _step_parts(model)
+        if holder is None:
+            raise ValueError("this text tower cannot run on a key/value cache")
+        self.holder = holder
+
+    def forward(self, tokens, positions, past, mask, pool):
+        h = self.holder
+        cast = h.transformer.get_cast_dtype() if hasattr(h.transformer, "get_cast_dtype") else None
+        x = h.token_embedding(tokens)
+        if cast is not None:
+            x = x.to(cast)
+        x = x + h.positional_embedding[positions].to(x.dtype)
+        mask = mask.unsqueeze(1).to(x.dtype)  # (B, 1, N, P + N): the same for every head
+        presents = []
+        for layer, block in enumerate(h.transformer.resblocks):
+            attn, stock = _attention_parts(block)
+            y, kv = _attend(attn, stock, block.ln_1(x), past[layer], mask)
+            if not stock:
+                y = block.ln_attn(y) if hasattr(block, "ln_attn") else y
+            x = x + block.ls_1(y)
+            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+            presents.append(kv)
+        x = h.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), pool]
+        projection = getattr(h, "text_projection", None)
+        if projection is not None:
+            x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+        return x, torch.stack(presents)
+
+
+def _attend(attn, stock: bool, x, past, mask):
+    """Self-attention of block ``x`` (B, N, E) over ``past`` (2, B, H, P, dh) and itself:
+    the output (B, N, E) and the block's keys/values (2, B, H, N, dh)."""
+    import torch.nn.functional as F
+
+    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2) for t in (q, k, v))
+    if not stock:  # open_clip's Attention: optional per-head q/k norms, as it applies them
+        q, k = attn.ln_q(q), attn.ln_k(k)
+    keys = torch.cat([past[0], k], dim=2)
+    values = torch.cat([past[1], v], dim=2)
+    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    if not stock and attn.head_scale is not None:
+        out = out * attn.head_scale
+    out = out.transpose(1, 2).flatten(2)
+    if not stock:
+        out = attn.ln_inner(out)
+    return attn.out_proj(out), torch.stack([k, v])
+
+
 class TorchTextEncoder:
     """The torch text tower behind the interface of ``OnnxTextEncoder`` (``tokenize`` →
-    numpy ids; ``encode_tokens`` of a trimmed id array → numpy features)."""
+    numpy ids; ``encode_tokens`` of a trimmed id array → numpy features; where the tower
+    can run on a key/value cache, ``kv_shape`` and ``encode_block``: :class:`TextStep`,
+    so :func:`~taxoclip.runtime.text.encode_captions` encodes shared prefixes once)."""
 
     runtime = "torch"
 
     def __init__(self, model: torch.nn.Module, tokenizer, device: str | torch.device = "cpu"):
         self.model, self.tokenizer, self.device = model, tokenizer, torch.device(device)
+        self.kv_shape = kv_shape(model)
+        self._step = TextStep(model) if self.kv_shape is not None else None
 
     def tokenize(self, texts):
         return self.tokenizer(list(texts)).numpy()
@@ -135,3 +262,12 @@ class TorchTextEncoder:
         if normalize:
             features = torch.nn.functional.normalize(features, dim=-1)
         return features.cpu().numpy()
+
+    @torch.inference_mode()
+    def encode_block(self, tokens, positions, past, mask, pool):
+        """:class:`TextStep` on numpy arrays: (features, present), float32 numpy."""
+        if self._step is None:
+            raise ValueError("this text tower cannot run on a key/value cache")
+        args = (torch.from_numpy(a).to(self.device) for a in (tokens, positions, past, mask, pool))
+        features, present = self._step(*args)
+        return features.float().cpu().numpy(), present.float().cpu().numpy()
