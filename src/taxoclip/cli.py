@@ -45,7 +45,8 @@ STAGE_CONFIGS = (
 
 #: Help of command groups that only hold sub-commands.
 GROUPS = {
-    "study": "studies across runs: scaling (metrics against training data size)",
+    "study": "studies across runs: scaling (metrics against training data size), sweep "
+    "(stage 2's recipe chosen by a criterion fixed in advance)",
     "export": "export a model for other runtimes: onnx (ONNX Runtime, fp32 and int8)",
 }
 

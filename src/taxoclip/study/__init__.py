@@ -1,8 +1,9 @@
 """Studies that combine the stages: ``taxoclip study scaling`` (the paper's claims over
-data sizes, seeds and worlds).
+data sizes, seeds and worlds) and ``taxoclip study sweep`` (the stage-2 recipe chosen by a
+criterion fixed in advance: ``sweep.run(SweepConfig(out=...)) -> SweepResult``).
 
 Stage API: ``run(ScalingConfig(out=...)) -> ScalingResult``. Importing this package is
-light; the names below other than the config are loaded from ``scaling`` on first use.
+light; the names below other than the configs are loaded from ``scaling`` on first use.
 ``claims`` (the verdict rule) and ``summary`` (claims table, trends, plot) are pure.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .config import ScalingConfig, ScalingResult, parse_sizes
+from .config import ScalingConfig, ScalingResult, SweepConfig, SweepResult, parse_sizes
 
 _LAZY = (
     "format_table",
@@ -22,7 +23,15 @@ _LAZY = (
     "zero_shot_loaded",
 )
 
-__all__ = ["ScalingConfig", "ScalingResult", "parse_sizes", "run", *_LAZY]
+__all__ = [
+    "ScalingConfig",
+    "ScalingResult",
+    "SweepConfig",
+    "SweepResult",
+    "parse_sizes",
+    "run",
+    *_LAZY,
+]
 
 
 def run(config: ScalingConfig) -> ScalingResult:

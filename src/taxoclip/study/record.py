@@ -97,6 +97,8 @@ class StudyRun:
     n_train: int | None = None  # training images; None for the general and untrained models
     text_type: str | None = None
     replay: bool | None = None
+    lr: float | None = None  # stage 2's peak learning rate
+    replay_ratio: float | None = None  # share of each step's images replayed (with replay)
     shards: str | None = None
     run: str | None = None  # the training run's folder
     model: str | None = None  # the model folder measured

@@ -18,10 +18,13 @@ The design (``recipe="two-stage"``, the default, as BioCLIP 2 is made):
    (the rule in study/claims.py) and the plot.
 
 Budget: ``budget="steps"`` (the default) gives every stage-2 run the steps of ``epochs``
-epochs over the largest size, so the curve measures data at a fixed compute.
-``recipe="scratch"`` skips the web corpus and stage 1 (the first study's design): runs
-start from random weights, there is no general or no-replay baseline, and ``ablation``
-adds the flat run.
+epochs over the largest size, so the curve measures data at a fixed compute. Stage 2's
+peak learning rate (``lr``) and replay share (``replay_ratio``) are settings of their own
+(``taxoclip study sweep``, study/sweep.py, chooses them and the epochs by a criterion
+fixed in advance); ``preset="gpu"`` sizes the study for one GPU (``PRESETS`` in
+study/config.py). ``recipe="scratch"`` skips the web corpus and stage 1 (the first
+study's design): runs start from random weights, there is no general or no-replay
+baseline, and ``ablation`` adds the flat run.
 
 Outputs in OUT: ``world-<w>/`` per world (``synth/``, ``data/size-<n>/`` shards,
 ``stage1/`` run, ``analysis/general/``, ``seed-<s>/runs/<run>/``,
@@ -34,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +46,16 @@ from taxoclip import __version__
 from taxoclip.errors import UsageError
 
 from .claims import RULE
-from .config import BUDGETS, DEFAULT_SIZES, MIN_SIZES, ScalingConfig, ScalingResult, parse_sizes
+from .config import (
+    BUDGETS,
+    DEFAULT_SIZES,
+    MIN_SIZES,
+    REPLAY_RATIO,
+    ScalingConfig,
+    ScalingResult,
+    apply_preset,
+    parse_sizes,
+)
 from .record import (
     FORMAT_VERSION,
     Statistic,
@@ -66,6 +79,7 @@ __all__ = [
     "BUDGETS",
     "DEFAULT_SIZES",
     "MIN_SIZES",
+    "REPLAY_RATIO",
     "ScalingConfig",
     "ScalingResult",
     "format_table",
@@ -81,10 +95,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 HIERARCHICAL_TEXT = "random"  # BioCLIP 2's recipe: a caption type drawn per step (train/data.py)
-#: Replay images per bio image. BioCLIP 2 replays ~10 % (320 of 3,136 per GPU, 10,240 per
-#: global batch); at a 128-image batch 10 % is a 14-pair contrast, nearly trivial, so the
-#: replayed captions pull little. A fifth (32 per step) is the small-scale stand-in.
-REPLAY_RATIO = 0.2
 FLAT_TEXT = "sci"  # scientific name only
 ZERO_SHOT_LABEL_TEXT = "index"  # taxoclip eval's default class text
 ZERO_SHOT_PROTOCOL = (
@@ -239,7 +249,9 @@ def web_values(loaded, web: Path, device: str = "cpu") -> dict[str, float | None
 
 
 def run(config: ScalingConfig) -> ScalingResult:
-    """Run the study of ``config``; write OUT (see the module docstring) and return it."""
+    """Run the study of ``config`` (its ``--preset`` applied); write OUT (see the module
+    docstring) and return it."""
+    config = apply_preset(config)
     out = Path(config.out)
     runs = _earlier_runs(out, config.resume)
     out.mkdir(parents=True, exist_ok=True)
@@ -324,7 +336,7 @@ def _study_record(
             "stage1": "text_type='caption' (the web corpus' alt-text), identical captions "
             "in a batch counted as positives",
         },
-        replay_ratio=REPLAY_RATIO if config.recipe == "two-stage" else None,
+        replay_ratio=config.replay_ratio if config.recipe == "two-stage" else None,
         zero_shot_protocol=ZERO_SHOT_PROTOCOL,
         verdict_rule=RULE,
         claims=summary.claims,
@@ -447,7 +459,8 @@ def _train_stage1(config: ScalingConfig, world: World) -> Path:
             epochs=config.stage1_epochs,
             batch_size=config.batch_size,
             warmup=100 if config.warmup is None else config.warmup,
-            workers=1,
+            precision=config.precision,
+            workers=config.workers,
             seed=world.seed,
             device=config.device,
             progress=config.progress,
@@ -467,9 +480,15 @@ def _drop_checkpoints(run: Path) -> None:
 
 
 def _train_and_measure(
-    config: ScalingConfig, world: World, spec: RunSpec, seed: int, device: str
+    config: ScalingConfig,
+    world: World,
+    spec: RunSpec,
+    seed: int,
+    device: str,
+    on_checkpoint: Sequence[Any] = (),
 ) -> StudyRun:
-    """Train one stage-2 run from the general model (or from scratch), measure it."""
+    """Train one stage-2 run from the general model (or from scratch), measure it.
+    ``on_checkpoint``: train's checkpoint hooks (the sweep's learning curve)."""
     from taxoclip.train import TrainConfig, train
 
     n_max = world.counts[-1]
@@ -498,14 +517,17 @@ def _train_and_measure(
             epochs=config.epochs,
             steps=steps,
             batch_size=config.batch_size,
+            lr=config.lr,
             warmup=warmup,
-            workers=1,
+            precision=config.precision,
+            workers=config.workers,
             seed=seed,
             replay=_web_shards(world.web) if spec.replay else None,
-            replay_ratio=REPLAY_RATIO,
+            replay_ratio=config.replay_ratio,
             device=config.device,
             progress=config.progress,
-        )
+        ),
+        on_checkpoint,
     )
     train_seconds = time.perf_counter() - tick
     _drop_checkpoints(result.run)
@@ -524,6 +546,8 @@ def _train_and_measure(
             n_train=spec.n_train,
             text_type=spec.text_type,
             replay=spec.replay,
+            lr=config.lr,
+            replay_ratio=config.replay_ratio if spec.replay else None,
             shards=spec.shards,
             run=str(result.run),
             model=str(result.model_dir),
