@@ -51,6 +51,12 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     assert "data:image/png;base64," in html and "http://" not in html
     assert "What the embedding space shows" in html
     assert html.index('id="claims"') < html.index("What the embedding space shows")
+    # one verdict system (the claims', with the detectable effect); the stage-2 model is
+    # the analysed one, the stage-1 model what it was initialised from
+    assert html.count('class="verdict') == len(claims["claims"])
+    assert "<th>detectable</th><th>verdict</th>" in html
+    assert f'title="{out / "run" / "model"}"><div class="k">analysed model' in html
+    assert f'title="{out / "stage1" / "model"}"><div class="k">initialised from' in html
     for sample in samples[:20]:
         lineage, common = sample_to_record(sample)
         if not lineage.species:

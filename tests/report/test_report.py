@@ -157,8 +157,10 @@ def test_report_is_self_contained(all_inputs: list[Path], tmp_path: Path) -> Non
         assert image.size[0] > 0
     assert "Not available" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert "&lt;b&gt;screen&lt;/b&gt;" in html
-    assert "does not hold" in html and "inconclusive" in html
+    # no claims given: no verdict anywhere; the analysis' one-seed screen is not shown
+    assert "screen&lt;/b&gt;" not in html and 'class="verdict' not in html
+    assert "does not hold" not in html and "inconclusive" not in html
+    assert "a verdict is given to the paper&#x27;s claims alone" in html
     assert "0.0200" in html  # eval baseline beside the trained value
     assert "no is_finch column" in html
 
@@ -194,8 +196,19 @@ def test_sentence_from_numbers() -> None:
     sentence = metric_sentence("trait_hue", metric)
     assert sentence == (
         "Hue: species centroids order by hue along their first principal component "
-        "(|ρ| 0.68) far more than the untrained network (0.34) or shuffled labels "
-        "(0.21 ± 0.03): holds."
+        "(|ρ| 0.68), above the untrained network (0.34) and shuffled labels (0.21 ± 0.03)."
+    )
+    sexes = {
+        "kind": "intra_species_separation",
+        "variants": ["female", "male"],
+        "stats": {
+            "probe_accuracy": {**_stat(0.55, 0.56, 0.49, 0.01, "inconclusive"), "ceiling": 0.9}
+        },
+    }
+    assert metric_sentence("separation_sex", sexes, baseline="the baseline") == (
+        "Separation sex: female vs male images within a species told apart (probe accuracy "
+        "0.55), below the baseline (0.56), above shuffled labels (0.49 ± 0.01); a network "
+        "trained with the labels reaches 0.90 (ceiling)."
     )
 
 

@@ -3,8 +3,10 @@
 Stage API: ``run(AnalyzeConfig(model=..., data=..., out=...)) -> AnalysisResult`` (what
 ``taxoclip analyze`` calls). ``metrics`` holds the pure functions over arrays (species
 centroids, image embeddings and their labels); ``data`` reads a SynthToL root or an
-evaluation folder and the embeddings file; ``suite`` runs every metric the data allows
-for the model and its untrained twin; ``runner`` writes metrics.json, embeddings.npz and
+evaluation folder, the embeddings file and precomputed embeddings (``--embeddings``);
+``suite`` runs every metric the data allows for the model and its untrained twin;
+``ceiling`` trains a small network with the labels to give each separation statistic its
+ceiling; ``runner`` writes metrics.json, embeddings.npz and
 the figures of ``plots`` (matplotlib, imported only when plotting).
 
 Importing this package is light: the names below other than the config are loaded on
@@ -49,13 +51,17 @@ _LAZY = {
         (
             "AnalysisData",
             "Embedded",
+            "EmbeddingsFile",
             "SpeciesTable",
+            "embedded_from",
             "load_embeddings",
             "read_analysis_data",
+            "read_embeddings",
             "save_embeddings",
         ),
         "data",
     ),
+    **dict.fromkeys(("Ceiling", "measure_ceiling"), "ceiling"),
     **dict.fromkeys(("STATS", "compute_metrics", "species_centroids", "stat_entry"), "suite"),
     **dict.fromkeys(("render_plots", "write_json"), "runner"),
 }

@@ -7,7 +7,10 @@ per-species column is a trait) and returns :class:`AnalysisData`: image paths, p
 labels and a :class:`SpeciesTable` of per-species ground truth. :class:`Embedded` is the
 same images embedded by each model; :func:`save_embeddings`/:func:`load_embeddings`
 write and read it as ``embeddings.npz`` (no pickles), so every metric and plot can be
-recomputed without the model.
+recomputed without the model. :func:`read_embeddings` reads precomputed features of the
+data folder's images (``taxoclip analyze --embeddings``: an ``embeddings.npz``, a
+``.npy`` in the order of :attr:`AnalysisData.filepaths`, or a ``.parquet`` keyed by
+image) and :func:`embedded_from` pairs such rows with the images' labels.
 """
 
 from __future__ import annotations
@@ -342,3 +345,282 @@ def load_embeddings(path: str | Path) -> Embedded:
             str(data["kind"]),
             data["analysis_traits"].tolist(),
         )
+
+
+# --------------------------------------------------------------------------- precomputed embeddings
+
+#: What ``--embeddings`` and ``--baseline-embeddings`` read, by suffix.
+EMBEDDING_SUFFIXES = (".npz", ".npy", ".parquet")
+#: Parquet columns tried, in this order, as the image key (else the one text column).
+KEY_COLUMNS = ("filepath", "image_id", "image", "path", "file", "key", "id")
+_SHOWN_KEYS = 5  # keys an error names
+
+
+@dataclass(frozen=True)
+class EmbeddingsFile:
+    """Precomputed embeddings of the data folder's images: ``z`` has one L2-normalised
+    float32 row per image of :attr:`AnalysisData.filepaths`, in that order.
+
+    ``baseline``: an ``embeddings.npz``'s ``z_baseline`` (the untrained twin of the
+    analysis that wrote it), aligned the same way; None for any other file. ``source``:
+    how the rows were read and matched, for analysis.json.
+    """
+
+    path: Path
+    z: np.ndarray
+    baseline: np.ndarray | None
+    source: str
+
+
+def read_embeddings(
+    path: str | Path, images: AnalysisData, data: str | Path, flag: str = "--embeddings"
+) -> EmbeddingsFile:
+    """Rows of ``path`` for the images of ``images`` (read from the folder ``data``).
+
+    - ``.npz``: an ``embeddings.npz`` of ``taxoclip analyze`` (``z_model``, ``filepath``,
+      optional ``z_baseline``), rows matched by image path;
+    - ``.npy``: an (N, D) array whose rows follow ``images.filepaths`` (for a SynthToL
+      root: ``train/metadata.csv`` then ``test/metadata.csv``, file order; rows whose
+      image file is missing are not images);
+    - ``.parquet``: an image key column (:data:`KEY_COLUMNS`: a path relative to ``data``,
+      an absolute path, or the image id, i.e. the file name without its suffix) and either
+      one list column or numeric columns, rows matched by key.
+
+    Every image needs exactly one row and every row an image; anything else (a missing or
+    extra key, a wrong row count, NaN, a 1-D array, an unknown suffix, an unreadable file)
+    raises an error naming the file and the reason.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in EMBEDDING_SUFFIXES:
+        raise UsageError(
+            f"{flag} {path}: unknown suffix {path.suffix or '(none)'!r}; give a .npz "
+            "(taxoclip analyze's embeddings.npz), .npy or .parquet file"
+        )
+    if not path.is_file():
+        raise InputError(f"{flag} {path}: no such file")
+    n = len(images.filepaths)
+    if suffix == ".npy":
+        z = _load_npy(path, flag)
+        if z.ndim == 2 and len(z) != n:
+            raise InputError(
+                f"{flag} {path}: {len(z)} rows, but --data {data} has {n} images (a .npy's "
+                "rows follow the data folder's images in the order analyze lists them)"
+            )
+        return EmbeddingsFile(path, _normalised(z, path, flag), None, "npy, rows in data order")
+    if suffix == ".npz":
+        keys, z, baseline = _load_npz(path, flag)
+        what = "embeddings.npz of taxoclip analyze"
+    else:
+        keys, z, what = _load_parquet(path, flag)
+        baseline = None
+    z = _normalised(z, path, flag)
+    if len(keys) != len(z):
+        raise InputError(f"{flag} {path}: {len(keys)} keys for {len(z)} rows")
+    order, kind = _align(keys, images, data, path, flag)
+    if baseline is not None:
+        baseline = _normalised(baseline, path, f"{flag} (z_baseline)")
+        if len(baseline) != len(keys):
+            raise InputError(
+                f"{flag} {path}: z_baseline has {len(baseline)} rows, z_model {len(z)}"
+            )
+        baseline = baseline[order]
+    return EmbeddingsFile(path, z[order], baseline, f"{what}, rows matched by {kind}")
+
+
+def _load_npy(path: Path, flag: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{flag} {path}: cannot read it as a .npy array: {exc}") from exc
+
+
+def _load_npz(path: Path, flag: str) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "z_model" not in data or "filepath" not in data:
+                raise InputError(
+                    f"{flag} {path}: not an embeddings.npz of taxoclip analyze (it needs "
+                    f"z_model and filepath; has {', '.join(sorted(data.files)) or 'nothing'})"
+                )
+            baseline = data.get("z_baseline")
+            return [str(k) for k in data["filepath"].tolist()], data["z_model"], baseline
+    except (OSError, ValueError, EOFError) as exc:  # not a zip, or a pickled array
+        raise InputError(f"{flag} {path}: cannot read it as a .npz archive: {exc}") from exc
+
+
+def _load_parquet(path: Path, flag: str) -> tuple[list[str], np.ndarray, str]:
+    """(keys, rows, what was read) of a Parquet file: a key column and one list column or
+    numeric columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{flag} {path}: cannot read it as Parquet: {exc}") from exc
+    names = table.column_names
+
+    def kind(column: str) -> pa.DataType:
+        return table.schema.field(column).type
+
+    texts = [c for c in names if pa.types.is_string(kind(c)) or pa.types.is_large_string(kind(c))]
+    key = next((c for c in KEY_COLUMNS if c in names), None)
+    if key is None and len(texts) == 1:
+        key = texts[0]
+    if key is None:
+        raise InputError(
+            f"{flag} {path}: no image key column (one of {', '.join(KEY_COLUMNS)}, or a "
+            f"single text column; it has {', '.join(names)})"
+        )
+    lists = [
+        c
+        for c in names
+        if c != key
+        and (
+            pa.types.is_list(kind(c))
+            or pa.types.is_large_list(kind(c))
+            or pa.types.is_fixed_size_list(kind(c))
+        )
+    ]
+    numeric = [
+        c
+        for c in names
+        if c != key and (pa.types.is_floating(kind(c)) or pa.types.is_integer(kind(c)))
+    ]
+    if len(lists) > 1:
+        raise InputError(
+            f"{flag} {path}: {len(lists)} list columns ({', '.join(lists)}); keep the one "
+            "holding the embedding"
+        )
+    if lists:
+        try:
+            z = np.asarray(table.column(lists[0]).to_pylist(), dtype=np.float64)
+        except (TypeError, ValueError) as exc:  # ragged lists, nulls
+            raise InputError(
+                f"{flag} {path}: column {lists[0]!r} does not hold one equally long list "
+                f"of numbers per row ({exc})"
+            ) from exc
+        what = f"parquet column {lists[0]!r}"
+    elif numeric:
+        try:
+            z = np.column_stack(
+                [np.asarray(table.column(c).to_pylist(), dtype=np.float64) for c in numeric]
+            )
+        except (TypeError, ValueError) as exc:  # nulls
+            raise InputError(f"{flag} {path}: a numeric column holds a null ({exc})") from exc
+        what = f"parquet, {len(numeric)} numeric columns"
+    else:
+        raise InputError(
+            f"{flag} {path}: no embedding: neither a list column nor numeric columns beside "
+            f"the key {key!r}"
+        )
+    keys = [str(k) for k in table.column(key).to_pylist()]
+    return keys, z, f"{what} keyed by {key!r}"
+
+
+def _normalised(z: np.ndarray, path: Path, flag: str) -> np.ndarray:
+    """``z`` as float32 rows of unit length, or an error saying why it cannot be."""
+    z = np.asarray(z)
+    if z.ndim != 2:
+        raise InputError(
+            f"{flag} {path}: an array of shape {z.shape}; need one row per image (images, "
+            "dimensions)"
+        )
+    if z.shape[0] == 0 or z.shape[1] == 0:
+        raise InputError(f"{flag} {path}: an empty array of shape {z.shape}")
+    if not np.issubdtype(z.dtype, np.number) or np.issubdtype(z.dtype, np.complexfloating):
+        raise InputError(f"{flag} {path}: holds {z.dtype}, not real numbers")
+    z = z.astype(np.float64)
+    bad = ~np.isfinite(z).all(axis=1)
+    if bad.any():
+        raise InputError(
+            f"{flag} {path}: rows with NaN or infinite values: {int(bad.sum())} (first: row "
+            f"{int(np.flatnonzero(bad)[0])})"
+        )
+    norms = np.linalg.norm(z, axis=1)
+    if np.any(norms == 0):
+        raise InputError(
+            f"{flag} {path}: row {int(np.flatnonzero(norms == 0)[0])} is all zeros (cannot "
+            "be L2-normalised)"
+        )
+    # Rows already of unit length (an embeddings.npz) are kept bit for bit, so analysing
+    # the file again gives the very numbers of the analysis that wrote it.
+    unit = np.abs(norms - 1.0) < 1e-5
+    return np.where(unit[:, None], z, z / norms[:, None]).astype(np.float32)
+
+
+def _key(value: str) -> str:
+    """A key compared across files: slashes forward, no leading ``./``, digits as a number
+    (image id 7 matches the file name ``0000007``)."""
+    text = str(value).strip().replace("\\", "/").removeprefix("./")
+    return str(int(text)) if text.isdigit() else text
+
+
+def image_keys(images: AnalysisData, data: str | Path) -> dict[str, list[str]]:
+    """Each way an embeddings file may name the images of ``images``: kind → one key per
+    image (see :func:`read_embeddings`)."""
+    root = Path(data).resolve()
+    paths = [Path(p) for p in images.filepaths]
+
+    def relative(p: Path) -> str:
+        try:
+            return p.relative_to(root).as_posix()
+        except ValueError:  # an evaluation folder may name images outside itself
+            return p.as_posix()
+
+    return {
+        "path relative to --data": [_key(relative(p)) for p in paths],
+        "absolute path": [_key(p.as_posix()) for p in paths],
+        "image id (file name without suffix)": [_key(p.stem) for p in paths],
+    }
+
+
+def _align(
+    keys: list[str], images: AnalysisData, data: str | Path, path: Path, flag: str
+) -> tuple[np.ndarray, str]:
+    """(row of the file for each image, in image order; the kind of key that matched)."""
+    wanted = [_key(k) for k in keys]
+    row_of: dict[str, int] = {}
+    for row, key in enumerate(wanted):
+        if key in row_of:
+            raise InputError(f"{flag} {path}: key {keys[row]!r} appears in more than one row")
+        row_of[key] = row
+    # The kind of key naming the most images (and naming each image once) is the one used.
+    kinds = {k: v for k, v in image_keys(images, data).items() if len(set(v)) == len(v)}
+    kind, names = max(kinds.items(), key=lambda kv: sum(k in row_of for k in kv[1]))
+    missing = [name for name in names if name not in row_of]
+    extra = sorted(set(row_of) - set(names))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(
+                f"{len(missing)} of the {len(names)} images of --data {data} have no row "
+                f"(first: {', '.join(missing[:_SHOWN_KEYS])})"
+            )
+        if extra:
+            parts.append(
+                f"{len(extra)} rows name no image of it (first: {', '.join(extra[:_SHOWN_KEYS])})"
+            )
+        raise InputError(f"{flag} {path}: {'; '.join(parts)} (keys read as {kind})")
+    return np.array([row_of[name] for name in names], dtype=int), kind
+
+
+def embedded_from(images: AnalysisData, z: dict[str, np.ndarray], ok: np.ndarray) -> Embedded:
+    """The images ``ok`` selects, with their labels, beside ``z`` (name → rows of those
+    images only, L2-normalised)."""
+
+    def pick(values: list[str]) -> np.ndarray:
+        return np.asarray([v or "" for v, keep in zip(values, ok, strict=True) if keep], dtype=str)
+
+    return Embedded(
+        z,
+        pick(images.species),
+        pick(images.sex),
+        pick(images.life_stage),
+        pick(images.split),
+        pick(images.filepaths),
+        images.table,
+        images.kind,
+        images.analysis_traits,
+    )

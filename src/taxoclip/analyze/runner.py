@@ -2,18 +2,22 @@
 
 The entry of the stage: read a SynthToL root or an evaluation folder
 (:mod:`~taxoclip.analyze.data`), load the model (and its untrained twin, the same architecture with random
-weights), embed the same images with both, compute every metric the data allows for
-both with the same seed, and write
+weights), embed the same images with both — or, with ``--embeddings``, read precomputed
+rows of those images (:func:`~taxoclip.analyze.data.read_embeddings`) — compute every
+metric the data allows for both with the same seed, measure the ceiling of the
+separation statistics (:mod:`~taxoclip.analyze.ceiling`), and write
 
 - ``OUT/metrics.json``: per metric, the full result of each model, and per headline
-  statistic its value, the baseline model's value, the null (mean, sd), the counts used
-  and a verdict; metrics the data cannot support are listed under ``skipped`` with why;
+  statistic its value, the baseline model's value, the null (mean, sd), the counts used,
+  a one-seed screen and, for a separation statistic, its ``ceiling``; metrics the data
+  cannot support are listed under ``skipped`` with why;
 - ``OUT/embeddings.npz``: the L2-normalised embeddings of both models with every label
   the metrics and plots need, so both can be recomputed without the model
   (:func:`~taxoclip.analyze.data.load_embeddings`,
   :func:`~taxoclip.analyze.suite.compute_metrics`, :func:`render_plots`);
 - ``OUT/plots/*.png`` (:mod:`taxoclip.analyze.plots`) and ``OUT/analysis.json`` (what
-  was run on what, image counts, seconds per phase).
+  was run on what — the model or embeddings file, what the baseline was —, image counts,
+  how the ceiling trained, seconds per phase).
 
 Choices (also written into metrics.json):
 
@@ -56,8 +60,10 @@ from .data import (
     FINCH_TRAIT,
     AnalysisData,
     Embedded,
+    embedded_from,
     natural_key,
     read_analysis_data,
+    read_embeddings,
     save_embeddings,
 )
 from .suite import (
@@ -84,11 +90,13 @@ FORMAT_VERSION = 1
 
 
 def run(config: AnalyzeConfig) -> AnalysisResult:
-    """Analyse ``config.model`` on ``config.data`` beside its baseline; write ``config.out``.
+    """Analyse ``config.model`` (or the rows of ``config.embeddings``) on ``config.data``
+    beside its baseline; write ``config.out``.
 
     ``baseline``: ``"untrained"`` (the same architecture with random weights drawn from
-    ``seed``) or ``"none"``. ``split``: which SynthToL split(s) to read (``all`` by
-    default: the within-species metrics want many images per species and variant).
+    ``seed``; with embeddings, the file's own or ``baseline_embeddings``) or ``"none"``.
+    ``split``: which SynthToL split(s) to read (``all`` by default: the within-species
+    metrics want many images per species and variant).
     """
     started = time.perf_counter()
     seconds: dict[str, float] = {}
@@ -98,11 +106,18 @@ def run(config: AnalyzeConfig) -> AnalysisResult:
     out = _output_folder(config.out)
 
     tick = time.perf_counter()
-    loaded = _load_models(config)
-    seconds["load"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    emb, ok = _embed(config, loaded, images)
-    seconds["embed"] = time.perf_counter() - tick
+    if config.embeddings:
+        emb, ok, inputs = _read_inputs(config, images)
+        weights = None
+        seconds["load"] = time.perf_counter() - tick
+    else:
+        loaded = _load_models(config)
+        seconds["load"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        emb, ok = _embed(config, loaded, images)
+        seconds["embed"] = time.perf_counter() - tick
+        weights = loaded["model"].weights
+        inputs = {"embeddings": None, "baseline": _twin(config)}
     save_embeddings(emb, out / "embeddings.npz")
 
     tick = time.perf_counter()
@@ -110,7 +125,10 @@ def run(config: AnalyzeConfig) -> AnalysisResult:
         emb, seed=config.seed, min_per_variant=config.min_per_variant
     )
     seconds["metrics"] = time.perf_counter() - tick
-    write_json(out / "metrics.json", _metrics_payload(config, metrics, skipped))
+    tick = time.perf_counter()
+    ceiling = _ceiling(config, emb, metrics)
+    seconds["ceiling"] = time.perf_counter() - tick
+    write_json(out / "metrics.json", _metrics_payload(config, metrics, skipped, inputs))
 
     tick = time.perf_counter()
     written, plots_skipped = [], {}
@@ -127,8 +145,9 @@ def run(config: AnalyzeConfig) -> AnalysisResult:
         "taxoclip_version": __version__,
         "model": config.model,
         "pretrained": config.pretrained,
-        "weights": loaded["model"].weights,
-        "baseline": config.baseline,
+        "weights": weights,
+        "embeddings": inputs["embeddings"],
+        "baseline": inputs["baseline"],
         "data": str(Path(config.data).resolve()),
         "data_kind": images.kind,
         "split": config.split,
@@ -138,12 +157,66 @@ def run(config: AnalyzeConfig) -> AnalysisResult:
         "n_images_failed": int((~ok).sum()) + len(images.missing),
         "n_species": int(len(np.unique(emb.species))),
         "embed_dim": int(emb.z["model"].shape[1]),
+        "ceiling": ceiling,
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
         "files": ["metrics.json", "embeddings.npz", *[str(p.relative_to(out)) for p in written]],
         "plots_skipped": plots_skipped,
     }
     write_json(out / "analysis.json", summary)
     return AnalysisResult(out, metrics, skipped, summary, written)
+
+
+def _twin(config: AnalyzeConfig) -> str | None:
+    """What a model's baseline is, in words (None without one)."""
+    if config.baseline != "untrained":
+        return None
+    return f"untrained twin (same architecture, random weights, seed {config.seed})"
+
+
+def _read_inputs(
+    config: AnalyzeConfig, images: AnalysisData
+) -> tuple[Embedded, np.ndarray, dict[str, Any]]:
+    """``--embeddings`` (and its baseline) as :class:`Embedded` over every image, the
+    images it covers (all), and what was read, for metrics.json and analysis.json."""
+    model = read_embeddings(config.embeddings, images, config.data)
+    z = {"model": model.z}
+    baseline = None
+    if config.baseline_embeddings:
+        other = read_embeddings(
+            config.baseline_embeddings, images, config.data, flag="--baseline-embeddings"
+        )
+        z["baseline"] = other.z
+        baseline = f"--baseline-embeddings {other.path} ({other.source})"
+    elif model.baseline is not None and config.baseline != "none":
+        z["baseline"] = model.baseline
+        baseline = f"z_baseline of {model.path} (the baseline of the analysis that wrote it)"
+    ok = np.ones(len(images.filepaths), dtype=bool)
+    inputs = {"embeddings": {"file": str(model.path), "read": model.source}, "baseline": baseline}
+    return embedded_from(images, z, ok), ok, inputs
+
+
+def _ceiling(config: AnalyzeConfig, emb: Embedded, metrics: dict) -> dict[str, Any]:
+    """Measure the ceiling and write it into ``metrics`` (in place); what analysis.json
+    says of it, or why there is none."""
+    from .ceiling import SEPARATION, attach, measure_ceiling
+
+    if not config.ceiling:
+        return {"skipped": "--no-ceiling"}
+    if not any(entry.get("kind") == SEPARATION for entry in metrics.values()):
+        return {"skipped": "no separation statistic to put a ceiling on"}
+    from taxoclip.models.device import resolve_device
+
+    result = measure_ceiling(
+        emb,
+        seed=config.seed,
+        min_per_variant=config.min_per_variant,
+        device=resolve_device(config.device),
+    )
+    if isinstance(result, str):
+        log.warning("ceiling skipped: %s", result)
+        return {"skipped": result}
+    attach(metrics, result)
+    return result.summary
 
 
 def _output_folder(out: str | Path) -> Path:
@@ -208,30 +281,15 @@ def _embed(
         full = np.zeros((n, feats.values.shape[1]), np.float32)
         full[feats.ok] = feats.values  # rows of values follow feats.ok
         z[name] = full[ok]
-
-    def pick(values: list[str]) -> np.ndarray:
-        return np.asarray([v or "" for v, keep in zip(values, ok, strict=True) if keep], dtype=str)
-
-    emb = Embedded(
-        z,
-        pick(images.species),
-        pick(images.sex),
-        pick(images.life_stage),
-        pick(images.split),
-        pick(images.filepaths),
-        images.table,
-        images.kind,
-        images.analysis_traits,
-    )
-    return emb, ok
+    return embedded_from(images, z, ok), ok
 
 
-def _metrics_payload(config: AnalyzeConfig, metrics: dict, skipped: dict) -> dict:
-    twin = f"untrained twin (same architecture, random weights, seed {config.seed})"
+def _metrics_payload(config: AnalyzeConfig, metrics: dict, skipped: dict, inputs: dict) -> dict:
     return {
         "format_version": FORMAT_VERSION,
         "model": config.model,
-        "baseline": twin if config.baseline == "untrained" else None,
+        "embeddings": inputs["embeddings"],
+        "baseline": inputs["baseline"],
         "data": str(Path(config.data).resolve()),
         "split": config.split,
         "seed": config.seed,

@@ -12,6 +12,12 @@ Each input folder is recognised by the files it holds:
   :class:`~taxoclip.study.record.StudyRecord`, and its ``scaling.png``.
 
 Parts that are missing are listed on a "not available" line rather than raising.
+
+One verdict system: only the claims table (study.json's claims, by the rule over seeds of
+study/claims.py) says "holds"; the analysis' per-metric table, its sentences and the
+summary show values beside their baseline, null and ceiling, and no verdict. The model
+the numbers are of is named as "analysed model"; the point a training run started from
+as "initialised from".
 """
 
 from __future__ import annotations
@@ -55,8 +61,6 @@ figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:.85em;color:#5c6670;margin-top:4px}
 ul.sentences li{margin:4px 0}
 ul.glance{margin:4px 0;padding-left:20px;font-size:.92em}ul.glance li{margin:1px 0}
-.v-hold{color:#1b5e20;font-weight:600}.v-not{color:#8e1c14;font-weight:600}
-.v-inc{color:#7a5a00;font-weight:600}
 .notavail{background:#fff;border-left:4px solid #c3c9d0;padding:6px 10px;margin:10px 0}
 """
 
@@ -171,8 +175,49 @@ def _numcell(value, digits: int = 3) -> str:
     return f'<td class="num">{_e(_num(value, digits))}</td>'
 
 
-def _card(key: str, value: str) -> str:
-    return f'<div class="card"><div class="k">{_e(key)}</div><div class="v">{_e(value)}</div></div>'
+def _card(key: str, value: str, title: str = "") -> str:
+    hover = f' title="{_e(title)}"' if title else ""
+    return (
+        f'<div class="card"{hover}><div class="k">{_e(key)}</div>'
+        f'<div class="v">{_e(value)}</div></div>'
+    )
+
+
+def _short_path(path: str) -> str:
+    """The last two parts of a path (a model folder is named by its run), else as given."""
+    parts = [p for p in str(path).replace("\\", "/").split("/") if p]
+    return "/".join(parts[-2:]) if len(parts) > 2 else str(path)
+
+
+def _start_point(params: dict) -> str | None:
+    """What a training run was initialised from (a model folder, an hf-hub: model, a
+    pretrained tag), or None when it trained an architecture from scratch."""
+    model = str(params.get("model") or "")
+    if not model:
+        return None
+    if params.get("pretrained"):
+        return f"{model} ({params['pretrained']})"
+    if "/" in model or model.startswith("hf-hub:") or Path(model).exists():
+        return model
+    return None
+
+
+def _analysed_model(ctx: dict) -> str | None:
+    """The model the analysis' numbers are of: metrics.json's model, or the embeddings file
+    it read; None without an analysis."""
+    data = ctx.get("metrics") or {}
+    if data.get("model"):
+        return str(data["model"])
+    embeddings = data.get("embeddings") or {}
+    if isinstance(embeddings, dict) and embeddings.get("file"):
+        return f"embeddings {embeddings['file']}"
+    return None
+
+
+def _run_model(params: dict, run: Path | None) -> str | None:
+    """The model folder a training run wrote (``<out>/model``)."""
+    out = params.get("out") or (str(run) if run else None)
+    return str(Path(out) / "model") if out else None
 
 
 # ---------------------------------------------------------------- training run
@@ -237,25 +282,26 @@ def _short(value) -> str:
     return _num(value, 2)
 
 
-def metric_sentence(name: str, metric: dict) -> str:
-    """One plain-language sentence from a metric's headline statistic and verdict."""
+def metric_sentence(name: str, metric: dict, baseline: str = "the untrained network") -> str:
+    """One plain-language sentence from a metric's headline statistic: its value beside
+    ``baseline``, the null and, for a separation statistic, its ceiling. No verdict: the
+    claims table alone judges (over seeds)."""
     stats = metric.get("stats") or {}
-    judged = [(k, s) for k, s in stats.items() if isinstance(s, dict) and s.get("verdict")]
+    headline = [(k, s) for k, s in stats.items() if isinstance(s, dict) and s.get("null")]
     kind = metric.get("kind", "")
     label = _pretty_metric(name)
-    if not judged:
+    if not headline:  # a descriptive number (effective dimension): no null
         parts = [
-            f"{k} {_num(s.get('value'))} (untrained {_num(s.get('baseline_value'))})"
+            f"{k} {_num(s.get('value'))} (baseline {_num(s.get('baseline_value'))})"
             for k, s in stats.items()
             if isinstance(s, dict)
         ]
         what = metric.get("description") or kind
-        return f"{label}: {what}: " + ("; ".join(parts) or "no numbers") + " (no verdict)."
-    stat_name, stat = judged[0]
+        return f"{label}: {what}: " + ("; ".join(parts) or "no numbers") + "."
+    stat_name, stat = headline[0]
     value, base = stat.get("value"), stat.get("baseline_value")
     null = stat.get("null") or {}
     higher = stat.get("higher_is_better", True) is not False
-    verdict = stat["verdict"]
     trait = str(metric.get("trait", "")).replace("_", " ")
     if kind == "trait_alignment":
         claim = f"species centroids order by {trait} along their first principal component"
@@ -269,65 +315,83 @@ def metric_sentence(name: str, metric: dict) -> str:
     elif kind == "intra_species_separation":
         variants = metric.get("variants")
         pair = " vs ".join(str(v) for v in variants) if isinstance(variants, list) else "variants"
-        claim = f"{pair} images within a species are told apart"
+        claim = f"{pair} images within a species told apart"
         measure = f"{stat_name.replace('_', ' ')} {_short(value)}"
     elif kind == "orthogonality":
-        claim = "the variant direction lies outside the span separating species"
+        claim = "the variant direction outside the span separating species"
         measure = f"{stat_name.replace('_', ' ')} {_short(value)}"
     else:
-        claim = metric.get("description") or f"{stat_name} is {'high' if higher else 'low'}"
+        claim = (
+            metric.get("description") or f"{stat_name} ({'high' if higher else 'low'} is better)"
+        )
         measure = f"{stat_name.replace('_', ' ')} {_short(value)}"
-    comparison = "compared with"
-    if verdict == "holds":
-        comparison = "more than" if higher else "less than"
-        refs_values = [v for v in (base, null.get("mean")) if isinstance(v, int | float)]
-        sd = null.get("sd")
-        if isinstance(value, int | float) and refs_values and isinstance(sd, int | float):
-            gap = value - max(refs_values) if higher else min(refs_values) - value
-            if gap > 3 * sd:
-                comparison = "far " + comparison
-    if verdict == "does not hold":
-        comparison = "no better than" if higher else "no lower than"
-    null_text = ""
-    if null.get("mean") is not None:
-        null_text = f"shuffled labels ({_short(null.get('mean'))} ± {_short(null.get('sd'))})"
-    refs = []
-    if base is not None:
-        refs.append(f"the untrained network ({_short(base)})")
-    if null_text:
-        refs.append(null_text)
-    ref_text = f" {comparison} " + " or ".join(refs) if refs else ""
-    return f"{label}: {claim} ({measure}){ref_text}: {verdict}."
+    references = []
+    if isinstance(base, int | float):
+        references.append((base, f"{baseline} ({_short(base)})"))
+    if isinstance(null.get("mean"), int | float):
+        references.append(
+            (null["mean"], f"shuffled labels ({_short(null['mean'])} ± {_short(null.get('sd'))})")
+        )
+    text = f"{label}: {claim} ({measure})"
+    if references:
+        text += ", " + _relations(value, references)
+    ceiling = stat.get("ceiling")
+    if isinstance(ceiling, int | float):
+        text += f"; a network trained with the labels reaches {_short(ceiling)} (ceiling)"
+    return text + "."
+
+
+def _relations(value, references: list[tuple[float, str]]) -> str:
+    """ "above A and B, below C": where ``value`` lies against each reference, no verdict."""
+    if not isinstance(value, int | float) or value != value:
+        return "beside " + " and ".join(words for _, words in references)
+    sides: dict[str, list[str]] = {}
+    for reference, words in references:
+        side = "above" if value > reference else "below" if value < reference else "equal to"
+        sides.setdefault(side, []).append(words)
+    return ", ".join(f"{side} {' and '.join(words)}" for side, words in sides.items())
 
 
 # ---------------------------------------------------------------- sections
 
 
 def _glance_line(name: str, metric: dict) -> str:
-    """One short line per judged metric for the first screen: value, references, verdict."""
+    """One short line per metric with a null, for the first screen: the headline value
+    beside its baseline, null and ceiling (no verdict)."""
     stats = metric.get("stats") or {}
-    judged = [(k, v) for k, v in stats.items() if isinstance(v, dict) and v.get("verdict")]
-    if not judged:
+    headline = [(k, v) for k, v in stats.items() if isinstance(v, dict) and v.get("null")]
+    if not headline:
         return ""
-    stat_name, stat = judged[0]
+    stat_name, stat = headline[0]
     null = stat.get("null") or {}
-    refs = [f"untrained {_short(stat.get('baseline_value'))}"]
+    refs = []
+    if stat.get("baseline_value") is not None:
+        refs.append(f"baseline {_short(stat.get('baseline_value'))}")
     if null.get("mean") is not None:
         refs.append(f"null {_short(null['mean'])} ± {_short(null.get('sd'))}")
-    verdict = stat["verdict"]
-    css = {"holds": "v-hold", "does not hold": "v-not"}.get(verdict, "v-inc")
+    if isinstance(stat.get("ceiling"), int | float):
+        refs.append(f"ceiling {_short(stat['ceiling'])}")
     return (
         f"<li><b>{_e(_pretty_metric(name))}</b> ({_e(stat_name.replace('_', ' '))}): "
-        f"{_e(_short(stat.get('value')))} vs {_e(', '.join(refs))} — "
-        f'<span class="{css}">{_e(verdict)}</span></li>'
+        f"{_e(_short(stat.get('value')))}"
+        + (f" · {_e(' · '.join(refs))}" if refs else "")
+        + "</li>"
     )
+
+
+#: Why the analysis' numbers carry no verdict in the report.
+NO_SECOND_VERDICT = (
+    "Numbers only: a verdict is given to the paper's claims alone (the claims table, by the "
+    "rule over seeds of docs/analyze.md); the analysis' one-seed screen in metrics.json is "
+    "not a second verdict and is not shown."
+)
 
 
 def _section_summary(found: ReportInputs, ctx: dict) -> str:
     """The run's headline numbers as cards, what the report was made from, what it lacks,
     and the analysis at a glance."""
     metrics = (ctx.get("metrics") or {}).get("metrics") or {}
-    cards = _summary_cards(ctx, metrics)
+    cards = _summary_cards(found, ctx)
     what = _summary_sources(found, ctx)
     lines = f'<p class="muted">{_e("; ".join(what))}</p>'
     missing = [
@@ -345,9 +409,9 @@ def _section_summary(found: ReportInputs, ctx: dict) -> str:
     )
     glance = "".join(_glance_line(name, metric) for name, metric in metrics.items())
     if glance:
-        basis = (ctx.get("metrics") or {}).get("verdict_basis", "")
-        glance = f'<h3>What the embedding space shows</h3><ul class="glance">{glance}</ul>' + (
-            f'<p class="muted">How to read the verdicts: {_e(basis)}</p>' if basis else ""
+        glance = (
+            f'<h3>What the embedding space shows</h3><ul class="glance">{glance}</ul>'
+            f'<p class="muted">{_e(NO_SECOND_VERDICT)}</p>'
         )
     return (
         '<section id="summary"><h2>Summary</h2>'
@@ -355,13 +419,38 @@ def _section_summary(found: ReportInputs, ctx: dict) -> str:
     )
 
 
-def _summary_cards(ctx: dict, metrics: dict) -> list[str]:
-    """A card per headline number: model, epochs, batch, loss, validation, curation, the
-    analysis' verdicts and the first eval row beside the untrained twin's."""
+def _model_cards(found: ReportInputs, ctx: dict) -> list[str]:
+    """The model the numbers are of ("analysed model") and where its training started
+    ("initialised from"), or the run's architecture when it trained from scratch."""
+    params = ctx.get("params") or {}
+    analysed = _analysed_model(ctx)
+    trained = _run_model(params, found.run) if (params or found.run) else None
+    start = _start_point(params)
     cards = []
+    if analysed:
+        cards.append(_card("analysed model", _short_path(analysed), analysed))
+    elif trained:
+        cards.append(_card("trained model", _short_path(trained), trained))
+    same = analysed is None or (
+        trained is not None and Path(analysed) in (Path(trained), Path(trained).parent)
+    )
+    if analysed and trained and not same:  # a run that is not the analysed model's
+        cards.append(_card("training run's model", _short_path(trained), trained))
+    prefix = "" if same else "run "
+    if start:
+        cards.append(_card(f"{prefix}initialised from", _short_path(start), start))
+    elif params.get("model"):
+        cards.append(_card(f"{prefix}architecture", str(params["model"])))
+    return cards
+
+
+def _summary_cards(found: ReportInputs, ctx: dict) -> list[str]:
+    """A card per headline number: the analysed model and its start point, epochs, batch,
+    loss, validation, curation, the claims' verdicts and the first eval row beside the
+    untrained twin's."""
+    cards = _model_cards(found, ctx)
     params = ctx.get("params") or {}
     if params:
-        cards.append(_card("model", params.get("model", "?")))
         if "epochs" in params:
             cards.append(_card("epochs", _num(params["epochs"])))
         if "global_batch" in params or "batch_size" in params:
@@ -381,17 +470,14 @@ def _summary_cards(ctx: dict, metrics: dict) -> list[str]:
         cards.append(
             _card("records kept", f"{_num(stats.get('kept'))} / {_num(stats.get('records_in'))}")
         )
-    if metrics:
-        counts = {"holds": 0, "does not hold": 0, "inconclusive": 0}
-        for metric in metrics.values():
-            for stat in (metric.get("stats") or {}).values():
-                if isinstance(stat, dict) and stat.get("verdict") in counts:
-                    counts[stat["verdict"]] += 1
+    study: StudyRecord | None = ctx.get("study")
+    if study is not None and study.claims:
+        verdicts = [c.verdict for c in study.claims]
         cards.append(
             _card(
-                "analysis verdicts",
-                f"{counts['holds']} hold · {counts['inconclusive']} inconclusive · "
-                f"{counts['does not hold']} do not",
+                "claims",
+                f"{verdicts.count('holds')} hold · {verdicts.count('inconclusive')} "
+                f"inconclusive · {verdicts.count('does not hold')} do not",
             )
         )
     eval_rows = ctx.get("eval") or []
@@ -419,7 +505,7 @@ def _summary_sources(found: ReportInputs, ctx: dict) -> list[str]:
         what.append(f"training run {found.run}")
     if found.analysis:
         analysis = ctx.get("analysis_meta") or {}
-        model = (ctx.get("metrics") or {}).get("model", "")
+        model = _analysed_model(ctx)
         n = analysis.get("n_images")
         what.append(
             f"analysis of {model or '?'}"
@@ -485,7 +571,13 @@ def _section_training(ctx: dict) -> str:
                 "device",
                 "seed",
             )
-            rows = [[_e(k), _e(_num(params[k]))] for k in keys if k in params]
+            start = _start_point(params)
+            names = {"model": "initialised from" if start else "architecture"}
+            rows = [
+                [_e(names.get(k, k)), _e(start if k == "model" and start else _num(params[k]))]
+                for k in keys
+                if k in params
+            ]
             if rows:
                 body += "<h3>Parameters</h3>" + _table(["parameter", "value"], rows)
     return f'<section id="training"><h2>Training curves</h2>{body}</section>'
@@ -514,12 +606,9 @@ def _section_eval(ctx: dict) -> str:
     return f'<section id="eval"><h2>Evaluation</h2>{body}</section>'
 
 
-def _section_analysis(ctx: dict) -> str:
-    data = ctx.get("metrics")
-    if not data:
-        body = '<p class="na">Not available: no analysis metrics.json given.</p>'
-        return f'<section id="analysis"><h2>Analysis metrics</h2>{body}</section>'
-    metrics = data.get("metrics") or {}
+def _stat_rows(metrics: dict, detectable: bool) -> list[list[str]]:
+    """One row per statistic: value, baseline, null, ceiling (and the one-seed detectable
+    effect when metrics.json gives it); no verdict."""
     rows = []
     for name, metric in metrics.items():
         for stat_name, stat in (metric.get("stats") or {}).items():
@@ -531,28 +620,47 @@ def _section_analysis(ctx: dict) -> str:
                 if null.get("mean") is not None
                 else "–"
             )
-            verdict = stat.get("verdict")
-            css = VERDICT_CLASS.get(str(verdict), "na")
-            rows.append(
-                [
-                    f'<td title="{_e(metric.get("description", ""))}">{_e(name)}</td>',
-                    _e(stat_name),
-                    _numcell(stat.get("value")),
-                    _numcell(stat.get("baseline_value")),
-                    f'<td class="num">{_e(null_text)}</td>',
-                    f'<td class="verdict {css}">{_e(verdict or "–")}</td>',
-                ]
-            )
-    body = ""
-    meta = [f"model: {data.get('model', '?')}", f"baseline: {data.get('baseline', '?')}"]
+            row = [
+                f'<td title="{_e(metric.get("description", ""))}">{_e(name)}</td>',
+                _e(stat_name),
+                _numcell(stat.get("value")),
+                _numcell(stat.get("baseline_value")),
+                f'<td class="num">{_e(null_text)}</td>',
+                _numcell(stat.get("ceiling")),
+            ]
+            if detectable:
+                row.append(_numcell(stat.get("detectable")))
+            rows.append(row)
+    return rows
+
+
+def _section_analysis(ctx: dict) -> str:
+    data = ctx.get("metrics")
+    if not data:
+        body = '<p class="na">Not available: no analysis metrics.json given.</p>'
+        return f'<section id="analysis"><h2>Analysis metrics</h2>{body}</section>'
+    metrics = data.get("metrics") or {}
+    detectable = any(
+        isinstance(stat, dict) and "detectable" in stat
+        for metric in metrics.values()
+        for stat in (metric.get("stats") or {}).values()
+    )
+    baseline = data.get("baseline")
+    meta = [f"analysed model: {_analysed_model(ctx) or '?'}", f"baseline: {baseline or 'none'}"]
     if data.get("split"):
         meta.append(f"split: {data['split']}")
-    body += f'<p class="muted">{_e("; ".join(meta))}</p>'
-    body += _table(
-        ["metric", "statistic", "value", "untrained baseline", "null mean ± sd", "verdict"], rows
+    body = f'<p class="muted">{_e("; ".join(meta))}</p>'
+    header = ["metric", "statistic", "value", "baseline", "null mean ± sd", "ceiling"]
+    if detectable:
+        header.append("detectable (one seed)")
+    body += _table(header, _stat_rows(metrics, detectable))
+    body += f'<p class="muted">{_e(NO_SECOND_VERDICT)}</p>'
+    basis = next(
+        (m["ceiling"].get("basis") for m in metrics.values() if isinstance(m.get("ceiling"), dict)),
+        None,
     )
-    if data.get("verdict_basis"):
-        body += f'<p class="muted">Verdicts: {_e(data["verdict_basis"])}</p>'
+    if basis:
+        body += f'<p class="muted">Ceiling: {_e(basis)}.</p>'
     skipped = data.get("skipped") or {}
     if skipped:
         body += (
@@ -564,7 +672,12 @@ def _section_analysis(ctx: dict) -> str:
         ["metric", "description", "scope"],
         [[_e(k), _e(m.get("description", "")), _e(m.get("scope", ""))] for k, m in metrics.items()],
     )
-    sentences = "".join(f"<li>{_e(metric_sentence(k, m))}</li>" for k, m in metrics.items())
+    said = (
+        "the untrained network" if str(baseline or "").startswith("untrained") else "the baseline"
+    )
+    sentences = "".join(
+        f"<li>{_e(metric_sentence(k, m, baseline=said))}</li>" for k, m in metrics.items()
+    )
     findings = f'<section id="findings"><h2>In plain words</h2><ul class="sentences">{sentences}</ul></section>'
     return f'<section id="analysis"><h2>Analysis metrics</h2>{body}</section>{findings}'
 
@@ -585,15 +698,39 @@ def _verdict_cell(verdict: str) -> str:
 
 def _claim_row(c: ClaimResult) -> list[str]:
     """A claim's cells: its mean ± sd, each baseline's (bold: the comparators the verdict
-    needs beaten), its verdict."""
+    needs beaten), the effect the design can detect, its verdict."""
     row = [_e(c.claim), f"<code>{_e(c.statistic)}</code>", _mean_sd(c.mean, c.sd)]
     for kind in _BASELINES:
         cell = _mean_sd(c.baselines.get(kind), c.baselines_sd.get(kind))
         if kind in c.against:
             cell = cell.replace("<td", '<td style="font-weight:600"', 1)
         row.append(cell)
+    row.append(_numcell(c.detectable))
     row.append(_verdict_cell(str(c.verdict)))
     return row
+
+
+def _claims_models(study: StudyRecord) -> str:
+    """Which model(s) the claims' numbers are of, and what they were initialised from."""
+    runs = list(study.runs.values())
+    stage2 = [r for r in runs if r.kind == "stage2"]
+    general = [r for r in runs if r.kind == "general" and r.model]
+    two_stage = study.recipe == "two-stage"
+    if len(stage2) == 1:
+        text = f"analysed model: {stage2[0].model or 'the stage-2 run'} (stage 2)"
+        if two_stage and len(general) == 1:
+            text += f", initialised from {general[0].model} (the stage-1 general model)"
+        return text
+    if stage2:
+        start = (
+            "each initialised from its world's stage-1 general model"
+            if two_stage
+            else "each trained from scratch"
+            if study.recipe == "scratch"
+            else ""
+        )
+        return f"analysed models: {len(stage2)} stage-2 runs" + (f", {start}" if start else "")
+    return ""
 
 
 def _trend_row(t: TrendResult) -> list[str]:
@@ -613,11 +750,16 @@ def _section_claims(ctx: dict) -> str:
     study: StudyRecord | None = ctx.get("study")
     if study is None or not study.claims:
         return ""
-    header = ["claim", "statistic", "mean ± sd", *_BASELINES, "verdict"]
+    header = ["claim", "statistic", "mean ± sd", *_BASELINES, "detectable", "verdict"]
     n = max((int(c.n_seeds or 0) for c in study.claims), default=0)
-    body = (
+    models = _claims_models(study)
+    body = f'<p class="muted">{_e(models)}</p>' if models else ""
+    body += (
         f'<p class="muted">{n} replicate(s) (world seed × model seed); bold: the '
-        "comparators a verdict needs beaten. " + _e(study.verdict_rule or "") + "</p>"
+        "comparators a verdict needs beaten; detectable: the margin the verdict asks for, "
+        "the smallest difference this design can call a hold. "
+        + _e(study.verdict_rule or "")
+        + "</p>"
     )
     if study.note:
         body += f'<p class="muted"><strong>{_e(study.note)}</strong></p>'
