@@ -458,3 +458,104 @@ def test_claim_holds_only_beyond_the_spread():
     assert claim_holds([float("nan")] * 3, 0.5, spread=0.1).verdict == INCONCLUSIVE
     with pytest.raises(ValueError):
         claim_holds([1.0, 2.0, 3.0])
+
+
+# --------------------------------------------------------------------------- issue 21
+
+
+def test_split_half_share_cancels_noise_that_the_plain_share_reads_as_outside():
+    """Variant direction inside the span, buried in noise: the plain share of a noisy δ
+    reads 'outside' (noise lies outside a low-dimensional span); the split-half share
+    reads the planted direction, and a strong outside direction reads near 1."""
+    inside = orthogonality(*_orthogonality_data(seed=0, along=True, sigma=1.0, shift=1.0), seed=0)
+    assert inside.fraction_outside < 0.35
+    assert inside.null_fraction_outside > 0.85  # what a noise direction reads
+    outside = orthogonality(
+        *_orthogonality_data(seed=0, along=False, sigma=1.0, shift=4.0, per_variant=12), seed=0
+    )
+    assert outside.fraction_outside > 0.9
+    assert outside.direction_z > 5
+    assert 0 < outside.fraction_outside_sd < 0.1
+
+
+def test_split_half_share_without_a_variant_direction_is_not_a_number_or_unsure():
+    z, species, variant, groups = _orthogonality_data(seed=3, along=False, sigma=1.0, shift=0.0)
+    result = orthogonality(z, species, variant, groups, seed=0)
+    # no direction: the pooled <δ¹, δ²> is noise around 0
+    assert abs(result.direction_z) < 3
+    assert np.isnan(result.fraction_outside) or result.fraction_outside_sd > 0.1
+
+
+def test_group_permutation_keeps_each_groups_composition():
+    from taxoclip.analyze.metrics import _permute_groups
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(6), [3, 3, 4, 4, 5, 5])
+    labels = np.repeat(np.array([0, 1, 2, 0, 1, 2]), [3, 3, 4, 4, 5, 5])  # pure groups
+    parents = np.repeat(np.array([0, 0, 1, 1, 2, 2]), [3, 3, 4, 4, 5, 5])
+    for _ in range(20):
+        moved = _permute_groups(labels, groups, None, rng)
+        assert all(len(set(moved[groups == g])) == 1 for g in range(6))  # still pure
+        within = _permute_groups(labels, groups, parents, rng)
+        for parent in range(3):
+            # labels only move between the two groups of one parent
+            assert sorted(set(within[parents == parent])) == sorted(set(labels[parents == parent]))
+
+
+def test_habitat_tied_to_order_sits_at_the_group_null():
+    """Habitat that only follows order: the probe is biased below chance by the group
+    split, and a null that moves whole orders' habitats shares that bias."""
+    centroids, habitat, order = _ecology(seed=0, confounded=True)
+    result = ecological_alignment(centroids, habitat, order, seed=0)
+    assert abs(result.probe_accuracy - result.null_probe_accuracy) < 3 * max(
+        result.null_probe_accuracy_sd, 0.02
+    )
+
+
+def test_ridge_chosen_inside_the_fitting_half():
+    from taxoclip.analyze.metrics import RIDGES, choose_ridge
+
+    rng = np.random.default_rng(0)
+    # isotropic noise, few images in many dimensions: the mean difference is best
+    a = rng.normal(size=(6, 40)) + 1.0 * _unit(rng, 40)
+    b = rng.normal(size=(6, 40))
+    assert choose_ridge(a, b) >= 1.0
+    # noise much larger along one axis than the shift: whitening pays, a small ridge wins
+    axis = _unit(rng, 5)
+    scale = np.eye(5) + 30 * np.outer(axis, axis)
+    shift = _unit(rng, 5) - (_unit(rng, 5) @ axis) * axis
+    a = rng.normal(size=(40, 5)) @ scale + 0.8 * shift / np.linalg.norm(shift)
+    b = rng.normal(size=(40, 5)) @ scale
+    assert choose_ridge(a, b) <= 1.0
+    assert choose_ridge(a, b) in RIDGES
+
+
+def test_one_seed_rule_is_a_prediction_bound():
+    from scipy.stats import t
+
+    from taxoclip.analyze.suite import STATS, stat_entry
+
+    spec = STATS["taxonomic_alignment"][0]
+    result = {"spearman": 0.3, "null_spearman": 0.0, "null_spearman_sd": 0.1, "n_permutations": 20}
+    width = t.ppf(0.95, 19) * 0.1 * np.sqrt(1 + 1 / 20)
+    entry = stat_entry(result, None, spec)
+    assert entry["detectable"] == pytest.approx(width)
+    assert entry["verdict"] == HOLDS  # 0.3 > 0.176
+    assert stat_entry({**result, "spearman": 0.15}, None, spec)["verdict"] == INCONCLUSIVE
+    assert stat_entry({**result, "spearman": -0.01}, None, spec)["verdict"] == DOES_NOT_HOLD
+    # a baseline model's value is a draw too: both sds count
+    baseline = {**result, "spearman": 0.05}
+    entry = stat_entry(result, baseline, spec)
+    assert entry["detectable"] == pytest.approx(t.ppf(0.95, 19) * 0.1 * np.sqrt(2))
+    assert entry["verdict"] == HOLDS
+    # a value's own sd (orthogonality's bootstrap) replaces the null's as its spread
+    spec = STATS["orthogonality"][0]
+    share = {
+        "fraction_outside": 0.99,
+        "fraction_outside_sd": 0.2,
+        "null_fraction_outside": 0.9,
+        "null_fraction_outside_sd": 0.01,
+        "n_null": 5,
+    }
+    assert stat_entry(share, None, spec)["verdict"] == INCONCLUSIVE
+    assert stat_entry({**share, "fraction_outside_sd": 0.01}, None, spec)["verdict"] == HOLDS
