@@ -8,6 +8,14 @@ the time each took. Needs a trained model (e.g. a ``taxoclip demo`` run) and its
 
     python bench/megadetector_roundtrip.py --synth demo_out/synth --model demo_out/run \
         --index demo_out/index [--pictures 100] [--per-picture 3] [--scale 3]
+
+With ``--runtimes torch,onnx`` (issue #20: the camera-trap path on the engine) it then
+times ``--detections`` with a regional list and a deny list once per runtime, side by side
+in one run (each command whole: start-up, model load, every crop, JSON and CSV written;
+the ONNX runtime on the model exported beforehand, export not timed), and checks that the
+runtimes write the same rows: the same label and rank landed per detection, scores within
+``--tolerance``. The region is every other genus of the index's species, the deny list
+one species of a kept genus (``REGION_SEED``).
 """
 
 from __future__ import annotations
@@ -46,6 +54,13 @@ def main_bench() -> None:
     parser.add_argument("--per-picture", type=int, default=3)
     parser.add_argument("--scale", type=int, default=3)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--runtimes",
+        default="",
+        help="e.g. torch,onnx: time --detections with a region and "
+        "deny list on each and compare their rows",
+    )
+    parser.add_argument("--tolerance", type=float, default=1e-4)
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="md-bench-"))
     md_path, truth_path = make_camera_trap(
@@ -108,6 +123,94 @@ def main_bench() -> None:
     print(f"top-1 species accuracy: crops {crop_hits}/{n} = {crop_hits / n:.3f}")
     print("top-1 (the best species' taxon) accuracy by rank: " + "; ".join(lines))
     print(f"time: --detections {crops_s:.1f} s; single images {single_s:.1f} s; folder {out}")
+    runtimes = [r for r in args.runtimes.split(",") if r]
+    if runtimes:
+        compare_runtimes(args, out, md_path, runtimes, n)
+
+
+REGION_SEED = 0
+
+
+def region_lists(index: Path, out: Path) -> tuple[Path, Path]:
+    """A regional list (every other genus of the index's species) and a deny list (one
+    species of a kept genus), as taxoclip's --region/--deny CSVs (rank columns)."""
+    import random
+
+    from taxoclip.runtime.index import TextIndex
+
+    lineages = [tuple(name[0]) for name in TextIndex.load(index).names]  # [7 ranks], common
+    genera = sorted({lineage[:6] for lineage in lineages})
+    kept = set(genera[::2])
+    region, deny = out / "region.csv", out / "deny.csv"
+    header = "kingdom,phylum,class,order,family,genus"
+    region.write_text(header + "\n" + "".join(",".join(g) + "\n" for g in sorted(kept)))
+    chosen = random.Random(REGION_SEED).choice(sorted(x for x in lineages if x[:6] in kept))
+    deny.write_text(f"{header},species_epithet\n" + ",".join(chosen[:7]) + "\n")
+    return region, deny
+
+
+def compare_runtimes(args, out: Path, md_path: Path, runtimes: list[str], n: int) -> None:
+    region, deny = region_lists(Path(args.index), out)
+    lists = ["--region", str(region), "--deny", str(deny)]
+    model = ["--model", args.model, "--index", args.index, "-q"]
+    seconds, rows = {}, {}
+    for runtime in runtimes:  # a warm-up each (imports, an export into the cache), untimed
+        run(
+            [
+                "predict",
+                str(out / "camera"),
+                "--detections",
+                str(md_path),
+                "--output",
+                str(out / f"warm-{runtime}.json"),
+                *model,
+                *lists,
+                "--runtime",
+                runtime,
+            ]
+        )
+    for runtime in runtimes:
+        result = out / f"md_{runtime}.json"
+        seconds[runtime] = run(
+            [
+                "predict",
+                str(out / "camera"),
+                "--detections",
+                str(md_path),
+                "--output",
+                str(result),
+                *model,
+                *lists,
+                "--runtime",
+                runtime,
+            ]
+        )
+        with result.with_suffix(".csv").open(newline="") as handle:
+            rows[runtime] = {(r["file"], r["detection"]): r for r in csv.DictReader(handle)}
+    first = runtimes[0]
+    print(f"\n--detections with --region ({region}) and --deny ({deny}), {n} crops:")
+    print(
+        "| runtime | wall (s) | crops/s | × " + first + " | same label, rank landed | "
+        "largest score diff |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for runtime in runtimes:
+        same = sum(
+            rows[runtime][k]["label"] == r["label"]
+            and rows[runtime][k].get("rank_landed") == r.get("rank_landed")
+            for k, r in rows[first].items()
+        )
+        diff = max(
+            abs(float(rows[runtime][k]["score"] or 0) - float(r["score"] or 0))
+            for k, r in rows[first].items()
+        )
+        print(
+            f"| {runtime} | {seconds[runtime]:.1f} | {n / seconds[runtime]:.1f} | "
+            f"{seconds[first] / seconds[runtime]:.2f}× | {same}/{len(rows[first])} | "
+            f"{diff:.2e} |"
+        )
+        if same != len(rows[first]) or diff > args.tolerance:
+            raise SystemExit(f"{runtime} rows differ from {first}'s")
 
 
 if __name__ == "__main__":
