@@ -44,6 +44,19 @@ def run(argv: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def detections(out: Path, md_path: Path, result: Path, extra: list[str]) -> list[str]:
+    """``taxoclip predict`` over the camera folder's MegaDetector boxes, into ``result``."""
+    return [
+        "predict",
+        str(out / "camera"),
+        "--detections",
+        str(md_path),
+        "--output",
+        str(result),
+        *extra,
+    ]
+
+
 def main_bench() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synth", required=True, type=Path)
@@ -80,17 +93,7 @@ def main_bench() -> None:
         ]
     )  # imports and first model load: not timed below
     result = out / "md_taxoclip.json"
-    crops_s = run(
-        [
-            "predict",
-            str(out / "camera"),
-            "--detections",
-            str(md_path),
-            "--output",
-            str(result),
-            *model,
-        ]
-    )
+    crops_s = run(detections(out, md_path, result, model))
     rows = {
         (r["file"], r["detection"]): r for r in csv.DictReader(result.with_suffix(".csv").open())
     }
@@ -155,35 +158,12 @@ def compare_runtimes(args, out: Path, md_path: Path, runtimes: list[str], n: int
     model = ["--model", args.model, "--index", args.index, "-q"]
     seconds, rows = {}, {}
     for runtime in runtimes:  # a warm-up each (imports, an export into the cache), untimed
-        run(
-            [
-                "predict",
-                str(out / "camera"),
-                "--detections",
-                str(md_path),
-                "--output",
-                str(out / f"warm-{runtime}.json"),
-                *model,
-                *lists,
-                "--runtime",
-                runtime,
-            ]
-        )
+        warm = out / f"warm-{runtime}.json"
+        run(detections(out, md_path, warm, [*model, *lists, "--runtime", runtime]))
     for runtime in runtimes:
         result = out / f"md_{runtime}.json"
         seconds[runtime] = run(
-            [
-                "predict",
-                str(out / "camera"),
-                "--detections",
-                str(md_path),
-                "--output",
-                str(result),
-                *model,
-                *lists,
-                "--runtime",
-                runtime,
-            ]
+            detections(out, md_path, result, [*model, *lists, "--runtime", runtime])
         )
         with result.with_suffix(".csv").open(newline="") as handle:
             rows[runtime] = {(r["file"], r["detection"]): r for r in csv.DictReader(handle)}
