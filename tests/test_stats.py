@@ -95,6 +95,22 @@ def test_ridge_cv_r2_equals_sklearn_pooled_out_of_fold_r2():
     assert ridge_cv_r2(x, y2, kfold_splits(40, 5, 0), alphas) == pytest.approx(expected2)
 
 
+@pytest.mark.parametrize("rows, dim", [(6, 64), (15, 64), (60, 512), (40, 6)])
+def test_ridge_cv_r2_follows_sklearn_in_the_wide_regime_of_clade_centroids(rows, dim):
+    """Few species centroids in many dimensions (a finch genus: 6 x 64), where RidgeCV
+    uses its Gram route; the penalty grid scaled to the total variance, as the trait
+    metric does, so the choice among penalties matters."""
+    rng = np.random.default_rng(rows)
+    x = rng.normal(size=(rows, dim))
+    y = x[:, :3] @ rng.normal(size=3) + rng.normal(size=rows)
+    alphas = float(np.sum((x - x.mean(axis=0)) ** 2)) * np.logspace(-6, 1, 15)
+    folds = min(5, rows)
+    cv = KFold(folds, shuffle=True, random_state=0)
+    expected = r2_score(y, cross_val_predict(RidgeCV(alphas=alphas), x, y, cv=cv))
+    found = ridge_cv_r2(x, y, kfold_splits(rows, folds, 0), alphas)
+    assert found == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
 def test_ridge_cv_r2_constant_target_and_constant_training_fold():
     x = np.random.default_rng(4).normal(size=(6, 2))
     assert math.isnan(ridge_cv_r2(x, np.ones(6), kfold_splits(6, 3, 0), (1.0,)))

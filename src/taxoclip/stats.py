@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata, spearmanr
-from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import KFold
 
 __all__ = [
@@ -114,17 +113,40 @@ def ridge_cv_r2(
     columns = y.reshape(len(y), -1)
     if np.any(np.ptp(columns, axis=0) == 0):
         return float("nan")
-    alphas = np.array(alphas, dtype=np.float64)  # a copy: RidgeCV writes into a 1-long grid
+    alphas = np.asarray(alphas, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
     predicted = np.full_like(columns, np.nan)  # rows outside every test fold stay NaN
     for train, test in splits:
         if np.all(np.ptp(columns[train], axis=0) == 0):
             predicted[test] = columns[train][0]
             continue
-        fitted = RidgeCV(alphas=alphas).fit(x[train], y[train])
-        predicted[test] = fitted.predict(x[test]).reshape(len(test), -1)
+        predicted[test] = _ridge_loo_fit(x[train], columns[train], alphas)(x[test])
     residual = np.sum((columns - predicted) ** 2, axis=0)
     total = np.sum((columns - columns.mean(axis=0)) ** 2, axis=0)
     return float(np.mean(1.0 - residual / total))
+
+
+def _ridge_loo_fit(x: np.ndarray, y: np.ndarray, alphas: np.ndarray):
+    """scikit-learn's ``RidgeCV(alphas).fit(x, y).predict`` (intercept unpenalised, the
+    penalty with the least mean squared leave-one-out error, the first of equals), from
+    one SVD of the centred rows instead of a scikit-learn fit per call (which cost 6 ms
+    each, most of the analysis' trait time): with Xc = U S Vᵀ the hat matrix is
+    11ᵀ/n + U diag(s²/(s² + α)) Uᵀ (U ⟂ 1, as Xc's columns sum to 0), and the
+    leave-one-out residual of row i is its residual over 1 − H_ii."""
+    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    u, singular, vt = np.linalg.svd(x - x_mean, full_matrices=False)
+    uy = u.T @ (y - y_mean)  # (r, T)
+    squared = singular**2
+    best, best_error = 0, np.inf
+    for index, alpha in enumerate(alphas):
+        shrink = squared / (squared + alpha)  # (r,)
+        fitted = y_mean + u @ (shrink[:, None] * uy)
+        leverage = 1.0 / len(x) + (u**2) @ shrink
+        error = float(np.mean(((y - fitted) / (1.0 - leverage)[:, None]) ** 2))
+        if error < best_error:
+            best, best_error = index, error
+    weights = vt.T @ ((singular / (squared + alphas[best]))[:, None] * uy)  # (D, T)
+    return lambda rows: y_mean + (rows - x_mean) @ weights
 
 
 def roc_auc(positives: Any, negatives: Any) -> float | None:
