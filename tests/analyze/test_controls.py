@@ -25,6 +25,7 @@ from taxoclip.analyze.controls import (
 from taxoclip.analyze.data import read_analysis_data
 from taxoclip.analyze.metrics import orthogonality
 from taxoclip.analyze.suite import compute_metrics
+from taxoclip.errors import UsageError
 from taxoclip.synth import SynthConfig, generate
 
 DIM = 64
@@ -138,3 +139,21 @@ def test_orthogonality_reads_outside_high_and_inside_low(labels, name, variant):
             assert result.fraction_outside - result.null_fraction_outside > 2 * (
                 result.fraction_outside_sd
             )
+
+
+def test_only_runs_the_named_families(labels):
+    """The controls bench spends many seeds on a few statistics: ``only`` runs just their
+    families, with the same values as the full run, and names a family it does not know."""
+    z = negative_control(labels, 0, DIM)
+    part, _ = compute_metrics(with_embeddings(labels, z), seed=0, only=("finch", "separation"))
+    assert sorted(part) == [
+        "separation_life_stage",
+        "separation_sex",
+        "separation_sex_monomorphic",
+        "trait_finch_beak_length",
+    ]
+    whole, _ = compute_metrics(with_embeddings(labels, z), seed=0)
+    for name, entry in part.items():
+        assert entry["stats"] == whole[name]["stats"], name
+    with pytest.raises(UsageError, match="unknown metric families \\['habitat'\\]"):
+        compute_metrics(with_embeddings(labels, z), only=("habitat",))

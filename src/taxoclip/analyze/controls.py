@@ -275,6 +275,7 @@ def run_controls(
     dim: int = 64,
     baseline: bool = False,
     inside_level: float | None = 4.0,
+    only: Sequence[str] = (),
     progress: Callable[[str], None] | None = None,
 ) -> ControlTable:
     """The control table of every headline statistic (module docstring).
@@ -282,7 +283,8 @@ def run_controls(
     ``baseline``: give each run a baseline model, an independent negative control (its own
     draws), as ``taxoclip analyze`` gives its untrained twin; else the model alone.
     ``inside_level``: also plant every property at this level with the variant offsets
-    inside the species span (None: skip).
+    inside the species span (None: skip). ``only``: these metric families alone
+    (``compute_metrics``).
     """
     runs: dict[str, list[dict[str, dict]]] = {}
 
@@ -291,7 +293,9 @@ def run_controls(
         for seed in seed_list:
             model = plant(labels, strengths, seed, dim)
             other = negative_control(labels, _BASELINE_SEED + seed, dim) if baseline else None
-            metrics, _ = compute_metrics(with_embeddings(labels, model, other), seed=seed)
+            metrics, _ = compute_metrics(
+                with_embeddings(labels, model, other), seed=seed, only=only
+            )
             runs[key].append(verdicts(metrics))
             if progress:
                 progress(f"{key} seed {seed}")

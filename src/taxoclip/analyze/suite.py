@@ -13,6 +13,7 @@ centroids, which variants, which group rank) live here too.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -305,25 +306,26 @@ class _Run:
 
 
 def compute_metrics(
-    emb: Embedded, *, seed: int = 0, min_per_variant: int = 4
+    emb: Embedded, *, seed: int = 0, min_per_variant: int = 4, only: Collection[str] = ()
 ) -> tuple[dict[str, dict], dict[str, str]]:
     """Every metric ``emb`` allows, for each model in ``emb.z``: ``(metrics, skipped)``.
 
     Which species and images go into a metric depends on the labels only, never on the
-    embeddings, so the model and its baseline are measured on the same sets.
+    embeddings, so the model and its baseline are measured on the same sets. ``only``:
+    run just these families of :data:`FAMILIES` (the controls bench uses it to spend
+    many seeds on a few statistics); empty runs every one.
     """
     if min_per_variant < 4:
         raise UsageError("min_per_variant must be >= 4 (each variant is split in halves)")
+    unknown = sorted(set(only) - set(FAMILIES))
+    if unknown:
+        raise UsageError(f"unknown metric families {unknown}; choose from {sorted(FAMILIES)}")
     run = _Run(
         emb, seed, min_per_variant, {name: species_centroids(z, emb) for name, z in emb.z.items()}
     )
-    _finch_metric(run)
-    _trait_metrics(run)
-    _ecology_metric(run)
-    _taxonomy_metric(run)
-    _separation_metrics(run)
-    _orthogonality_metrics(run)
-    _dimension_metric(run)
+    for family, measure in FAMILIES.items():
+        if not only or family in only:
+            measure(run)
     return run.out, run.skipped
 
 
@@ -649,3 +651,15 @@ def _dimension_metric(run: _Run) -> None:
         run.each(measure),
         embed_dim=int(run.emb.z["model"].shape[1]),
     )
+
+
+#: The metric families :func:`compute_metrics` runs, in order (``only`` picks some).
+FAMILIES: dict[str, Callable[[_Run], None]] = {
+    "finch": _finch_metric,
+    "traits": _trait_metrics,
+    "ecology": _ecology_metric,
+    "taxonomy": _taxonomy_metric,
+    "separation": _separation_metrics,
+    "orthogonality": _orthogonality_metrics,
+    "dimension": _dimension_metric,
+}
