@@ -121,3 +121,17 @@ def test_the_analysis_shows_numbers_and_ceilings_without_verdicts(report):
     assert stage["ceiling"] is not None
     assert f'<td class="num">{_num(stage["ceiling"])}</td>' in analysis
     assert f"ceiling {stage['ceiling']:.2f}" in _section(html, "summary")
+
+
+def test_each_runs_one_seed_detectable_reaches_study_json(report):
+    """study.json keeps, per run and statistic, the margin analyze's one-seed rule asked
+    for (metrics.json's ``detectable``); the untrained twin gets no verdict, so none."""
+    _, study, metrics, _, _ = report
+    stage2 = study.runs["w0/s0/stage2"].to_json()["values"]
+    for name, entry in metrics["metrics"].items():
+        for stat, cell in entry["stats"].items():
+            if cell.get("detectable") is not None:
+                assert stage2[f"{name}.{stat}"]["detectable"] == cell["detectable"]
+    assert sum("detectable" in v for v in stage2.values()) >= 10
+    untrained = study.runs["w0/s0/untrained"].to_json()["values"]
+    assert not any("detectable" in v for v in untrained.values())

@@ -66,14 +66,17 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class Statistic:
-    """One statistic of one model, beside its null (labels shuffled within species) where
-    it has one, and the species and images the metric used."""
+    """One statistic of one model, beside its null where it has one, the species and
+    images the metric used, and ``detectable``: the smallest difference from its
+    comparators this one run could call a hold (analyze's one-seed rule, docs/analyze.md;
+    written when the analysis gave one)."""
 
     value: float | None = None
     null_mean: float | None = None
     null_sd: float | None = None
     n_species: int | None = None
     n_images: int | None = None
+    detectable: float | None = None
 
     ALWAYS: ClassVar[tuple[str, ...]] = ("value", "null_mean", "null_sd", "n_species", "n_images")
 

@@ -210,9 +210,11 @@ def measure(
 
 def values_from_analysis(metrics: dict, part: str = "model") -> dict[str, dict[str, Any]]:
     """``{"<metric>.<statistic>": {"value", "null_mean", "null_sd", "n_species",
-    "n_images"}}`` of an analysis' metrics.json, for its model (``part="model"``) or its
-    untrained baseline (``part="baseline"``); the counts are what the metric used (images
-    only where the metric reads images rather than centroids)."""
+    "n_images", "detectable"}}`` of an analysis' metrics.json, for its model
+    (``part="model"``) or its untrained baseline (``part="baseline"``); the counts are
+    what the metric used (images only where the metric reads images rather than
+    centroids); ``detectable`` is the model's one-seed margin (none for the baseline,
+    which analyze gives no verdict)."""
     values: dict[str, dict[str, Any]] = {}
     prefix = "" if part == "model" else "baseline_"
     for name, entry in (metrics.get("metrics") or {}).items():
@@ -225,6 +227,7 @@ def values_from_analysis(metrics: dict, part: str = "model") -> dict[str, dict[s
                 "null_sd": null.get("sd"),
                 "n_species": used.get("species"),
                 "n_images": used.get("images"),
+                "detectable": cell.get("detectable") if part == "model" else None,
             }
     return values
 
