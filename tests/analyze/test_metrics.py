@@ -296,6 +296,27 @@ def unseparated():
     return intra_species_separation(*_variants(seed=0, shift=0.0), seed=0, n_null=2)
 
 
+def test_separation_values_carry_their_own_bootstrap_sd_and_the_rule_uses_it(
+    separated, unseparated
+):
+    """The one-seed rule reads fdr_sd / probe_accuracy_sd (resampled species), not the
+    sd of a handful of shuffles: the width it asks for is built from them."""
+    from scipy.stats import t
+
+    for result in (separated, unseparated):
+        assert 0 < result.fdr_sd < 10 and 0 <= result.probe_accuracy_sd < 0.2
+    assert separated.probe_accuracy == 1.0 and separated.probe_accuracy_sd == 0.0  # every one
+    assert unseparated.probe_accuracy_sd > 0
+    spec = STATS["intra_species_separation"][1]
+    assert spec[0] == "fdr"
+    entry = stat_entry(unseparated.as_dict(), None, spec)
+    n = unseparated.n_null
+    width = t.ppf(0.95, n - 1) * np.hypot(unseparated.fdr_sd, unseparated.null_fdr_sd / np.sqrt(n))
+    assert entry["detectable"] == pytest.approx(width)
+    assert entry["verdict"] != HOLDS
+    assert stat_entry(separated.as_dict(), None, spec)["verdict"] == HOLDS
+
+
 def test_planted_variant_shift_is_separated_out_of_sample(separated):
     assert (separated.n_species_used, separated.n_skipped) == (8, 0)
     assert separated.fdr > 3.0
