@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import tempfile
 import time
@@ -76,6 +77,9 @@ def main_bench() -> None:
     parser.add_argument("--tolerance", type=float, default=1e-4)
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="md-bench-"))
+    # auto's export goes to the bench's own folder, not the user's ~/.cache (inherited by
+    # every taxoclip command below)
+    os.environ.setdefault("TAXOCLIP_CACHE", str(out / "cache"))
     md_path, truth_path = make_camera_trap(
         args.synth, out / "camera", args.pictures, args.per_picture, args.scale, seed=0
     )
