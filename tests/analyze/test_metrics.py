@@ -8,6 +8,8 @@ the planted truth AND against its null, which must stay at chance.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -607,10 +609,11 @@ def test_one_seed_rule_is_a_prediction_bound():
     assert entry["verdict"] == HOLDS  # 0.3 > 0.176
     assert stat_entry({**result, "spearman": 0.15}, None, spec)["verdict"] == INCONCLUSIVE
     assert stat_entry({**result, "spearman": -0.01}, None, spec)["verdict"] == DOES_NOT_HOLD
-    # a baseline model's value is a draw too: both sds count
+    # a baseline model's value is a draw too: both sds count, each known to 19 df (its own
+    # 20 shuffles), so Welch–Satterthwaite gives 38
     baseline = {**result, "spearman": 0.05}
     entry = stat_entry(result, baseline, spec)
-    assert entry["detectable"] == pytest.approx(t.ppf(0.95, 19) * 0.1 * np.sqrt(2))
+    assert entry["detectable"] == pytest.approx(t.ppf(0.95, 38) * 0.1 * np.sqrt(2))
     assert entry["verdict"] == HOLDS
     # a value's own sd (orthogonality's bootstrap) replaces the null's as its spread
     spec = STATS["orthogonality"][0]
@@ -623,3 +626,37 @@ def test_one_seed_rule_is_a_prediction_bound():
     }
     assert stat_entry(share, None, spec)["verdict"] == INCONCLUSIVE
     assert stat_entry({**share, "fraction_outside_sd": 0.01}, None, spec)["verdict"] == HOLDS
+
+
+def test_one_seed_rule_combines_a_bootstrap_and_a_permutation_sd_by_welch():
+    """A bootstrap sd over S species (S − 1 df) beside the null mean's sd from n shuffles
+    (n − 1 df): Student's t at Welch–Satterthwaite's df, not at n − 1."""
+    from scipy.stats import norm, t
+
+    from taxoclip.analyze.suite import STATS, one_seed_width, stat_entry
+
+    spec = next(s for s in STATS["intra_species_separation"] if s[0] == "fdr")
+    result = {
+        "fdr": 0.30,
+        "fdr_sd": 0.03,
+        "null_fdr": 0.20,
+        "null_fdr_sd": 0.02,
+        "n_null": 3,
+        "n_species_used": 60,
+    }
+    own, of_mean = 0.03**2, 0.02**2 / 3
+    df = (own + of_mean) ** 2 / (own**2 / 59 + of_mean**2 / 2)
+    width = t.ppf(0.95, df) * math.sqrt(own + of_mean)
+    assert 30 < df < 60 and width < t.ppf(0.95, 2) * math.sqrt(own + of_mean)
+    entry = stat_entry(result, None, spec)
+    assert entry["detectable"] == pytest.approx(width)
+    assert entry["verdict"] == HOLDS  # 0.10 beyond 0.053; at t(0.95, 2) it also would be
+    assert stat_entry({**result, "fdr": 0.26}, None, spec)["verdict"] == HOLDS  # 0.06 > 0.053
+    # t(0.95, 2) (the rule before) would have asked for 0.094: inconclusive
+    assert t.ppf(0.95, 2) * math.sqrt(own + of_mean) > 0.06
+    # parts with no count are known sds: the normal quantile
+    assert one_seed_width((0.1, None)) == pytest.approx(norm.ppf(0.95) * 0.1)
+    # one estimate behind both terms (no own sd): the classic prediction bound at n − 1
+    plain = {k: v for k, v in result.items() if k != "fdr_sd"}
+    bound = t.ppf(0.95, 2) * 0.02 * math.sqrt(1 + 1 / 3)
+    assert stat_entry(plain, None, spec)["detectable"] == pytest.approx(bound)

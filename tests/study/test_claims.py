@@ -157,6 +157,32 @@ def test_one_replicate_uses_the_null_spread():
     assert next(t for t in summary["trends"] if t["statistic"] == stat)["verdict"] == UNSURE
 
 
+def test_one_replicate_reads_each_values_own_sd_where_its_metric_gives_one():
+    """One seed: a bootstrap sd of the value (and of each baseline's) replaces the null's
+    permutation sd, both ways: a wide one makes a hold inconclusive, a narrow one lets a
+    small gap hold."""
+    runs, stat = _runs(
+        [[0.6, 0.62, 0.64, 0.66]],
+        {"general": 0.55, "untrained": 0.52, "flat": 0.5, "no_replay": 0.5},
+    )
+
+    def claim_with(own: float, general_own: float | None = None) -> dict:
+        changed = {k: {**r, "values": {stat: dict(r["values"][stat])}} for k, r in runs.items()}
+        changed["w0/s0/size-800"]["values"][stat]["value_sd"] = own
+        if general_own is not None:
+            changed["w0/general"]["values"][stat]["value_sd"] = general_own
+        summary = summarise(changed, [0], [0])
+        return next(c for c in summary["claims"] if c["statistic"] == stat)
+
+    wide = claim_with(0.08)  # gap to the general model 0.11 < 2 * sqrt((0.08² + 0.01²) / 2)
+    assert wide["sd"] == pytest.approx(0.08) and wide["verdict"] == UNSURE
+    assert wide["baselines_sd"]["general"] == pytest.approx(0.01)  # its stand-in: no own sd
+    assert wide["detectable"] == pytest.approx(2 * math.sqrt((0.08**2 + 0.01**2) / 2))
+    both = claim_with(0.08, general_own=0.005)
+    assert both["baselines_sd"]["general"] == pytest.approx(0.005)
+    assert claim_with(0.002)["verdict"] == HOLDS
+
+
 def test_a_claim_without_the_comparator_it_is_about_has_no_verdict():
     stat = "zero_shot.seen_top1"
     runs = {

@@ -39,10 +39,12 @@ HABITAT_NULL_PARENT: str | None = "class"
 ONE_SEED_LEVEL = 0.95
 VERDICT_BASIS = (
     "one seed: 'holds' when the value lies beyond the one-sided 95% prediction bound of "
-    "its null (null mean + t(0.95, n-1) * sqrt(sd_v^2 + sd_null^2 / n), n permutations, "
-    "sd_v the value's sampling sd: its bootstrap sd where the metric gives one, else the "
-    "null's sd), beyond any named reference (majority class) by t * sd_v and beyond the "
-    "baseline model's value by t * sqrt(sd_v^2 + sd_b^2); 'does not hold' when it does "
+    "its null (null mean + t(0.95, df) * sqrt(sd_v^2 + sd_null^2 / n), n permutations, "
+    "sd_v the value's sampling sd: its bootstrap sd over the S species used where the "
+    "metric gives one, else the null's sd), beyond any named reference (majority class) by "
+    "t * sd_v and beyond the baseline model's value by t * sqrt(sd_v^2 + sd_b^2); df by "
+    "Welch-Satterthwaite (S-1 for a bootstrap sd, n-1 for a permutation sd; n-1 when the "
+    "null's sd stands in for sd_v); 'does not hold' when it does "
     "not beat one of them at all; 'inconclusive' in between or when a number is missing. "
     "'detectable' is the largest of those widths. Measured false-positive rate on "
     "negative controls: <= 5% per statistic (docs/analyze.md). A claim needs >= 3 seeds "
@@ -177,20 +179,40 @@ def _null_repeats(result: dict, sd_key: str) -> int | None:
     return None
 
 
-def one_seed_width(sd: float, n_null: int | None, *others: float) -> float:
+def one_seed_width(*parts: tuple[float, int | None]) -> float:
     """What a value must clear to beat a reference on one seed.
 
-    ``t · √(sd² + Σ others²)`` with t the :data:`ONE_SEED_LEVEL` quantile of Student's t
-    with ``n_null − 1`` degrees of freedom (the sds are estimated from that many
-    permutations; the normal quantile without a count): against a null, ``sd`` is the
-    value's sampling sd and ``others`` the null mean's own (sd/√n), which makes this the
-    one-sided prediction bound of one new draw from the null.
+    ``parts``: (sd, degrees of freedom) of each independent term of the difference, the
+    df None for an sd taken as known. The width is ``t · √Σ sd²`` with t the
+    :data:`ONE_SEED_LEVEL` quantile of Student's t whose degrees of freedom are
+    Welch–Satterthwaite's, ``(Σ sd²)² / Σ (sd⁴ / df)`` (the normal quantile when no term
+    has a count). Against a null, the parts are the value's sampling sd (a bootstrap over
+    S species: S − 1 df; or the null's sd over n permutations: n − 1) and the null mean's
+    own (sd/√n, n − 1 df): the one-sided prediction bound of one new draw from the null.
+    Why Welch: with 3 permutations, t(0.95, 2) = 2.92 treated the whole width as known
+    only to 2 df, although a bootstrap over 60 species gave most of it; the separation
+    FDR then needed 4 noise-sd where 2 suffice at a 5 % false-positive rate
+    (docs/analyze.md, "Welch–Satterthwaite").
     """
-    if n_null is not None and n_null >= 2:
-        quantile = float(student_t.ppf(ONE_SEED_LEVEL, n_null - 1))
+    variance = sum(sd * sd for sd, _ in parts)
+    spread = sum((sd * sd) ** 2 / df for sd, df in parts if df is not None and df >= 1)
+    if spread > 0:
+        quantile = float(student_t.ppf(ONE_SEED_LEVEL, variance * variance / spread))
     else:
         quantile = float(normal.ppf(ONE_SEED_LEVEL))
-    return quantile * math.sqrt(sd * sd + sum(o * o for o in others))
+    return quantile * math.sqrt(variance)
+
+
+def _own_sd(result: dict, key: str, sd_key: str) -> tuple[float, int | None]:
+    """(sd, df) of a value: its own bootstrap sd over the species the metric used where it
+    gives one (``<key>_sd``; S − 1 df), else the null's sd (n − 1 df over n permutations):
+    a permutation null's sd is the statistic's sd under H0."""
+    own = result.get(f"{key}_sd")
+    if own is None:
+        n_null = _null_repeats(result, sd_key)
+        return to_float(result.get(sd_key)), (n_null - 1 if n_null and n_null >= 2 else None)
+    species = result.get("n_species_used") or result.get("n_species")
+    return to_float(own), (int(species) - 1 if species and species >= 2 else None)
 
 
 def stat_entry(model: dict, baseline: dict | None, spec) -> dict:
@@ -214,17 +236,21 @@ def stat_entry(model: dict, baseline: dict | None, spec) -> dict:
             "mean": to_float(baseline.get(null_key)),
             "sd": to_float(baseline.get(sd_key)),
         }
-    n_null = _null_repeats(model, sd_key)
-    # the value's own sampling sd: its estimate where the metric gives one (a bootstrap),
-    # else the null's spread (a permutation null's sd is the statistic's sd under H0)
-    value_sd = to_float(model.get(f"{key}_sd", null_sd))
-    references = [(null_mean, one_seed_width(value_sd, n_null, null_sd / math.sqrt(n_null or 1)))]
+    n_null = _null_repeats(model, sd_key) or 1
+    own = _own_sd(model, key, sd_key)
+    null_df = n_null - 1 if n_null >= 2 else None
+    if f"{key}_sd" in model:  # two estimates: Welch–Satterthwaite combines them
+        to_null = one_seed_width(own, (null_sd / math.sqrt(n_null), null_df))
+    else:  # one estimate for both terms: the classic bound, t(n − 1) · sd · √(1 + 1/n)
+        to_null = one_seed_width((null_sd * math.sqrt(1 + 1 / n_null), null_df))
+    references = [(null_mean, to_null)]
     for extra in extras:
         entry[extra] = to_float(model.get(extra))
-        references.append((entry[extra], one_seed_width(value_sd, n_null)))
+        references.append((entry[extra], one_seed_width(own)))
     if baseline:
-        other_sd = to_float(baseline.get(f"{key}_sd", baseline.get(sd_key)))
-        references.append((entry["baseline_value"], one_seed_width(value_sd, n_null, other_sd)))
+        references.append(
+            (entry["baseline_value"], one_seed_width(own, _own_sd(baseline, key, sd_key)))
+        )
     rank = {m.DOES_NOT_HOLD: 0, m.INCONCLUSIVE: 1, m.HOLDS: 2}
     worst = None
     for reference, width in references:

@@ -14,8 +14,10 @@ The rule (one rule, used for every claim; docs/analyze.md):
   It *does not hold* when m is not beyond some comparator's mean at all, and is
   *inconclusive* otherwise (beyond every mean, not by the margin). The margin is also
   the smallest difference the design can call a hold; study.json gives it as
-  ``detectable``. With one replicate there is no seed spread: the null's own sd (from its
-  permutations) stands in for s and s_c, and the entry says so (``n_seeds`` 1).
+  ``detectable``. With one replicate there is no seed spread: each value's own sampling
+  sd stands in for s and s_c where its metric gives one (a bootstrap over species, the
+  separation and orthogonality statistics), else the null's own sd (from its
+  permutations); the entry says so (``n_seeds`` 1).
 - **trend** ("grows with data"): per replicate, the least-squares slope of the statistic
   over log2(training images); the mean slope's 95 % t-interval over replicates. It
   *holds* when the interval lies above 0 (below for lower-is-better), *does not hold*

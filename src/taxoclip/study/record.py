@@ -69,9 +69,11 @@ class Statistic:
     """One statistic of one model, beside its null where it has one, the species and
     images the metric used, and ``detectable``: the smallest difference from its
     comparators this one run could call a hold (analyze's one-seed rule, docs/analyze.md;
-    written when the analysis gave one)."""
+    written when the analysis gave one). ``value_sd``: the value's own sampling sd where
+    the metric gives one (a bootstrap over species), which a one-replicate claim reads."""
 
     value: float | None = None
+    value_sd: float | None = None
     null_mean: float | None = None
     null_sd: float | None = None
     n_species: int | None = None
@@ -116,8 +118,8 @@ class StudyRun:
     ALWAYS: ClassVar[tuple[str, ...]] = ("kind", "world", "seed", "n_train", "values")
 
     def value(self, statistic: str, part: str = "value") -> float | None:
-        """``part`` (value, null_mean, null_sd, n_species, n_images) of a statistic; None
-        when not measured or not finite."""
+        """``part`` (value, value_sd, null_mean, null_sd, n_species, n_images) of a
+        statistic; None when not measured or not finite."""
         measured = self.values.get(statistic)
         number = getattr(measured, part, None) if measured is not None else None
         if number is None:

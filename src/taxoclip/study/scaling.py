@@ -209,20 +209,23 @@ def measure(
 
 
 def values_from_analysis(metrics: dict, part: str = "model") -> dict[str, dict[str, Any]]:
-    """``{"<metric>.<statistic>": {"value", "null_mean", "null_sd", "n_species",
-    "n_images", "detectable"}}`` of an analysis' metrics.json, for its model
-    (``part="model"``) or its untrained baseline (``part="baseline"``); the counts are
-    what the metric used (images only where the metric reads images rather than
+    """``{"<metric>.<statistic>": {"value", "value_sd", "null_mean", "null_sd",
+    "n_species", "n_images", "detectable"}}`` of an analysis' metrics.json, for its model
+    (``part="model"``) or its untrained baseline (``part="baseline"``); ``value_sd`` is
+    the value's own sampling sd where the metric gives one (a bootstrap over species), the
+    counts are what the metric used (images only where the metric reads images rather than
     centroids); ``detectable`` is the model's one-seed margin (none for the baseline,
     which analyze gives no verdict)."""
     values: dict[str, dict[str, Any]] = {}
     prefix = "" if part == "model" else "baseline_"
     for name, entry in (metrics.get("metrics") or {}).items():
         used = entry.get("n_used") or {}
+        result = entry.get(part) or {}
         for stat, cell in (entry.get("stats") or {}).items():
             null = cell.get(f"{prefix}null") or {}
             values[f"{name}.{stat}"] = {
                 "value": cell.get(f"{prefix}value"),
+                "value_sd": result.get(f"{stat}_sd"),
                 "null_mean": null.get("mean"),
                 "null_sd": null.get("sd"),
                 "n_species": used.get("species"),

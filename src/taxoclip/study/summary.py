@@ -118,10 +118,21 @@ def _claim_entry(
     baselines["null"] = mean_sd([_value(r, stat, "null_mean") for r in largest])[0]
     null_sds = [v for v in null_sds if v is not None]
     spreads["null"] = math.sqrt(sum(v * v for v in null_sds) / len(null_sds)) if null_sds else None
-    if n == 1:  # no seed spread: the null's permutation sd stands in (claims.py)
+    if n == 1:  # no seed spread: each value's own sampling sd (a bootstrap over species)
+        # where its metric gives one, else the null's permutation sd stands in (claims.py)
         stand_in = spreads["null"] or 0.0
-        sd = stand_in
-        spreads = {k: (stand_in if v is not None else None) for k, v in spreads.items()}
+        (world, seed), own = replicates[0], _value(largest[0], stat, "value_sd")
+        sd = stand_in if own is None else own
+        for kind, spread in spreads.items():
+            if spread is None:
+                continue
+            run = (
+                None
+                if kind == "null"
+                else _of_kind(runs, kind, world, 0 if kind == "general" else seed)
+            )
+            other = _value(run, stat, "value_sd")
+            spreads[kind] = stand_in if other is None else other
     entry = ClaimResult(
         claim=claim.claim,
         statistic=stat,
