@@ -604,14 +604,14 @@ def _loo_scores(p: np.ndarray, q: np.ndarray, ridges: Sequence[float], dim: int)
     rest = p[np.nonzero(~np.eye(n, dtype=bool))[1].reshape(n, n - 1)]  # (n, n-1, D)
     rest_mean, q_mean = rest.mean(axis=1), q.mean(axis=0)
     difference = rest_mean - q_mean  # (n, D)
-    parts = [np.broadcast_to(_scaled_residuals(q), (n, *_scaled_residuals(q).shape))]
+    q_rows = _scaled_residuals(q)
+    parts = [np.broadcast_to(q_rows, (n, *q_rows.shape))]
     if n - 1 >= 2:
         parts.append((rest - rest_mean[:, None]) / np.sqrt(n - 2))
     rows = np.concatenate(parts, axis=1)  # (n, m, D): Σ_p + Σ_q = rowsᵀ rows, per fit
     centred = p - (rest_mean + q_mean) / 2  # each held-out row against its fit's midpoint
     if rows.shape[1] == 0:  # no spread anywhere: w ∝ the mean difference for every ridge
-        w = difference / np.linalg.norm(difference, axis=1, keepdims=True)
-        return np.tile(np.sum(w * centred, axis=1), (len(ridges), 1))
+        return np.tile(_unit_scores(difference, centred), (len(ridges), 1))
     _, singular, vt = np.linalg.svd(rows, full_matrices=False)
     trace = np.sum(singular**2, axis=1)  # (n,)
     along = np.einsum("nkd,nd->nk", vt, difference)
@@ -620,8 +620,16 @@ def _loo_scores(p: np.ndarray, q: np.ndarray, ridges: Sequence[float], dim: int)
     for index, ridge in enumerate(ridges):
         lam = np.where(trace > 0, ridge * trace / dim, ridge)[:, None]
         w = np.einsum("nkd,nk->nd", vt, along / (singular**2 + lam)) + outside / lam
-        scores[index] = np.sum(w * centred, axis=1) / np.linalg.norm(w, axis=1)
+        scores[index] = _unit_scores(w, centred)
     return scores
+
+
+def _unit_scores(w: np.ndarray, centred: np.ndarray) -> np.ndarray:
+    """Each row of ``centred`` on its fit's unit direction (a row of ``w``); 0 where a fit
+    has no direction at all (the two groups' means coincide: nothing tells them apart)."""
+    norm = np.linalg.norm(w, axis=1)
+    dots = np.sum(w * centred, axis=1)
+    return np.divide(dots, norm, out=np.zeros_like(dots), where=norm > 0)
 
 
 def _scaled_residuals(x: np.ndarray) -> np.ndarray:
