@@ -295,9 +295,10 @@ def demo_claims(out, made, curated, general_dir, model_dir, evaluated, analysis,
         "kind": "claims",
         "recipe": "two-stage",
         "budget": "one run",
-        "note": "one seed and one data size: each verdict's margin comes from the null's "
-        "permutation sd, not from a spread over seeds, and there are no trends, no flat and "
-        "no no-replay baseline; taxoclip study scaling runs those",
+        "note": "one seed and one data size: each verdict's margin comes from the value's "
+        "own sampling sd (a bootstrap over species) where its metric gives one, else from "
+        "the null's permutation sd, not from a spread over seeds, and there are no trends, "
+        "no flat and no no-replay baseline; taxoclip study scaling runs those",
         "claims": summary["claims"],
         "trends": [],
         "runs": runs,
