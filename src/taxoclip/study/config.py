@@ -44,7 +44,7 @@ REPLAY_RATIO = 0.33
 #: ``--preset NAME``: the values a preset gives the fields left at their defaults (a flag
 #: given explicitly keeps its value, except one given *at* its default value, which cannot
 #: be told from an absent flag). ``gpu``: a world this CPU cannot reach, for one H100;
-#: its estimated cost (about 90 minutes, most of it analyze's statistics on the CPU) and
+#: its estimated cost (about 27 minutes, most of it analyze's statistics on the CPU) and
 #: the assumptions behind it are in docs/training.md ("The study on one GPU").
 PRESETS: dict[str, dict[str, Any]] = {
     "gpu": {
