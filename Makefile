@@ -66,7 +66,9 @@ bench-scale-curate: $(STAMP)
 	  --out $(SCALE)/runs --workers 2
 
 # The default scaling study (2 worlds x 3 seeds x 4 sizes and every baseline): the paper's
-# claims table (docs/analyze.md). About an hour on 2 cores; not part of `make bench`.
+# claims table (docs/analyze.md). About an hour on 2 cores with the stage-2 recipe before
+# `study sweep` chose one; about 1 h 25 min with its choice (estimated, docs/training.md).
+# Not part of `make bench`.
 bench-study: $(STAMP)
 	rm -rf bench/out/study
 	$(BIN)/python bench/study_claims.py --out bench/out/study
