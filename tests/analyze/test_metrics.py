@@ -673,3 +673,5 @@ def test_one_seed_rule_combines_a_bootstrap_and_a_permutation_sd_by_welch():
     plain = {k: v for k, v in result.items() if k != "fdr_sd"}
     bound = t.ppf(0.95, 2) * 0.02 * math.sqrt(1 + 1 / 3)
     assert stat_entry(plain, None, spec)["detectable"] == pytest.approx(bound)
+    # an own sd written as None (not measured) is the same as none: one estimate, not two
+    assert stat_entry({**result, "fdr_sd": None}, None, spec)["detectable"] == pytest.approx(bound)

@@ -239,7 +239,7 @@ def stat_entry(model: dict, baseline: dict | None, spec) -> dict:
     n_null = _null_repeats(model, sd_key) or 1
     own = _own_sd(model, key, sd_key)
     null_df = n_null - 1 if n_null >= 2 else None
-    if f"{key}_sd" in model:  # two estimates: Welch–Satterthwaite combines them
+    if model.get(f"{key}_sd") is not None:  # two estimates: Welch–Satterthwaite combines them
         to_null = one_seed_width(own, (null_sd / math.sqrt(n_null), null_df))
     else:  # one estimate for both terms: the classic bound, t(n − 1) · sd · √(1 + 1/n)
         to_null = one_seed_width((null_sd * math.sqrt(1 + 1 / n_null), null_df))
