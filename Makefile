@@ -66,8 +66,8 @@ bench-scale-curate: $(STAMP)
 	  --out $(SCALE)/runs --workers 2
 
 # The default scaling study (2 worlds x 3 seeds x 4 sizes and every baseline): the paper's
-# claims table (docs/analyze.md). About an hour on 2 cores with the stage-2 recipe before
-# `study sweep` chose one; about 1 h 25 min with its choice (estimated, docs/training.md).
+# claims table (docs/analyze.md). 1 h 23 min on 2 cores with the stage-2 recipe
+# `study sweep` chose (measured 2026-12-08, docs/benchmarks.md).
 # Not part of `make bench`.
 bench-study: $(STAMP)
 	rm -rf bench/out/study
